@@ -1,0 +1,14 @@
+//! workflow-core: the pure-Rust heart of workflow-native.
+//!
+//! Reads and writes the data directory of `@workflow/world-local` 4.4.1 byte for byte,
+//! and implements the operations behind `workflow/api`'s `Run` handle. No N-API here:
+//! the binding crate at the repository root only converts types.
+
+pub mod error;
+pub mod ids;
+pub mod queue;
+pub mod run;
+pub mod stream;
+pub mod world;
+
+pub use error::{Error, Result};

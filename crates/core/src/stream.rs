@@ -1,0 +1,536 @@
+//! Run streams on disk: chunk listing, tail index, frame decoding and a live reader.
+//!
+//! A stream is the set of files `streams/chunks/<name>-chnk_<ULID>.bin` in file-name
+//! (= ULID) order. Each file holds one flag byte (`0x00` data, `0x01` close marker) and the
+//! chunk bytes. Object streams carry one `u32 BE length || "devl" || devalue text` frame per
+//! chunk; byte streams carry raw bytes or `u32 BE length || bytes` frames (`framed-v1`).
+
+use crate::error::{Error, Result};
+use crate::ids::assert_safe_entity_id;
+use crate::world::fsio::list_dir_sync;
+use crate::world::local::LocalWorld;
+use crate::world::watch::{Subscription, Topic};
+use std::collections::{HashSet, VecDeque};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const EOF_FLAG: u8 = 1;
+const FRAME_HEADER: usize = 4;
+const MAX_PLAUSIBLE_FRAME: u32 = 100_000_000;
+/// Upper bound of chunk bytes one `next_many` call reads, so a slow consumer never makes
+/// us hold more than this in memory.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+
+/// Sorted chunk file names of one stream (temp files excluded).
+pub fn list_chunk_files(chunks_dir: &Path, name: &str) -> Result<Vec<String>> {
+    assert_safe_entity_id("streamName", name)?;
+    let prefix = format!("{name}-");
+    let mut files: Vec<String> = list_dir_sync(chunks_dir)?
+        .into_iter()
+        .filter(|f| {
+            f.starts_with(&prefix)
+                && (f.ends_with(".bin") || f.ends_with(".json"))
+                && !f.contains(".tmp.")
+        })
+        .collect();
+    files.sort_unstable();
+    Ok(files)
+}
+
+fn first_byte(path: &Path) -> Result<Option<u8>> {
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut b = [0u8; 1];
+    match f.read(&mut b) {
+        Ok(1) => Ok(Some(b[0])),
+        Ok(_) => Ok(None),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// `{ tailIndex, done }` from one directory listing and the last file's first byte.
+///
+/// world-local reads the first byte of every file up to the first close marker; since a
+/// close marker is the last file a writer produces, looking at the last file gives the
+/// same answer without touching the others.
+pub fn stream_info(chunks_dir: &Path, name: &str) -> Result<(i64, bool)> {
+    let files = list_chunk_files(chunks_dir, name)?;
+    let Some(last) = files.last() else {
+        return Ok((-1, false));
+    };
+    let done = first_byte(&chunks_dir.join(last))? == Some(EOF_FLAG);
+    let data = files.len() as i64 - i64::from(done);
+    Ok((data - 1, done))
+}
+
+/// How the chunk bytes are turned into items.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamMode {
+    /// devalue-framed object stream: items are the frame texts.
+    Objects,
+    /// raw byte stream: items are the chunk bytes as stored.
+    BytesRaw,
+    /// `framed-v1` byte stream: items are the frame payloads.
+    BytesFramed,
+}
+
+/// One decoded item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    /// devalue text to parse (the `devl` prefix already removed)
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// Turns chunk payloads into items, re-grouping frames that span chunks.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    mode: StreamMode,
+    buf: Vec<u8>,
+}
+
+impl FrameDecoder {
+    pub fn new(mode: StreamMode) -> Self {
+        FrameDecoder {
+            mode,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Decodes a format-prefixed frame body.
+    fn frame_body(body: &[u8]) -> Result<Item> {
+        if body.len() < 4 {
+            return Err(Error::Plain(format!(
+                "Data too short to contain format prefix: expected at least 4 bytes, got {}",
+                body.len()
+            )));
+        }
+        match &body[..4] {
+            b"devl" => Ok(Item::Text(String::from_utf8_lossy(&body[4..]).into_owned())),
+            b"encr" => Err(Error::Decryption(
+                "Encrypted stream data encountered but no encryption key is available. Encryption is not configured or no key was provided for this run.".into(),
+            )),
+            other => Err(Error::Runtime(format!(
+                "Unknown serialization format: \"{}\". Known formats: devl, encr",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
+
+    fn drain_frames(&mut self, out: &mut Vec<Item>) -> Result<()> {
+        let mut start = 0;
+        while self.buf.len() - start >= FRAME_HEADER {
+            let h = &self.buf[start..start + FRAME_HEADER];
+            let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            if self.buf.len() - start < FRAME_HEADER + len {
+                break;
+            }
+            let body = &self.buf[start + FRAME_HEADER..start + FRAME_HEADER + len];
+            match self.mode {
+                StreamMode::Objects => out.push(Self::frame_body(body)?),
+                _ => {
+                    if !body.is_empty() {
+                        out.push(Item::Bytes(body.to_vec()))
+                    }
+                }
+            }
+            start += FRAME_HEADER + len;
+        }
+        self.buf.drain(..start);
+        Ok(())
+    }
+
+    pub fn push(&mut self, chunk: &[u8], out: &mut Vec<Item>) -> Result<()> {
+        match self.mode {
+            StreamMode::BytesRaw => {
+                if !chunk.is_empty() {
+                    out.push(Item::Bytes(chunk.to_vec()));
+                }
+                Ok(())
+            }
+            StreamMode::BytesFramed => {
+                self.buf.extend_from_slice(chunk);
+                if self.buf.len() >= FRAME_HEADER {
+                    let h = &self.buf[..FRAME_HEADER];
+                    if u32::from_be_bytes([h[0], h[1], h[2], h[3]]) > MAX_PLAUSIBLE_FRAME {
+                        return Err(Error::Plain(
+                            "Byte stream frame exceeds the maximum frame size (100000000 bytes)"
+                                .into(),
+                        ));
+                    }
+                }
+                self.drain_frames(out)
+            }
+            StreamMode::Objects => {
+                if self.buf.is_empty() && chunk.len() >= FRAME_HEADER {
+                    let n = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                    if n > 0 && n < MAX_PLAUSIBLE_FRAME {
+                        self.buf.extend_from_slice(chunk);
+                        return self.drain_frames(out);
+                    }
+                } else if !self.buf.is_empty() {
+                    self.buf.extend_from_slice(chunk);
+                    return self.drain_frames(out);
+                }
+                // Legacy: newline-separated devalue texts, no framing.
+                let text = String::from_utf8_lossy(chunk);
+                for line in text.split('\n') {
+                    if !line.is_empty() {
+                        out.push(Item::Text(line.to_string()));
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn chunk_key(name: &str) -> u128 {
+    // The part after `-chnk_` is a ULID; fall back to a hash for foreign names.
+    name.rfind("chnk_")
+        .and_then(|i| name.get(i + 5..i + 31))
+        .and_then(|u| ulid::Ulid::from_string(u).ok())
+        .map(|u| u.0)
+        .unwrap_or_else(|| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            u128::from(h.finish()) | (1u128 << 127)
+        })
+}
+
+/// The synchronous part of a reader: which files were consumed, what is buffered.
+pub struct StreamCursor {
+    chunks_dir: PathBuf,
+    name: String,
+    consumed: HashSet<u128>,
+    /// Listed but not yet consumed files, in order; refilled by a new listing when empty.
+    pending: VecDeque<String>,
+    /// Files still to skip to honour a positive start index beyond the current end.
+    skip: u64,
+    started: bool,
+    start_index: i64,
+    decoder: FrameDecoder,
+    done: bool,
+}
+
+/// One batch of items.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub items: Vec<Item>,
+    pub done: bool,
+}
+
+impl StreamCursor {
+    pub fn new(chunks_dir: PathBuf, name: &str, start_index: i64, mode: StreamMode) -> Result<Self> {
+        assert_safe_entity_id("streamName", name)?;
+        Ok(StreamCursor {
+            chunks_dir,
+            name: name.to_string(),
+            consumed: HashSet::new(),
+            pending: VecDeque::new(),
+            skip: 0,
+            started: false,
+            start_index,
+            decoder: FrameDecoder::new(mode),
+            done: false,
+        })
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn resolve_start(&mut self, files: &[String]) -> Result<()> {
+        let start = if self.start_index < 0 {
+            let mut count = files.len() as i64;
+            if let Some(last) = files.last() {
+                if first_byte(&self.chunks_dir.join(last))? == Some(EOF_FLAG) {
+                    count -= 1;
+                }
+            }
+            (count + self.start_index).max(0) as u64
+        } else {
+            self.start_index as u64
+        };
+        let mut skipped = 0u64;
+        for f in files.iter().take(start as usize) {
+            if first_byte(&self.chunks_dir.join(f))? == Some(EOF_FLAG) {
+                // A start index past the close marker: nothing left to read.
+                self.done = true;
+                return Ok(());
+            }
+            self.consumed.insert(chunk_key(f));
+            skipped += 1;
+        }
+        self.skip = start - skipped;
+        self.started = true;
+        Ok(())
+    }
+
+    /// Reads whatever is available now, up to `max_items` items / `MAX_BATCH_BYTES`.
+    /// An empty, not-done batch means "nothing new yet".
+    pub fn read_available(&mut self, max_items: usize) -> Result<Batch> {
+        let mut batch = Batch::default();
+        if self.done {
+            batch.done = true;
+            return Ok(batch);
+        }
+        if self.pending.is_empty() {
+            let files = list_chunk_files(&self.chunks_dir, &self.name)?;
+            if !self.started {
+                self.resolve_start(&files)?;
+                if self.done {
+                    batch.done = true;
+                    return Ok(batch);
+                }
+            }
+            let consumed = &self.consumed;
+            self.pending = files
+                .into_iter()
+                .filter(|f| !consumed.contains(&chunk_key(f)))
+                .collect();
+        }
+        let mut bytes_read = 0usize;
+        while let Some(f) = self.pending.front() {
+            if batch.items.len() >= max_items.max(1) || bytes_read >= MAX_BATCH_BYTES {
+                break;
+            }
+            let key = chunk_key(f);
+            let path = self.chunks_dir.join(f);
+            self.pending.pop_front();
+            if self.consumed.contains(&key) {
+                continue;
+            }
+            let data = match std::fs::read(&path) {
+                Ok(d) => d,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if data.first() == Some(&EOF_FLAG) {
+                self.done = true;
+                self.pending.clear();
+                break;
+            }
+            self.consumed.insert(key);
+            if self.skip > 0 {
+                self.skip -= 1;
+                continue;
+            }
+            bytes_read += data.len();
+            if data.len() > 1 {
+                self.decoder.push(&data[1..], &mut batch.items)?;
+            }
+        }
+        batch.done = self.done;
+        Ok(batch)
+    }
+}
+
+/// A live reader: batches of items, waiting on the change feed when nothing is new.
+pub struct StreamReader {
+    cursor: Option<StreamCursor>,
+    sub: Subscription,
+}
+
+impl StreamReader {
+    pub fn open(
+        world: &Arc<LocalWorld>,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+    ) -> Result<StreamReader> {
+        let cursor = StreamCursor::new(world.chunks_dir(), name, start_index, mode)?;
+        let sub = world.subscribe(Topic::Stream, name);
+        Ok(StreamReader {
+            cursor: Some(cursor),
+            sub,
+        })
+    }
+
+    /// Next items (at least one unless the stream is done). Waits for writers when the
+    /// stream is open and fully consumed.
+    pub async fn next_many(&mut self, max_items: usize) -> Result<Batch> {
+        loop {
+            self.sub.mark_seen();
+            let Some(mut cursor) = self.cursor.take() else {
+                return Ok(Batch {
+                    items: Vec::new(),
+                    done: true,
+                });
+            };
+            let (cursor, res) = tokio::task::spawn_blocking(move || {
+                let r = cursor.read_available(max_items);
+                (cursor, r)
+            })
+            .await
+            .map_err(|e| Error::Plain(format!("stream reader task failed: {e}")))?;
+            self.cursor = Some(cursor);
+            let batch = res?;
+            if !batch.items.is_empty() || batch.done {
+                return Ok(batch);
+            }
+            self.sub.changed().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &str) -> Vec<u8> {
+        let body = format!("devl{text}");
+        let mut v = (body.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(body.as_bytes());
+        v
+    }
+
+    fn write_chunk(dir: &Path, name: &str, id: &str, flag: u8, payload: &[u8]) {
+        let mut data = vec![flag];
+        data.extend_from_slice(payload);
+        std::fs::write(dir.join(format!("{name}-chnk_{id}.bin")), data).unwrap();
+    }
+
+    fn ulid_at(i: u64) -> String {
+        ulid::Ulid::from_parts(1_700_000_000_000 + i, 7).to_string()
+    }
+
+    #[test]
+    fn decodes_frames_split_across_chunks() {
+        let mut d = FrameDecoder::new(StreamMode::Objects);
+        let mut out = Vec::new();
+        let mut both = frame("[1]");
+        both.extend(frame("[\"two\"]"));
+        let (a, b) = both.split_at(6);
+        d.push(a, &mut out).unwrap();
+        assert!(out.is_empty());
+        d.push(b, &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![Item::Text("[1]".into()), Item::Text("[\"two\"]".into())]
+        );
+    }
+
+    #[test]
+    fn legacy_newline_chunks_are_split_into_values() {
+        let mut d = FrameDecoder::new(StreamMode::Objects);
+        let mut out = Vec::new();
+        d.push(b"[1]\n[2]\n", &mut out).unwrap();
+        assert_eq!(out, vec![Item::Text("[1]".into()), Item::Text("[2]".into())]);
+    }
+
+    #[test]
+    fn unknown_and_encrypted_formats_are_errors() {
+        let mut d = FrameDecoder::new(StreamMode::Objects);
+        let mut out = Vec::new();
+        let mut f = 8u32.to_be_bytes().to_vec();
+        f.extend_from_slice(b"xxxx[1]!");
+        let e = d.push(&f, &mut out).unwrap_err();
+        assert!(e.to_string().contains("Unknown serialization format: \"xxxx\""));
+        let mut d = FrameDecoder::new(StreamMode::Objects);
+        let mut f = 8u32.to_be_bytes().to_vec();
+        f.extend_from_slice(b"encr1234");
+        assert_eq!(d.push(&f, &mut out).unwrap_err().name(), "RuntimeDecryptionError");
+    }
+
+    #[test]
+    fn tail_index_and_done_from_the_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        assert_eq!(stream_info(d, "strm_A_user").unwrap(), (-1, false));
+        write_chunk(d, "strm_A_user", &ulid_at(1), 0, &frame("[1]"));
+        write_chunk(d, "strm_A_user", &ulid_at(2), 0, &frame("[2]"));
+        write_chunk(d, "strm_A_user_bnM", &ulid_at(3), 0, &frame("[3]"));
+        std::fs::write(d.join(format!("strm_A_user-chnk_{}.bin.tmp.X", ulid_at(4))), b"\0").unwrap();
+        assert_eq!(stream_info(d, "strm_A_user").unwrap(), (1, false));
+        write_chunk(d, "strm_A_user", &ulid_at(5), 1, b"");
+        assert_eq!(stream_info(d, "strm_A_user").unwrap(), (1, true));
+    }
+
+    fn read_all(c: &mut StreamCursor) -> (Vec<Item>, bool) {
+        let mut items = Vec::new();
+        loop {
+            let b = c.read_available(2).unwrap();
+            let empty = b.items.is_empty();
+            items.extend(b.items);
+            if b.done || empty {
+                return (items, b.done);
+            }
+        }
+    }
+
+    #[test]
+    fn start_indexes_positive_negative_and_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..5 {
+            write_chunk(d, "s", &ulid_at(i), 0, &frame(&format!("[{i}]")));
+        }
+        write_chunk(d, "s", &ulid_at(9), 1, b"");
+        let texts = |start: i64| {
+            let mut c = StreamCursor::new(d.to_path_buf(), "s", start, StreamMode::Objects).unwrap();
+            let (items, done) = read_all(&mut c);
+            assert!(done);
+            items
+                .into_iter()
+                .map(|i| match i {
+                    Item::Text(t) => t,
+                    Item::Bytes(_) => unreachable!(),
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts(0), ["[0]", "[1]", "[2]", "[3]", "[4]"]);
+        assert_eq!(texts(3), ["[3]", "[4]"]);
+        assert_eq!(texts(-2), ["[3]", "[4]"]);
+        assert_eq!(texts(-50), ["[0]", "[1]", "[2]", "[3]", "[4]"]);
+        assert!(texts(5).is_empty());
+        assert!(texts(7).is_empty(), "past the close marker ends the stream");
+    }
+
+    #[test]
+    fn late_chunks_with_smaller_ulids_are_still_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chunk(d, "s", &ulid_at(2), 0, &frame("[2]"));
+        let mut c = StreamCursor::new(d.to_path_buf(), "s", 0, StreamMode::Objects).unwrap();
+        assert_eq!(c.read_available(10).unwrap().items.len(), 1);
+        // A parallel writer's earlier chunk lands after we listed.
+        write_chunk(d, "s", &ulid_at(1), 0, &frame("[1]"));
+        let b = c.read_available(10).unwrap();
+        assert_eq!(b.items, vec![Item::Text("[1]".into())]);
+        assert!(!b.done);
+    }
+
+    #[test]
+    fn batches_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..100 {
+            write_chunk(d, "s", &ulid_at(i), 0, &frame("[0]"));
+        }
+        let mut c = StreamCursor::new(d.to_path_buf(), "s", 0, StreamMode::Objects).unwrap();
+        assert_eq!(c.read_available(7).unwrap().items.len(), 7);
+        assert_eq!(c.read_available(1000).unwrap().items.len(), 93);
+    }
+
+    #[test]
+    fn byte_modes() {
+        let mut raw = FrameDecoder::new(StreamMode::BytesRaw);
+        let mut out = Vec::new();
+        raw.push(b"\x00\x01abc", &mut out).unwrap();
+        assert_eq!(out, vec![Item::Bytes(b"\x00\x01abc".to_vec())]);
+        let mut framed = FrameDecoder::new(StreamMode::BytesFramed);
+        let mut out = Vec::new();
+        let mut data = 3u32.to_be_bytes().to_vec();
+        data.extend_from_slice(b"abc");
+        data.extend_from_slice(&2u32.to_be_bytes());
+        framed.push(&data, &mut out).unwrap();
+        framed.push(b"de", &mut out).unwrap();
+        assert_eq!(out, vec![Item::Bytes(b"abc".to_vec()), Item::Bytes(b"de".to_vec())]);
+    }
+}

@@ -1,0 +1,283 @@
+//! File primitives with world-local's atomicity discipline and JSON encoding.
+//!
+//! * replaceable files: write `<path>.tmp.<ULID>` then `rename` over the target;
+//! * create-once files (events, locks): write the temp file, `link` it to the target
+//!   (fails if another writer got there first), unlink the temp file;
+//! * JSON as `JSON.stringify(value, replacer, 2)` writes it (2-space indent, no trailing
+//!   newline), dates as ISO-8601 with milliseconds.
+
+use crate::error::{Error, Result};
+use crate::ids::monotonic_ulid;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+/// Reads and parses a JSON file. `Ok(None)` when the file does not exist.
+pub async fn read_json(path: &Path) -> Result<Option<Value>> {
+    let bytes = match tokio::fs::read(path).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    parse_json(path, &bytes).map(Some)
+}
+
+/// Synchronous twin of [`read_json`] for hot paths that run on a blocking thread.
+pub fn read_json_sync(path: &Path) -> Result<Option<Value>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    parse_json(path, &bytes).map(Some)
+}
+
+pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
+    if bytes.is_empty() {
+        return Err(Error::corrupt(path, "file is empty"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| Error::corrupt(path, format!("invalid JSON ({e})")))
+}
+
+/// `JSON.stringify(value, null, 2)`.
+pub fn to_pretty_json(value: &Value) -> String {
+    // serde_json's pretty printer uses two spaces and `": "`, like JSON.stringify.
+    serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
+}
+
+/// `JSON.stringify(value)`.
+pub fn to_compact_json(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(format!(".tmp.{}", monotonic_ulid()));
+    PathBuf::from(s)
+}
+
+async fn ensure_parent(path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        tokio::fs::create_dir_all(parent)
+            .await
+            .map_err(|e| Error::io(parent, e))?;
+    }
+    Ok(())
+}
+
+async fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
+    let tmp = temp_path(path);
+    match tokio::fs::write(&tmp, data).await {
+        Ok(()) => Ok(tmp),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // The directory does not exist yet (or was removed under us): create it, retry once.
+            ensure_parent(path).await?;
+            tokio::fs::write(&tmp, data)
+                .await
+                .map_err(|e| Error::io(&tmp, e))?;
+            Ok(tmp)
+        }
+        Err(e) => Err(Error::io(&tmp, e)),
+    }
+}
+
+/// Atomic replace: temp file + rename. Last writer wins.
+pub async fn write_replace(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = write_temp(path, data).await?;
+    if let Err(e) = tokio::fs::rename(&tmp, path).await {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// Atomic create-once: temp file + hard link. Returns `false` if the target already
+/// existed (another writer published it first); the existing file is left untouched.
+pub async fn write_exclusive(path: &Path, data: &[u8]) -> Result<bool> {
+    let tmp = write_temp(path, data).await?;
+    let linked = tokio::fs::hard_link(&tmp, path).await;
+    let _ = tokio::fs::remove_file(&tmp).await;
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Deletes a file; a missing file is not an error.
+pub async fn remove_if_exists(path: &Path) -> Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Names of the entries of a directory; an absent directory is empty.
+pub async fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let mut rd = match tokio::fs::read_dir(dir).await {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    while let Some(entry) = rd.next_entry().await.map_err(|e| Error::io(dir, e))? {
+        if let Some(name) = entry.file_name().to_str() {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Synchronous directory listing (one `getdents` loop, no per-entry stat).
+pub fn list_dir_sync(dir: &Path) -> Result<Vec<String>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a date the way `z.coerce.date()` accepts what world-local writes: an ISO
+/// string (or anything RFC 3339) or epoch milliseconds. Returns epoch milliseconds.
+pub fn parse_date_ms(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_millis() as f64),
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+        _ => None,
+    }
+}
+
+/// `Date.prototype.toISOString()` of epoch milliseconds.
+pub fn iso_from_ms(ms: f64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms as i64)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub fn now_ms() -> f64 {
+    Utc::now().timestamp_millis() as f64
+}
+
+pub fn now_iso() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Normalises a date field to world-local's ISO form (what a zod-coerced `Date`
+/// becomes when JSON.stringify writes it back).
+pub fn normalize_date(v: &Value) -> Option<Value> {
+    parse_date_ms(v).map(|ms| Value::String(iso_from_ms(ms)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pretty_json_matches_json_stringify() {
+        let v = json!({"a": 1, "b": [1, {"c": "x\u{1}\"\\"}], "d": {}, "e": []});
+        assert_eq!(
+            to_pretty_json(&v),
+            "{\n  \"a\": 1,\n  \"b\": [\n    1,\n    {\n      \"c\": \"x\\u0001\\\"\\\\\"\n    }\n  ],\n  \"d\": {},\n  \"e\": []\n}"
+        );
+    }
+
+    #[test]
+    fn dates_round_trip_as_iso_millis() {
+        let ms = parse_date_ms(&json!("2026-11-29T03:28:16.940Z")).unwrap();
+        assert_eq!(iso_from_ms(ms), "2026-11-29T03:28:16.940Z");
+        assert_eq!(
+            normalize_date(&json!("2026-11-29T03:28:16Z")).unwrap(),
+            json!("2026-11-29T03:28:16.000Z")
+        );
+        assert!(parse_date_ms(&json!("yesterday")).is_none());
+    }
+
+    #[tokio::test]
+    async fn exclusive_write_publishes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/a.json");
+        assert!(write_exclusive(&p, b"one").await.unwrap());
+        assert!(!write_exclusive(&p, b"two").await.unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"one");
+        // no temp files left behind
+        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_exclusive_writers_have_exactly_one_winner() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("lock");
+        let mut tasks = Vec::new();
+        for i in 0..32 {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                write_exclusive(&p, format!("{i}").as_bytes()).await.unwrap()
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            if t.await.unwrap() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_replacers_never_expose_partial_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("run.json");
+        write_replace(&p, b"{}").await.unwrap();
+        let big: Vec<String> = (0..8)
+            .map(|i| format!("{{\"v\":\"{}\"}}", i.to_string().repeat(100_000)))
+            .collect();
+        let mut tasks = Vec::new();
+        for body in big.clone() {
+            let p = p.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..5 {
+                    write_replace(&p, body.as_bytes()).await.unwrap();
+                }
+            }));
+        }
+        let reader = {
+            let p = p.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let bytes = tokio::fs::read(&p).await.unwrap();
+                    serde_json::from_slice::<Value>(&bytes).expect("always a whole file");
+                }
+            })
+        };
+        for t in tasks {
+            t.await.unwrap();
+        }
+        reader.await.unwrap();
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temp files cleaned up");
+    }
+
+    #[tokio::test]
+    async fn corrupt_json_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("runs.json");
+        std::fs::write(&p, b"{\"runId\": \"wr").unwrap();
+        let err = read_json(&p).await.unwrap_err();
+        assert!(err.to_string().contains("runs.json"), "{err}");
+        assert_eq!(err.code().as_deref(), Some("CORRUPT_FILE"));
+    }
+}

@@ -1,0 +1,389 @@
+//! The filesystem World, byte-compatible with `@workflow/world-local` 4.4.1: reads the
+//! entities it writes and applies the `events.create` effects of the events the `Run`
+//! handle creates (`run_cancelled`, `wait_completed`) exactly as it does.
+
+use crate::error::{Error, Result};
+use crate::ids::{assert_safe_entity_id, prefixed_id};
+use crate::world::fsio::{
+    list_dir, normalize_date, now_iso, parse_json, read_json, read_json_sync, remove_if_exists,
+    to_pretty_json, write_exclusive, write_replace,
+};
+use crate::world::model::{parse_event_summary, parse_run, EventSummary, RunSnapshot, RunStatus};
+use crate::world::watch::{ChangeFeed, Subscription, Topic};
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The spec version this World implements (`SPEC_VERSION_CURRENT`).
+pub const SPEC_VERSION_CURRENT: i64 = 3;
+
+pub struct LocalWorld {
+    root: PathBuf,
+    feed: Arc<ChangeFeed>,
+}
+
+/// Result of creating a `run_cancelled` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The run moved to `cancelled` (or did not exist: an orphan event was stored).
+    Cancelled,
+    /// The run was already cancelled; another `run_cancelled` event was appended.
+    AlreadyCancelled,
+    /// A legacy (spec ≤ 1) run was mutated directly, no event stored.
+    LegacyCancelled,
+}
+
+impl LocalWorld {
+    /// `root` is the data directory; relative paths are resolved against the current
+    /// directory now, as world-local resolves them when it is created.
+    pub fn new(root: impl AsRef<Path>) -> Result<LocalWorld> {
+        let root = root.as_ref();
+        let root = if root.is_absolute() {
+            root.to_path_buf()
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io(root, e))?
+                .join(root)
+        };
+        let feed = ChangeFeed::new(&root);
+        Ok(LocalWorld { root, feed })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn run_path(&self, run_id: &str) -> PathBuf {
+        self.root.join("runs").join(format!("{run_id}.json"))
+    }
+
+    pub fn chunks_dir(&self) -> PathBuf {
+        self.root.join("streams").join("chunks")
+    }
+
+    pub fn subscribe(&self, topic: Topic, key: &str) -> Subscription {
+        self.feed.subscribe(topic, key)
+    }
+
+    // ----------------------------------------------------------------- runs
+
+    /// `runs.get(runId)`: one read, one parse. `with_data` = `resolveData: 'all'`.
+    pub async fn get_run(&self, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
+        assert_safe_entity_id("runId", run_id)?;
+        let path = self.run_path(run_id);
+        match read_json(&path).await? {
+            Some(v) => parse_run(&path, &v, with_data),
+            None => Err(Error::RunNotFound {
+                run_id: run_id.to_string(),
+            }),
+        }
+    }
+
+    /// Blocking twin of [`get_run`](Self::get_run) for callers already on a blocking thread.
+    pub fn get_run_sync(&self, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
+        assert_safe_entity_id("runId", run_id)?;
+        let path = self.run_path(run_id);
+        match read_json_sync(&path)? {
+            Some(v) => parse_run(&path, &v, with_data),
+            None => Err(Error::RunNotFound {
+                run_id: run_id.to_string(),
+            }),
+        }
+    }
+
+    async fn read_run_value(&self, run_id: &str) -> Result<Option<(RunSnapshot, Map<String, Value>)>> {
+        let path = self.run_path(run_id);
+        match read_json(&path).await? {
+            None => Ok(None),
+            Some(v) => {
+                let snap = parse_run(&path, &v, false)?;
+                match v {
+                    Value::Object(m) => Ok(Some((snap, m))),
+                    _ => Err(Error::corrupt(&path, "a run must be a JSON object")),
+                }
+            }
+        }
+    }
+
+    // --------------------------------------------------------------- events
+
+    /// All events of one run in log order (createdAt, then eventId), reading only that
+    /// run's files. Files that do not validate are skipped, as world-local skips them.
+    pub async fn list_run_events(&self, run_id: &str) -> Result<Vec<EventSummary>> {
+        assert_safe_entity_id("runId", run_id)?;
+        let dir = self.root.join("events");
+        let prefix = format!("{run_id}-");
+        let mut names: Vec<String> = list_dir(&dir)
+            .await?
+            .into_iter()
+            .filter(|n| n.starts_with(&prefix) && n.ends_with(".json") && !n.contains(".tmp."))
+            .collect();
+        names.sort();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let path = dir.join(&name);
+            let bytes = match tokio::fs::read(&path).await {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            if let Some(ev) = parse_json(&path, &bytes).ok().as_ref().and_then(parse_event_summary) {
+                out.push(ev);
+            }
+        }
+        out.sort_by(|a, b| {
+            a.created_at
+                .total_cmp(&b.created_at)
+                .then_with(|| a.event_id.cmp(&b.event_id))
+        });
+        Ok(out)
+    }
+
+    /// Publishes an event file exactly once (`writeExclusive`), world-local's key order:
+    /// the request fields, then `runId`, `eventId`, `createdAt`, `specVersion`.
+    async fn store_event(&self, run_id: &str, request: Map<String, Value>, spec_version: Value) -> Result<String> {
+        let event_id = prefixed_id("evnt");
+        let mut ev = request;
+        ev.insert("runId".into(), Value::String(run_id.to_string()));
+        ev.insert("eventId".into(), Value::String(event_id.clone()));
+        ev.insert("createdAt".into(), Value::String(now_iso()));
+        ev.insert("specVersion".into(), spec_version);
+        let path = self
+            .root
+            .join("events")
+            .join(format!("{run_id}-{event_id}.json"));
+        let body = to_pretty_json(&Value::Object(ev));
+        if !write_exclusive(&path, body.as_bytes()).await? {
+            return Err(Error::EntityConflict(format!(
+                "Event \"{event_id}\" already exists for run \"{run_id}\""
+            )));
+        }
+        Ok(event_id)
+    }
+
+    /// Rebuilds a run file the way world-local's terminal transitions write it.
+    fn terminal_run_value(old: &Map<String, Value>, status: RunStatus) -> Value {
+        let mut run = Map::new();
+        for key in [
+            "runId",
+            "deploymentId",
+            "workflowName",
+            "specVersion",
+            "executionContext",
+            "input",
+        ] {
+            if let Some(v) = old.get(key) {
+                if !v.is_null() {
+                    run.insert(key.into(), v.clone());
+                }
+            }
+        }
+        for key in ["createdAt", "expiredAt", "startedAt"] {
+            if let Some(v) = old.get(key).and_then(normalize_date) {
+                run.insert(key.into(), v);
+            }
+        }
+        let now = now_iso();
+        run.insert("status".into(), Value::String(status.as_str().into()));
+        run.insert("completedAt".into(), Value::String(now.clone()));
+        run.insert("updatedAt".into(), Value::String(now));
+        Value::Object(run)
+    }
+
+    /// `events.create(runId, { eventType: 'run_cancelled', specVersion: 3 })`.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<CancelOutcome> {
+        assert_safe_entity_id("runId", run_id)?;
+        let current = self.read_run_value(run_id).await?;
+        let request = |spec: i64| {
+            let mut m = Map::new();
+            m.insert("eventType".into(), json!("run_cancelled"));
+            m.insert("specVersion".into(), json!(spec));
+            m
+        };
+        if let Some((snap, old)) = &current {
+            if let Some(v) = snap.spec_version {
+                if v > SPEC_VERSION_CURRENT as f64 {
+                    return Err(Error::RunNotSupported {
+                        run_spec_version: v as i64,
+                        world_spec_version: SPEC_VERSION_CURRENT,
+                    });
+                }
+            }
+            if snap.is_legacy() {
+                // Legacy runs are mutated directly; no event is stored and waits are kept.
+                let run = Self::terminal_run_value(old, RunStatus::Cancelled);
+                write_replace(&self.run_path(run_id), to_pretty_json(&run).as_bytes()).await?;
+                self.delete_hooks_of_run(run_id).await?;
+                return Ok(CancelOutcome::LegacyCancelled);
+            }
+            match snap.status {
+                RunStatus::Cancelled => {
+                    self.store_event(run_id, request(3), json!(3)).await?;
+                    return Ok(CancelOutcome::AlreadyCancelled);
+                }
+                RunStatus::Completed | RunStatus::Failed => {
+                    return Err(Error::EntityConflict(format!(
+                        "Cannot transition run from terminal state \"{}\"",
+                        snap.status.as_str()
+                    )));
+                }
+                RunStatus::Pending | RunStatus::Running => {
+                    let run = Self::terminal_run_value(old, RunStatus::Cancelled);
+                    write_replace(&self.run_path(run_id), to_pretty_json(&run).as_bytes()).await?;
+                    self.delete_hooks_of_run(run_id).await?;
+                    self.delete_waits_of_run(run_id).await?;
+                }
+            }
+        }
+        // world-local stores the event even when the run does not exist.
+        self.store_event(run_id, request(3), json!(3)).await?;
+        Ok(CancelOutcome::Cancelled)
+    }
+
+    /// `events.create(runId, { eventType: 'wait_completed', correlationId, specVersion,
+    /// eventData: { resumeAt } })`, or the legacy form when `legacy` is set.
+    pub async fn complete_wait(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+        spec_version: Option<f64>,
+        resume_at_ms: Option<f64>,
+        legacy: bool,
+    ) -> Result<()> {
+        assert_safe_entity_id("runId", run_id)?;
+        assert_safe_entity_id("correlationId", correlation_id)?;
+        let current = self.read_run_value(run_id).await?;
+        let spec_json = |v: Option<f64>| match v {
+            Some(v) if v.fract() == 0.0 => json!(v as i64),
+            Some(v) => json!(v),
+            None => json!(SPEC_VERSION_CURRENT),
+        };
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("wait_completed"));
+        request.insert("correlationId".into(), json!(correlation_id));
+        if !legacy {
+            request.insert("specVersion".into(), spec_json(spec_version));
+            if let Some(ms) = resume_at_ms {
+                request.insert(
+                    "eventData".into(),
+                    json!({ "resumeAt": crate::world::fsio::iso_from_ms(ms) }),
+                );
+            }
+        }
+        if let Some((snap, _)) = &current {
+            if let Some(v) = snap.spec_version {
+                if v > SPEC_VERSION_CURRENT as f64 {
+                    return Err(Error::RunNotSupported {
+                        run_spec_version: v as i64,
+                        world_spec_version: SPEC_VERSION_CURRENT,
+                    });
+                }
+            }
+            if snap.is_legacy() {
+                // Legacy runs: the event is appended, nothing else changes.
+                self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT))
+                    .await?;
+                return Ok(());
+            }
+        }
+        let spec = request
+            .get("specVersion")
+            .cloned()
+            .unwrap_or(json!(SPEC_VERSION_CURRENT));
+        let key = format!("{run_id}-{correlation_id}");
+        let lock = self
+            .root
+            .join(".locks")
+            .join("waits")
+            .join(format!("{key}.completed"));
+        if !write_exclusive(&lock, b"").await? {
+            return Err(Error::EntityConflict(format!(
+                "Wait \"{correlation_id}\" already completed"
+            )));
+        }
+        let wait_path = self.root.join("waits").join(format!("{key}.json"));
+        let existing = match read_json(&wait_path).await {
+            Ok(Some(Value::Object(m))) => m,
+            Ok(_) => {
+                let _ = remove_if_exists(&lock).await;
+                return Err(Error::World(format!("Wait \"{correlation_id}\" not found")));
+            }
+            Err(e) => {
+                let _ = remove_if_exists(&lock).await;
+                return Err(e);
+            }
+        };
+        // Keys world-local's WaitSchema keeps, in their stored order, then the update.
+        let mut wait = Map::new();
+        for (k, v) in &existing {
+            let keep = match k.as_str() {
+                "waitId" | "runId" | "status" | "specVersion" => Some(v.clone()),
+                "resumeAt" | "completedAt" | "createdAt" | "updatedAt" => normalize_date(v),
+                _ => None,
+            };
+            if let Some(v) = keep {
+                wait.insert(k.clone(), v);
+            }
+        }
+        let now = now_iso();
+        wait.insert("status".into(), json!("completed"));
+        wait.insert("completedAt".into(), json!(now));
+        wait.insert("updatedAt".into(), json!(now));
+        write_replace(&wait_path, to_pretty_json(&Value::Object(wait)).as_bytes()).await?;
+        self.store_event(run_id, request, spec).await?;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- side effects
+
+    /// Deletes every live hook of the run with its token claim and recovery marker.
+    async fn delete_hooks_of_run(&self, run_id: &str) -> Result<()> {
+        let dir = self.root.join("hooks");
+        for name in list_dir(&dir).await? {
+            let Some(stem) = name.strip_suffix(".json") else {
+                continue;
+            };
+            if stem.contains(".tmp.") {
+                continue;
+            }
+            let path = dir.join(&name);
+            // A hook file we cannot parse is left alone rather than failing the cancel
+            // half-way (the run file is already written).
+            let Ok(Some(hook)) = read_json(&path).await else {
+                continue;
+            };
+            let (Some(hook_run), Some(token), Some(hook_id)) = (
+                hook.get("runId").and_then(Value::as_str),
+                hook.get("token").and_then(Value::as_str),
+                hook.get("hookId").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if hook_run != run_id {
+                continue;
+            }
+            let tokens = dir.join("tokens");
+            remove_if_exists(&tokens.join(format!("{}.json", sha256_hex(token.as_bytes())))).await?;
+            let marker = sha256_hex(format!("{token}\0{hook_run}\0{hook_id}").as_bytes());
+            remove_if_exists(&tokens.join(format!("{marker}.recovery.json"))).await?;
+            remove_if_exists(&path).await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_waits_of_run(&self, run_id: &str) -> Result<()> {
+        let dir = self.root.join("waits");
+        let prefix = format!("{run_id}-");
+        for name in list_dir(&dir).await? {
+            if name.starts_with(&prefix) && name.ends_with(".json") {
+                remove_if_exists(&dir.join(&name)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}

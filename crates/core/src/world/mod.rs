@@ -1,0 +1,6 @@
+//! The World: storage, change notification and the local filesystem implementation.
+
+pub mod fsio;
+pub mod local;
+pub mod model;
+pub mod watch;
