@@ -61,8 +61,8 @@ pub enum Error {
     #[error("{0}")]
     Runtime(String),
 
-    /// `RuntimeDecryptionError` (carries the WDK docs link like the original)
-    #[error("{0}\n\nLearn more: https://useworkflow.dev/err/runtime-decryption-failed")]
+    /// `RuntimeDecryptionError` (the JS class appends the WDK docs link)
+    #[error("{0}")]
     Decryption(String),
 
     /// Queue delivery problems (`Unable to resolve base URL for workflow queue.`, HTTP failures).

@@ -1,0 +1,52 @@
+'use strict'
+// The ReadableStream wrapper over a native stream reader: `pull` asks the addon for a
+// batch (one native call for many chunks), `cancel` closes the native reader at once.
+// The addon reads only when the consumer pulls, so a slow reader never makes it buffer
+// the stream: at most one batch is held.
+
+const { fromNative } = require('./native.js')
+
+const BATCH = 256
+
+/**
+ * @param openReader () => native reader (called lazily on first pull)
+ * @param decode  (text) => value for object streams; byte streams get Uint8Arrays
+ */
+function nativeReadable(global, openReader, decode) {
+  let reader = null
+  let finished = false
+  const Readable = global.ReadableStream || ReadableStream
+  const U8 = global.Uint8Array || Uint8Array
+  return new Readable(
+    {
+      async pull(controller) {
+        if (finished) return
+        try {
+          if (!reader) reader = openReader()
+          const batch = await reader.nextMany(BATCH)
+          if (finished) return
+          for (const text of batch.texts) controller.enqueue(decode(text))
+          for (const buf of batch.buffers) controller.enqueue(U8.from(buf))
+          if (batch.done) {
+            finished = true
+            reader = null
+            controller.close()
+          }
+        } catch (e) {
+          finished = true
+          if (reader) reader.close()
+          reader = null
+          controller.error(fromNative(e))
+        }
+      },
+      cancel() {
+        finished = true
+        if (reader) reader.close()
+        reader = null
+      },
+    },
+    { highWaterMark: 1 },
+  )
+}
+
+module.exports = { nativeReadable }

@@ -1,0 +1,63 @@
+'use strict'
+// Which World a Run talks to, read from the environment at first use (not at import),
+// as WDK reads it: WORKFLOW_TARGET_WORLD (default "local", "vercel" when
+// VERCEL_DEPLOYMENT_ID is set) and WORKFLOW_LOCAL_DATA_DIR (default ".workflow-data").
+
+const path = require('node:path')
+const { binding, fromNative } = require('./native.js')
+const { WorkflowRuntimeError } = require('../errors.js')
+
+const worlds = new Map()
+
+/** Returns `{ world }` or `{ error }`; never throws (getRun must not). */
+function resolveWorld() {
+  const env = process.env
+  const target = env.WORKFLOW_TARGET_WORLD || (env.VERCEL_DEPLOYMENT_ID ? 'vercel' : 'local')
+  if (target !== 'local' && target !== '@workflow/world-local') {
+    return {
+      error: new WorkflowRuntimeError(
+        `workflow-native supports only the local world; WORKFLOW_TARGET_WORLD is "${target}".`,
+      ),
+    }
+  }
+  const dir = path.resolve(env.WORKFLOW_LOCAL_DATA_DIR || '.workflow-data')
+  let world = worlds.get(dir)
+  if (!world) {
+    try {
+      world = new binding.NativeWorld(dir)
+    } catch (e) {
+      return { error: fromNative(e) }
+    }
+    worlds.set(dir, world)
+  }
+  return { world }
+}
+
+const BASE_PATH = Symbol.for('@workflow/core/basePath')
+
+/** Where queue messages go, read at call time like world-local does. */
+function queueTarget() {
+  const env = process.env
+  return {
+    baseUrl: env.WORKFLOW_LOCAL_BASE_URL || undefined,
+    port: env.PORT || undefined,
+    basePath: globalThis[BASE_PATH] || '',
+  }
+}
+
+/** Delivers a queue message in the background; failures are logged, never thrown. */
+function deliverInBackground(message) {
+  binding
+    .deliverQueueMessage(message, queueTarget())
+    .then((report) => {
+      for (const line of report.log) console.error(line)
+      if (!report.delivered) {
+        console.error(
+          `[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not delivered after ${report.attempts} attempt(s)`,
+        )
+      }
+    })
+    .catch((e) => console.error('[workflow-native] Queue operation failed:', e))
+}
+
+module.exports = { resolveWorld, deliverInBackground, queueTarget }

@@ -1,0 +1,203 @@
+//! `NativeWorld`: one data directory, the operations the `Run` handle needs.
+
+use crate::stream::NativeStreamReader;
+use crate::to_napi;
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use std::sync::Arc;
+use workflow_core::queue::QueueMessage;
+use workflow_core::world::local::LocalWorld;
+use workflow_core::world::model::{Payload, RunSnapshot};
+
+#[napi]
+pub struct NativeWorld {
+    inner: Arc<LocalWorld>,
+}
+
+/// A run as `runs.get` returns it; dates are epoch milliseconds.
+#[napi(object)]
+pub struct RunInfo {
+    pub run_id: String,
+    pub status: String,
+    pub deployment_id: String,
+    pub workflow_name: String,
+    pub spec_version: Option<f64>,
+    pub created_at: f64,
+    pub updated_at: f64,
+    pub started_at: Option<f64>,
+    pub completed_at: Option<f64>,
+    pub expired_at: Option<f64>,
+    /// `output` bytes (spec ≥ 2)
+    pub output: Option<Buffer>,
+    /// `output` as JSON text (legacy spec-1 runs)
+    pub output_json: Option<String>,
+    pub has_output: bool,
+    pub error_message: Option<String>,
+    pub error_stack: Option<String>,
+    pub error_code: Option<String>,
+    pub execution_context: Option<serde_json::Value>,
+}
+
+impl From<RunSnapshot> for RunInfo {
+    fn from(s: RunSnapshot) -> Self {
+        let has_output = s.output.is_some();
+        let (output, output_json) = match s.output {
+            Some(Payload::Bytes(b)) => (Some(Buffer::from(b)), None),
+            Some(Payload::Json(v)) => (None, Some(v.to_string())),
+            None => (None, None),
+        };
+        let (error_message, error_stack, error_code) = match s.error {
+            Some(e) => (Some(e.message), e.stack, e.code),
+            None => (None, None, None),
+        };
+        RunInfo {
+            run_id: s.run_id,
+            status: s.status.as_str().to_string(),
+            deployment_id: s.deployment_id,
+            workflow_name: s.workflow_name,
+            spec_version: s.spec_version,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+            started_at: s.started_at,
+            completed_at: s.completed_at,
+            expired_at: s.expired_at,
+            output,
+            output_json,
+            has_output,
+            error_message,
+            error_stack,
+            error_code,
+            execution_context: s.execution_context,
+        }
+    }
+}
+
+#[napi(object)]
+pub struct StreamInfo {
+    pub tail_index: i64,
+    pub done: bool,
+}
+
+#[napi(object)]
+pub struct WakeUpResult {
+    pub stopped_count: u32,
+    pub pending_count: u32,
+    /// Errors of waits that could not be completed: `{ name, message, ... }` JSON each.
+    pub errors: Vec<String>,
+    pub message: Option<crate::queue::JsQueueMessage>,
+}
+
+#[napi]
+impl NativeWorld {
+    #[napi(constructor)]
+    pub fn new(data_dir: String) -> napi::Result<Self> {
+        Ok(NativeWorld {
+            inner: Arc::new(LocalWorld::new(data_dir).map_err(to_napi)?),
+        })
+    }
+
+    /// Absolute data directory.
+    #[napi(getter)]
+    pub fn data_dir(&self) -> String {
+        self.inner.root().display().to_string()
+    }
+
+    #[napi]
+    pub async fn get_run(&self, run_id: String, with_data: bool) -> napi::Result<RunInfo> {
+        let w = Arc::clone(&self.inner);
+        w.get_run(&run_id, with_data)
+            .await
+            .map(RunInfo::from)
+            .map_err(to_napi)
+    }
+
+    /// The run's status: the hot path of `run.status`, converted as a plain string.
+    #[napi]
+    pub async fn run_status(&self, run_id: String) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        w.get_run(&run_id, false)
+            .await
+            .map(|r| r.status.as_str().to_string())
+            .map_err(to_napi)
+    }
+
+    /// Resolves once the run is terminal (woken by the filesystem watcher).
+    #[napi]
+    pub async fn wait_terminal(&self, run_id: String) -> napi::Result<RunInfo> {
+        let w = Arc::clone(&self.inner);
+        workflow_core::run::wait_until_terminal(&w, &run_id)
+            .await
+            .map(RunInfo::from)
+            .map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn cancel(&self, run_id: String) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        w.cancel_run(&run_id)
+            .await
+            .map(|o| format!("{o:?}"))
+            .map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn wake_up(
+        &self,
+        run_id: String,
+        correlation_ids: Option<Vec<String>>,
+        queue_namespace: Option<String>,
+    ) -> napi::Result<WakeUpResult> {
+        let w = Arc::clone(&self.inner);
+        let out = workflow_core::run::wake_up(
+            &w,
+            &run_id,
+            correlation_ids.as_deref(),
+            queue_namespace.as_deref(),
+        )
+        .await
+        .map_err(to_napi)?;
+        Ok(WakeUpResult {
+            stopped_count: out.stopped_count,
+            pending_count: out.pending_count,
+            errors: out
+                .errors
+                .into_iter()
+                .map(|e| {
+                    let mut o = e.fields();
+                    o.insert("name".into(), e.name().into());
+                    o.insert("message".into(), e.to_string().into());
+                    serde_json::Value::Object(o).to_string()
+                })
+                .collect(),
+            message: out.message.map(|m: QueueMessage| m.into()),
+        })
+    }
+
+    #[napi]
+    pub async fn stream_info(&self, name: String) -> napi::Result<StreamInfo> {
+        let dir = self.inner.chunks_dir();
+        let (tail_index, done) =
+            tokio::task::spawn_blocking(move || workflow_core::stream::stream_info(&dir, &name))
+                .await
+                .map_err(|e| napi::Error::from_reason(e.to_string()))?
+                .map_err(to_napi)?;
+        Ok(StreamInfo { tail_index, done })
+    }
+
+    /// `mode`: `"objects"`, `"bytes"` or `"bytes-framed"`.
+    #[napi]
+    pub fn open_stream(
+        &self,
+        name: String,
+        start_index: i64,
+        mode: String,
+    ) -> napi::Result<NativeStreamReader> {
+        NativeStreamReader::open(&self.inner, &name, start_index, &mode)
+    }
+}
+
+/// `strm_<run ULID>_user[_<base64url(namespace)>]`
+#[napi]
+pub fn run_stream_name(run_id: String, namespace: Option<String>) -> String {
+    workflow_core::ids::run_stream_name(&run_id, namespace.as_deref())
+}
