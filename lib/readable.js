@@ -15,6 +15,13 @@ const BATCH = 256
 function nativeReadable(global, openReader, decode) {
   let reader = null
   let finished = false
+  // One batch read ahead while the consumer handles the current one: the addon reads
+  // files while JS decodes. Never more than that is held.
+  let ahead = null
+  const readAhead = () => {
+    ahead = reader.nextMany(BATCH)
+    ahead.catch(() => {})
+  }
   const Readable = global.ReadableStream || ReadableStream
   const U8 = global.Uint8Array || Uint8Array
   return new Readable(
@@ -23,9 +30,15 @@ function nativeReadable(global, openReader, decode) {
         if (finished) return
         try {
           if (!reader) reader = openReader()
-          const batch = await reader.nextMany(BATCH)
+          const batch = await (ahead || reader.nextMany(BATCH))
+          ahead = null
           if (finished) return
-          for (const text of batch.texts) controller.enqueue(decode(text))
+          if (!batch.done) readAhead()
+          let start = 0
+          for (const end of batch.ends) {
+            controller.enqueue(decode(batch.text.slice(start, end)))
+            start = end
+          }
           for (const buf of batch.buffers) controller.enqueue(U8.from(buf))
           if (batch.done) {
             finished = true

@@ -17,6 +17,8 @@ pub(crate) fn to_napi(e: CoreError) -> napi::Error {
     obj.insert("name".into(), e.name().into());
     obj.insert("message".into(), e.to_string().into());
     let json = serde_json::Value::Object(obj).to_string();
-    napi::Error::new(napi::Status::GenericFailure, format!("{ERROR_MARKER}{json}"))
+    napi::Error::new(
+        napi::Status::GenericFailure,
+        format!("{ERROR_MARKER}{json}"),
+    )
 }
-

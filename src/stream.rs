@@ -14,10 +14,13 @@ pub struct NativeStreamReader {
     closed: watch::Sender<bool>,
 }
 
-/// One batch: `texts` for object streams (devalue texts), `buffers` for byte streams.
+/// One batch. Object streams: the devalue texts joined into one string (`text`) with the
+/// end offset of each (UTF-16 units, `ends`) — one JS string per batch instead of one per
+/// chunk. Byte streams: `buffers`.
 #[napi(object)]
 pub struct StreamBatch {
-    pub texts: Vec<String>,
+    pub text: String,
+    pub ends: Vec<u32>,
     pub buffers: Vec<Buffer>,
     pub done: bool,
 }
@@ -39,7 +42,8 @@ impl NativeStreamReader {
 
 fn done_batch() -> StreamBatch {
     StreamBatch {
-        texts: Vec::new(),
+        text: String::new(),
+        ends: Vec::new(),
         buffers: Vec::new(),
         done: true,
     }
@@ -68,16 +72,27 @@ impl NativeStreamReader {
         if batch.done {
             *guard = None;
         }
-        let mut texts = Vec::new();
+        let mut text = String::new();
+        let mut ends = Vec::new();
+        let mut end = 0u32;
         let mut buffers = Vec::new();
         for item in batch.items {
             match item {
-                Item::Text(t) => texts.push(t),
+                Item::Text(t) => {
+                    end += if t.is_ascii() {
+                        t.len() as u32
+                    } else {
+                        t.encode_utf16().count() as u32
+                    };
+                    text.push_str(&t);
+                    ends.push(end);
+                }
                 Item::Bytes(b) => buffers.push(Buffer::from(b)),
             }
         }
         Ok(StreamBatch {
-            texts,
+            text,
+            ends,
             buffers,
             done: batch.done,
         })

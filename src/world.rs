@@ -121,6 +121,25 @@ impl NativeWorld {
             .map_err(to_napi)
     }
 
+    /// Synchronous `runs.get`: one small file read and parse on the calling thread
+    /// (~10 µs), cheaper than any thread hop. Used by the metadata getters.
+    #[napi]
+    pub fn get_run_sync(&self, run_id: String) -> napi::Result<RunInfo> {
+        self.inner
+            .get_run_sync(&run_id, false)
+            .map(RunInfo::from)
+            .map_err(to_napi)
+    }
+
+    /// Synchronous status read (the hot path of `run.status`).
+    #[napi]
+    pub fn run_status_sync(&self, run_id: String) -> napi::Result<String> {
+        self.inner
+            .get_run_sync(&run_id, false)
+            .map(|r| r.status.as_str().to_string())
+            .map_err(to_napi)
+    }
+
     /// Resolves once the run is terminal (woken by the filesystem watcher).
     #[napi]
     pub async fn wait_terminal(&self, run_id: String) -> napi::Result<RunInfo> {
@@ -175,12 +194,11 @@ impl NativeWorld {
 
     #[napi]
     pub async fn stream_info(&self, name: String) -> napi::Result<StreamInfo> {
-        let dir = self.inner.chunks_dir();
-        let (tail_index, done) =
-            tokio::task::spawn_blocking(move || workflow_core::stream::stream_info(&dir, &name))
-                .await
-                .map_err(|e| napi::Error::from_reason(e.to_string()))?
-                .map_err(to_napi)?;
+        let index = self.inner.chunk_index();
+        let (tail_index, done) = tokio::task::spawn_blocking(move || index.stream_info(&name))
+            .await
+            .map_err(|e| napi::Error::from_reason(e.to_string()))?
+            .map_err(to_napi)?;
         Ok(StreamInfo { tail_index, done })
     }
 

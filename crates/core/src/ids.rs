@@ -62,7 +62,9 @@ pub fn run_stream_name(run_id: &str, namespace: Option<&str>) -> String {
 
 /// Milliseconds since the epoch encoded in a ULID (the 10 leading characters).
 pub fn ulid_time_ms(ulid_str: &str) -> Option<u64> {
-    ulid::Ulid::from_string(ulid_str).ok().map(|u| u.timestamp_ms())
+    ulid::Ulid::from_string(ulid_str)
+        .ok()
+        .map(|u| u.timestamp_ms())
 }
 
 #[cfg(test)]
@@ -72,7 +74,9 @@ mod tests {
 
     #[test]
     fn rejects_unsafe_ids() {
-        for bad in ["", ".", "..", ".locks", "a.b", "a/b", "a\\b", "a\0b", "../etc"] {
+        for bad in [
+            "", ".", "..", ".locks", "a.b", "a/b", "a\\b", "a\0b", "../etc",
+        ] {
             assert!(assert_safe_entity_id("runId", bad).is_err(), "{bad:?}");
         }
         assert!(assert_safe_entity_id("runId", "wrun_01ABC").is_ok());

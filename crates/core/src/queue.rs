@@ -231,7 +231,9 @@ pub async fn deliver(target: &Target, msg: &QueueMessage) -> DeliveryReport {
         {
             Ok(u) => u,
             Err(e) => {
-                report.log.push(format!("[workflow-native] Queue operation failed: {e}"));
+                report
+                    .log
+                    .push(format!("[workflow-native] Queue operation failed: {e}"));
                 return report;
             }
         };
@@ -318,7 +320,9 @@ mod tests {
             "__ns1_wkf_workflow_w"
         );
         let e = workflow_queue_name("bad name", None).unwrap_err();
-        assert!(e.to_string().starts_with("Invalid workflow name \"bad name\""));
+        assert!(e
+            .to_string()
+            .starts_with("Invalid workflow name \"bad name\""));
     }
 
     #[test]
@@ -331,7 +335,10 @@ mod tests {
             endpoint_url("http://h:1/base/?x=1#y", "step").unwrap(),
             "http://h:1/base/.well-known/workflow/v1/step"
         );
-        assert_eq!(origin_with_base_path("http://localhost:3/", "/app"), "http://localhost:3/app");
+        assert_eq!(
+            origin_with_base_path("http://localhost:3/", "/app"),
+            "http://localhost:3/app"
+        );
     }
 
     #[test]
@@ -355,7 +362,10 @@ mod tests {
             port: Some("4321".into()),
             base_path: "/app".into(),
         };
-        assert_eq!(resolve_base_url(&t).await.unwrap(), "http://localhost:4321/app");
+        assert_eq!(
+            resolve_base_url(&t).await.unwrap(),
+            "http://localhost:4321/app"
+        );
     }
 
     #[tokio::test]

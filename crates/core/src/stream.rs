@@ -13,7 +13,8 @@ use crate::world::watch::{Subscription, Topic};
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 const EOF_FLAG: u8 = 1;
 const FRAME_HEADER: usize = 4;
@@ -22,20 +23,117 @@ const MAX_PLAUSIBLE_FRAME: u32 = 100_000_000;
 /// us hold more than this in memory.
 pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
-/// Sorted chunk file names of one stream (temp files excluded).
+/// Sorted chunk file names of one stream (temp files excluded), from a fresh listing.
 pub fn list_chunk_files(chunks_dir: &Path, name: &str) -> Result<Vec<String>> {
     assert_safe_entity_id("streamName", name)?;
-    let prefix = format!("{name}-");
+    let all = list_all_chunks(chunks_dir)?;
+    Ok(files_of(&all, name))
+}
+
+fn list_all_chunks(chunks_dir: &Path) -> Result<Vec<String>> {
     let mut files: Vec<String> = list_dir_sync(chunks_dir)?
         .into_iter()
-        .filter(|f| {
-            f.starts_with(&prefix)
-                && (f.ends_with(".bin") || f.ends_with(".json"))
-                && !f.contains(".tmp.")
-        })
+        .filter(|f| (f.ends_with(".bin") || f.ends_with(".json")) && !f.contains(".tmp."))
         .collect();
     files.sort_unstable();
     Ok(files)
+}
+
+/// The slice of a sorted listing that belongs to stream `name`: names starting with
+/// `<name>-` sort between `<name>-` and `<name>.` (`'.'` follows `'-'`), two binary searches.
+fn stream_range<'a>(sorted: &'a [String], name: &str) -> &'a [String] {
+    let lo = format!("{name}-");
+    let hi = format!("{name}.");
+    let start = sorted.partition_point(|f| f.as_str() < lo.as_str());
+    let end = sorted.partition_point(|f| f.as_str() < hi.as_str());
+    &sorted[start..end.max(start)]
+}
+
+/// The names in a sorted listing that belong to stream `name`.
+fn files_of(sorted: &[String], name: &str) -> Vec<String> {
+    stream_range(sorted, name).to_vec()
+}
+
+/// A directory modified at least this long before we listed it cannot change again
+/// without its mtime changing too (file-system timestamps use a coarse clock).
+const MTIME_SAFETY: Duration = Duration::from_millis(50);
+
+struct CachedListing {
+    mtime: SystemTime,
+    names: Arc<Vec<String>>,
+}
+
+/// The chunk directory listing, cached and revalidated by the directory's mtime, so a
+/// question about a quiet stream costs one `stat` instead of a listing of every chunk
+/// of every stream.
+pub struct ChunkIndex {
+    dir: PathBuf,
+    cache: Mutex<Option<CachedListing>>,
+}
+
+impl ChunkIndex {
+    pub fn new(dir: PathBuf) -> ChunkIndex {
+        ChunkIndex {
+            dir,
+            cache: Mutex::new(None),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn listing(&self) -> Result<Arc<Vec<String>>> {
+        let mtime = match std::fs::metadata(&self.dir) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(Vec::new()));
+            }
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        let mut cache = match self.cache.lock() {
+            Ok(c) => c,
+            Err(p) => p.into_inner(),
+        };
+        if let (Some(m), Some(c)) = (mtime, cache.as_ref()) {
+            if c.mtime == m {
+                return Ok(Arc::clone(&c.names));
+            }
+        }
+        let started = SystemTime::now();
+        let names = Arc::new(list_all_chunks(&self.dir)?);
+        *cache = mtime
+            .filter(|m| {
+                started
+                    .duration_since(*m)
+                    .is_ok_and(|age| age > MTIME_SAFETY)
+            })
+            .map(|m| CachedListing {
+                mtime: m,
+                names: Arc::clone(&names),
+            });
+        Ok(names)
+    }
+
+    /// Sorted chunk files of one stream.
+    pub fn stream_files(&self, name: &str) -> Result<Vec<String>> {
+        assert_safe_entity_id("streamName", name)?;
+        Ok(files_of(&self.listing()?, name))
+    }
+
+    /// `{ tailIndex, done }`, see [`stream_info`].
+    pub fn stream_info(&self, name: &str) -> Result<(i64, bool)> {
+        assert_safe_entity_id("streamName", name)?;
+        let listing = self.listing()?;
+        let files = stream_range(&listing, name);
+        let count = files.len();
+        if count == 0 {
+            return Ok((-1, false));
+        }
+        let done = first_byte(&self.dir.join(&files[count - 1]))? == Some(EOF_FLAG);
+        let data = count as i64 - i64::from(done);
+        Ok((data - 1, done))
+    }
 }
 
 fn first_byte(path: &Path) -> Result<Option<u8>> {
@@ -58,14 +156,54 @@ fn first_byte(path: &Path) -> Result<Option<u8>> {
 /// close marker is the last file a writer produces, looking at the last file gives the
 /// same answer without touching the others.
 pub fn stream_info(chunks_dir: &Path, name: &str) -> Result<(i64, bool)> {
-    let files = list_chunk_files(chunks_dir, name)?;
-    let Some(last) = files.last() else {
-        return Ok((-1, false));
-    };
-    let done = first_byte(&chunks_dir.join(last))? == Some(EOF_FLAG);
-    let data = files.len() as i64 - i64::from(done);
-    Ok((data - 1, done))
+    ChunkIndex::new(chunks_dir.to_path_buf()).stream_info(name)
 }
+
+/// Reads a whole chunk file with open + read + close: no stat, and no second read to see
+/// EOF when the first read returned less than the buffer (chunk files are small and never
+/// change once published; a short read of a regular file means its end).
+fn read_chunk(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut len = 0;
+    loop {
+        let n = f.read(&mut buf[len..])?;
+        len += n;
+        if n == 0 || len < buf.len() {
+            buf.truncate(len);
+            return Ok(buf);
+        }
+        // Full buffer: a bigger file, grow and keep reading.
+        buf.resize(buf.len() * 2, 0);
+    }
+}
+
+/// Reads files in order, on two threads for runs of small files. `None` = file vanished.
+fn read_chunks(paths: &[PathBuf]) -> Vec<std::io::Result<Option<Vec<u8>>>> {
+    let read_one = |p: &PathBuf| match read_chunk(p) {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    };
+    if paths.len() < 16 {
+        return paths.iter().map(read_one).collect();
+    }
+    let (a, b) = paths.split_at(paths.len() / 2);
+    std::thread::scope(|scope| {
+        let other = scope.spawn(|| b.iter().map(read_one).collect::<Vec<_>>());
+        let mut out: Vec<_> = a.iter().map(read_one).collect();
+        match other.join() {
+            Ok(rest) => out.extend(rest),
+            // The reader thread cannot panic on I/O; if it somehow did, read serially.
+            Err(_) => out.extend(b.iter().map(read_one)),
+        }
+        out
+    })
+}
+
+/// Files read per round: large enough to amortise the thread, small enough that a
+/// round of unusually big chunks stays bounded.
+const ROUND: usize = 64;
 
 /// How the chunk bytes are turned into items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +343,7 @@ fn chunk_key(name: &str) -> u128 {
 
 /// The synchronous part of a reader: which files were consumed, what is buffered.
 pub struct StreamCursor {
-    chunks_dir: PathBuf,
+    index: Arc<ChunkIndex>,
     name: String,
     consumed: HashSet<u128>,
     /// Listed but not yet consumed files, in order; refilled by a new listing when empty.
@@ -226,10 +364,15 @@ pub struct Batch {
 }
 
 impl StreamCursor {
-    pub fn new(chunks_dir: PathBuf, name: &str, start_index: i64, mode: StreamMode) -> Result<Self> {
+    pub fn new(
+        index: Arc<ChunkIndex>,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+    ) -> Result<Self> {
         assert_safe_entity_id("streamName", name)?;
         Ok(StreamCursor {
-            chunks_dir,
+            index,
             name: name.to_string(),
             consumed: HashSet::new(),
             pending: VecDeque::new(),
@@ -249,7 +392,7 @@ impl StreamCursor {
         let start = if self.start_index < 0 {
             let mut count = files.len() as i64;
             if let Some(last) = files.last() {
-                if first_byte(&self.chunks_dir.join(last))? == Some(EOF_FLAG) {
+                if first_byte(&self.index.dir().join(last))? == Some(EOF_FLAG) {
                     count -= 1;
                 }
             }
@@ -259,7 +402,7 @@ impl StreamCursor {
         };
         let mut skipped = 0u64;
         for f in files.iter().take(start as usize) {
-            if first_byte(&self.chunks_dir.join(f))? == Some(EOF_FLAG) {
+            if first_byte(&self.index.dir().join(f))? == Some(EOF_FLAG) {
                 // A start index past the close marker: nothing left to read.
                 self.done = true;
                 return Ok(());
@@ -281,7 +424,7 @@ impl StreamCursor {
             return Ok(batch);
         }
         if self.pending.is_empty() {
-            let files = list_chunk_files(&self.chunks_dir, &self.name)?;
+            let files = self.index.stream_files(&self.name)?;
             if !self.started {
                 self.resolve_start(&files)?;
                 if self.done {
@@ -296,35 +439,47 @@ impl StreamCursor {
                 .collect();
         }
         let mut bytes_read = 0usize;
-        while let Some(f) = self.pending.front() {
-            if batch.items.len() >= max_items.max(1) || bytes_read >= MAX_BATCH_BYTES {
+        let mut round = ROUND;
+        'rounds: while !self.pending.is_empty() {
+            let room = max_items.max(1).saturating_sub(batch.items.len());
+            if room == 0 || bytes_read >= MAX_BATCH_BYTES {
                 break;
             }
-            let key = chunk_key(f);
-            let path = self.chunks_dir.join(f);
-            self.pending.pop_front();
-            if self.consumed.contains(&key) {
-                continue;
+            let take = room.min(round).min(self.pending.len());
+            let names: Vec<String> = self.pending.drain(..take).collect();
+            let paths: Vec<PathBuf> = names.iter().map(|f| self.index.dir().join(f)).collect();
+            let contents = read_chunks(&paths);
+            let mut round_bytes = 0usize;
+            for (i, (name, data)) in names.iter().zip(contents).enumerate() {
+                let key = chunk_key(name);
+                if self.consumed.contains(&key) {
+                    continue;
+                }
+                let Some(data) = data.map_err(|e| Error::io(&paths[i], e))? else {
+                    continue;
+                };
+                if data.first() == Some(&EOF_FLAG) {
+                    self.done = true;
+                    self.pending.clear();
+                    break 'rounds;
+                }
+                self.consumed.insert(key);
+                if self.skip > 0 {
+                    self.skip -= 1;
+                    continue;
+                }
+                round_bytes += data.len();
+                if data.len() > 1 {
+                    self.decoder.push(&data[1..], &mut batch.items)?;
+                }
             }
-            let data = match std::fs::read(&path) {
-                Ok(d) => d,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&path, e)),
+            bytes_read += round_bytes;
+            // Big chunks: fall back to one file at a time to bound memory.
+            round = if round_bytes / take.max(1) > 256 * 1024 {
+                1
+            } else {
+                ROUND
             };
-            if data.first() == Some(&EOF_FLAG) {
-                self.done = true;
-                self.pending.clear();
-                break;
-            }
-            self.consumed.insert(key);
-            if self.skip > 0 {
-                self.skip -= 1;
-                continue;
-            }
-            bytes_read += data.len();
-            if data.len() > 1 {
-                self.decoder.push(&data[1..], &mut batch.items)?;
-            }
         }
         batch.done = self.done;
         Ok(batch)
@@ -344,7 +499,7 @@ impl StreamReader {
         start_index: i64,
         mode: StreamMode,
     ) -> Result<StreamReader> {
-        let cursor = StreamCursor::new(world.chunks_dir(), name, start_index, mode)?;
+        let cursor = StreamCursor::new(world.chunk_index(), name, start_index, mode)?;
         let sub = world.subscribe(Topic::Stream, name);
         Ok(StreamReader {
             cursor: Some(cursor),
@@ -396,6 +551,10 @@ mod tests {
         std::fs::write(dir.join(format!("{name}-chnk_{id}.bin")), data).unwrap();
     }
 
+    fn idx(d: &Path) -> Arc<ChunkIndex> {
+        Arc::new(ChunkIndex::new(d.to_path_buf()))
+    }
+
     fn ulid_at(i: u64) -> String {
         ulid::Ulid::from_parts(1_700_000_000_000 + i, 7).to_string()
     }
@@ -421,7 +580,10 @@ mod tests {
         let mut d = FrameDecoder::new(StreamMode::Objects);
         let mut out = Vec::new();
         d.push(b"[1]\n[2]\n", &mut out).unwrap();
-        assert_eq!(out, vec![Item::Text("[1]".into()), Item::Text("[2]".into())]);
+        assert_eq!(
+            out,
+            vec![Item::Text("[1]".into()), Item::Text("[2]".into())]
+        );
     }
 
     #[test]
@@ -431,11 +593,16 @@ mod tests {
         let mut f = 8u32.to_be_bytes().to_vec();
         f.extend_from_slice(b"xxxx[1]!");
         let e = d.push(&f, &mut out).unwrap_err();
-        assert!(e.to_string().contains("Unknown serialization format: \"xxxx\""));
+        assert!(e
+            .to_string()
+            .contains("Unknown serialization format: \"xxxx\""));
         let mut d = FrameDecoder::new(StreamMode::Objects);
         let mut f = 8u32.to_be_bytes().to_vec();
         f.extend_from_slice(b"encr1234");
-        assert_eq!(d.push(&f, &mut out).unwrap_err().name(), "RuntimeDecryptionError");
+        assert_eq!(
+            d.push(&f, &mut out).unwrap_err().name(),
+            "RuntimeDecryptionError"
+        );
     }
 
     #[test]
@@ -446,10 +613,61 @@ mod tests {
         write_chunk(d, "strm_A_user", &ulid_at(1), 0, &frame("[1]"));
         write_chunk(d, "strm_A_user", &ulid_at(2), 0, &frame("[2]"));
         write_chunk(d, "strm_A_user_bnM", &ulid_at(3), 0, &frame("[3]"));
-        std::fs::write(d.join(format!("strm_A_user-chnk_{}.bin.tmp.X", ulid_at(4))), b"\0").unwrap();
+        std::fs::write(
+            d.join(format!("strm_A_user-chnk_{}.bin.tmp.X", ulid_at(4))),
+            b"\0",
+        )
+        .unwrap();
         assert_eq!(stream_info(d, "strm_A_user").unwrap(), (1, false));
         write_chunk(d, "strm_A_user", &ulid_at(5), 1, b"");
         assert_eq!(stream_info(d, "strm_A_user").unwrap(), (1, true));
+    }
+
+    fn age_dir(d: &Path) {
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(d).unwrap().set_modified(old).unwrap();
+    }
+
+    #[test]
+    fn cached_listing_is_revalidated_by_the_directory_mtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chunk(d, "s", &ulid_at(1), 0, &frame("[1]"));
+        age_dir(d);
+        let index = ChunkIndex::new(d.to_path_buf());
+        assert_eq!(index.stream_info("s").unwrap(), (0, false));
+        assert!(
+            index.cache.lock().unwrap().is_some(),
+            "an old directory is cached"
+        );
+        // A new chunk (by any writer) changes the directory's mtime: the cache is dropped.
+        write_chunk(d, "s", &ulid_at(2), 0, &frame("[2]"));
+        assert_eq!(index.stream_info("s").unwrap(), (1, false));
+        assert!(
+            index.cache.lock().unwrap().is_none(),
+            "a just-modified directory is not trusted"
+        );
+        write_chunk(d, "s", &ulid_at(3), 1, b"");
+        assert_eq!(index.stream_info("s").unwrap(), (1, true));
+    }
+
+    #[test]
+    fn stream_ranges_do_not_mix_streams_sharing_a_prefix() {
+        let names: Vec<String> = [
+            "a-chnk_1.bin",
+            "a-chnk_2.bin",
+            "a_x-chnk_1.bin",
+            "ab-chnk_1.bin",
+            "a.b",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(stream_range(&sorted, "a"), ["a-chnk_1.bin", "a-chnk_2.bin"]);
+        assert_eq!(stream_range(&sorted, "a_x"), ["a_x-chnk_1.bin"]);
+        assert!(stream_range(&sorted, "zzz").is_empty());
     }
 
     fn read_all(c: &mut StreamCursor) -> (Vec<Item>, bool) {
@@ -473,7 +691,7 @@ mod tests {
         }
         write_chunk(d, "s", &ulid_at(9), 1, b"");
         let texts = |start: i64| {
-            let mut c = StreamCursor::new(d.to_path_buf(), "s", start, StreamMode::Objects).unwrap();
+            let mut c = StreamCursor::new(idx(d), "s", start, StreamMode::Objects).unwrap();
             let (items, done) = read_all(&mut c);
             assert!(done);
             items
@@ -497,7 +715,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         write_chunk(d, "s", &ulid_at(2), 0, &frame("[2]"));
-        let mut c = StreamCursor::new(d.to_path_buf(), "s", 0, StreamMode::Objects).unwrap();
+        let mut c = StreamCursor::new(idx(d), "s", 0, StreamMode::Objects).unwrap();
         assert_eq!(c.read_available(10).unwrap().items.len(), 1);
         // A parallel writer's earlier chunk lands after we listed.
         write_chunk(d, "s", &ulid_at(1), 0, &frame("[1]"));
@@ -513,7 +731,7 @@ mod tests {
         for i in 0..100 {
             write_chunk(d, "s", &ulid_at(i), 0, &frame("[0]"));
         }
-        let mut c = StreamCursor::new(d.to_path_buf(), "s", 0, StreamMode::Objects).unwrap();
+        let mut c = StreamCursor::new(idx(d), "s", 0, StreamMode::Objects).unwrap();
         assert_eq!(c.read_available(7).unwrap().items.len(), 7);
         assert_eq!(c.read_available(1000).unwrap().items.len(), 93);
     }
@@ -531,6 +749,9 @@ mod tests {
         data.extend_from_slice(&2u32.to_be_bytes());
         framed.push(&data, &mut out).unwrap();
         framed.push(b"de", &mut out).unwrap();
-        assert_eq!(out, vec![Item::Bytes(b"abc".to_vec()), Item::Bytes(b"de".to_vec())]);
+        assert_eq!(
+            out,
+            vec![Item::Bytes(b"abc".to_vec()), Item::Bytes(b"de".to_vec())]
+        );
     }
 }

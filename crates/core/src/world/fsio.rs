@@ -213,7 +213,10 @@ mod tests {
         assert!(!write_exclusive(&p, b"two").await.unwrap());
         assert_eq!(std::fs::read(&p).unwrap(), b"one");
         // no temp files left behind
-        assert_eq!(std::fs::read_dir(dir.path().join("sub")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -224,7 +227,9 @@ mod tests {
         for i in 0..32 {
             let p = p.clone();
             tasks.push(tokio::spawn(async move {
-                write_exclusive(&p, format!("{i}").as_bytes()).await.unwrap()
+                write_exclusive(&p, format!("{i}").as_bytes())
+                    .await
+                    .unwrap()
             }));
         }
         let mut winners = 0;

@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::{assert_safe_entity_id, prefixed_id};
+use crate::stream::ChunkIndex;
 use crate::world::fsio::{
     list_dir, normalize_date, now_iso, parse_json, read_json, read_json_sync, remove_if_exists,
     to_pretty_json, write_exclusive, write_replace,
@@ -21,6 +22,7 @@ pub const SPEC_VERSION_CURRENT: i64 = 3;
 pub struct LocalWorld {
     root: PathBuf,
     feed: Arc<ChangeFeed>,
+    chunks: Arc<ChunkIndex>,
 }
 
 /// Result of creating a `run_cancelled` event.
@@ -47,7 +49,8 @@ impl LocalWorld {
                 .join(root)
         };
         let feed = ChangeFeed::new(&root);
-        Ok(LocalWorld { root, feed })
+        let chunks = Arc::new(ChunkIndex::new(root.join("streams").join("chunks")));
+        Ok(LocalWorld { root, feed, chunks })
     }
 
     pub fn root(&self) -> &Path {
@@ -60,6 +63,11 @@ impl LocalWorld {
 
     pub fn chunks_dir(&self) -> PathBuf {
         self.root.join("streams").join("chunks")
+    }
+
+    /// The (cached) listing of stream chunk files.
+    pub fn chunk_index(&self) -> Arc<ChunkIndex> {
+        Arc::clone(&self.chunks)
     }
 
     pub fn subscribe(&self, topic: Topic, key: &str) -> Subscription {
@@ -92,7 +100,10 @@ impl LocalWorld {
         }
     }
 
-    async fn read_run_value(&self, run_id: &str) -> Result<Option<(RunSnapshot, Map<String, Value>)>> {
+    async fn read_run_value(
+        &self,
+        run_id: &str,
+    ) -> Result<Option<(RunSnapshot, Map<String, Value>)>> {
         let path = self.run_path(run_id);
         match read_json(&path).await? {
             None => Ok(None),
@@ -128,7 +139,11 @@ impl LocalWorld {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(&path, e)),
             };
-            if let Some(ev) = parse_json(&path, &bytes).ok().as_ref().and_then(parse_event_summary) {
+            if let Some(ev) = parse_json(&path, &bytes)
+                .ok()
+                .as_ref()
+                .and_then(parse_event_summary)
+            {
                 out.push(ev);
             }
         }
@@ -142,7 +157,12 @@ impl LocalWorld {
 
     /// Publishes an event file exactly once (`writeExclusive`), world-local's key order:
     /// the request fields, then `runId`, `eventId`, `createdAt`, `specVersion`.
-    async fn store_event(&self, run_id: &str, request: Map<String, Value>, spec_version: Value) -> Result<String> {
+    async fn store_event(
+        &self,
+        run_id: &str,
+        request: Map<String, Value>,
+        spec_version: Value,
+    ) -> Result<String> {
         let event_id = prefixed_id("evnt");
         let mut ev = request;
         ev.insert("runId".into(), Value::String(run_id.to_string()));
@@ -364,7 +384,8 @@ impl LocalWorld {
                 continue;
             }
             let tokens = dir.join("tokens");
-            remove_if_exists(&tokens.join(format!("{}.json", sha256_hex(token.as_bytes())))).await?;
+            remove_if_exists(&tokens.join(format!("{}.json", sha256_hex(token.as_bytes()))))
+                .await?;
             let marker = sha256_hex(format!("{token}\0{hook_run}\0{hook_id}").as_bytes());
             remove_if_exists(&tokens.join(format!("{marker}.recovery.json"))).await?;
             remove_if_exists(&path).await?;

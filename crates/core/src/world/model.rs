@@ -22,7 +22,9 @@ impl Payload {
                 if let Some(data) = obj.get("data").and_then(Value::as_str) {
                     let bytes = base64::engine::general_purpose::STANDARD
                         .decode(data)
-                        .map_err(|e| Error::corrupt(path, format!("invalid base64 payload ({e})")))?;
+                        .map_err(|e| {
+                            Error::corrupt(path, format!("invalid base64 payload ({e})"))
+                        })?;
                     return Ok(Payload::Bytes(bytes));
                 }
             }
@@ -104,7 +106,10 @@ impl RunSnapshot {
 fn req_str(path: &Path, obj: &Map<String, Value>, key: &str) -> Result<String> {
     match obj.get(key) {
         Some(Value::String(s)) => Ok(s.clone()),
-        _ => Err(Error::corrupt(path, format!("field \"{key}\" must be a string"))),
+        _ => Err(Error::corrupt(
+            path,
+            format!("field \"{key}\" must be a string"),
+        )),
     }
 }
 
@@ -134,7 +139,12 @@ pub fn parse_run(path: &Path, v: &Value, with_data: bool) -> Result<RunSnapshot>
     let spec_version = match obj.get("specVersion") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_f64(),
-        Some(_) => return Err(Error::corrupt(path, "field \"specVersion\" must be a number")),
+        Some(_) => {
+            return Err(Error::corrupt(
+                path,
+                "field \"specVersion\" must be a number",
+            ))
+        }
     };
     let error = match obj.get("error") {
         None | Some(Value::Null) => None,
@@ -170,14 +180,21 @@ pub fn parse_run(path: &Path, v: &Value, with_data: bool) -> Result<RunSnapshot>
         deployment_id: req_str(path, obj, "deploymentId")?,
         workflow_name: req_str(path, obj, "workflowName")?,
         spec_version,
-        execution_context: obj.get("executionContext").filter(|v| v.is_object()).cloned(),
+        execution_context: obj
+            .get("executionContext")
+            .filter(|v| v.is_object())
+            .cloned(),
         input: payload("input")?,
         output: if status == RunStatus::Completed {
             payload("output")?
         } else {
             None
         },
-        error: if status == RunStatus::Failed { error } else { None },
+        error: if status == RunStatus::Failed {
+            error
+        } else {
+            None
+        },
         created_at: req_date(path, obj, "createdAt")?,
         updated_at: req_date(path, obj, "updatedAt")?,
         started_at: opt_date(path, obj, "startedAt")?,
@@ -263,6 +280,9 @@ mod tests {
     #[test]
     fn legacy_payloads_stay_json() {
         let v = json!([{"a": 1}, 2]);
-        assert_eq!(Payload::from_json(p(), &v).unwrap(), Payload::Json(v.clone()));
+        assert_eq!(
+            Payload::from_json(p(), &v).unwrap(),
+            Payload::Json(v.clone())
+        );
     }
 }

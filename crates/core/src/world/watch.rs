@@ -229,11 +229,19 @@ mod tests {
         let feed = ChangeFeed::new(dir.path());
         let mut sub = feed.subscribe(Topic::Stream, "strm_A_user");
         sub.mark_seen();
-        std::fs::write(dir.path().join("streams/chunks/strm_B_user-chnk_1.bin"), b"\0x").unwrap();
+        std::fs::write(
+            dir.path().join("streams/chunks/strm_B_user-chnk_1.bin"),
+            b"\0x",
+        )
+        .unwrap();
         // Give the watcher thread a moment to deliver the (irrelevant) event.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!sub.rx.has_changed().unwrap());
-        std::fs::write(dir.path().join("streams/chunks/strm_A_user-chnk_2.bin"), b"\0x").unwrap();
+        std::fs::write(
+            dir.path().join("streams/chunks/strm_A_user-chnk_2.bin"),
+            b"\0x",
+        )
+        .unwrap();
         tokio::time::timeout(Duration::from_secs(5), sub.rx.changed())
             .await
             .expect("woken")

@@ -1,0 +1,238 @@
+// Side-by-side benchmark: the official `workflow/api` (4.8.9 over @workflow/world-local
+// 4.4.1) and workflow-native, in one process, on the same data directory written by the
+// official world. Prints a table and writes bench/RESULTS.md.
+//
+//   node bench/run.mjs [--quick]
+
+import { execFileSync } from 'node:child_process'
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const quick = process.argv.includes('--quick')
+const dataDir = path.join(os.tmpdir(), `wfn-bench-${process.pid}`)
+fs.rmSync(dataDir, { recursive: true, force: true })
+process.env.WORKFLOW_LOCAL_DATA_DIR = dataDir
+process.env.WORKFLOW_LOCAL_RECOVER_ACTIVE_RUNS = '0'
+
+const { createLocalWorld } = await import('@workflow/world-local')
+const official = await import('workflow/api')
+const ours = await import('../index.js')
+const { monotonicFactory } = await import('ulid')
+
+const ulid = monotonicFactory()
+const world = createLocalWorld({ dataDir })
+const enc = new TextEncoder()
+const devl = (text) => enc.encode(`devl${text}`)
+
+async function createRun(status = 'pending') {
+  const runId = `wrun_${ulid()}`
+  await world.events.create(runId, {
+    eventType: 'run_created',
+    specVersion: 3,
+    eventData: {
+      deploymentId: 'dpl_local@4.4.1',
+      workflowName: 'workflow//./bench//wf',
+      input: devl('[[1,2],1,2]'),
+      executionContext: { traceCarrier: {}, workflowCoreVersion: '4.8.9', features: { encryption: false } },
+    },
+  })
+  if (status !== 'pending') await world.events.create(runId, { eventType: 'run_started', specVersion: 3 })
+  if (status === 'completed') {
+    await world.events.create(runId, {
+      eventType: 'run_completed',
+      specVersion: 3,
+      eventData: { output: devl('[{"ok":1},true]') },
+    })
+  }
+  return runId
+}
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]
+}
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))]
+}
+
+async function timeEach(n, fn) {
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await fn(i)
+    out.push(performance.now() - t)
+  }
+  return out
+}
+
+const results = []
+function record(name, off, mine, unit, extra = {}) {
+  const ratio = off / mine
+  results.push({ name, official: off, ours: mine, ratio, unit, ...extra })
+  console.log(
+    `${name.padEnd(48)} official ${off.toFixed(3).padStart(10)} ${unit}   ours ${mine.toFixed(3).padStart(10)} ${unit}   ${ratio.toFixed(1)}x`,
+  )
+}
+
+// ------------------------------------------------------------------ status latency
+const allRuns = []
+for (const target of [10, 1000, 10000]) {
+  while (allRuns.length < target) allRuns.push(await createRun(allRuns.length % 3 === 0 ? 'completed' : 'running'))
+  const iters = quick ? 300 : 2000
+  const pick = (i) => allRuns[(i * 7919) % allRuns.length]
+  // warm up both
+  for (let i = 0; i < 100; i++) {
+    await official.getRun(pick(i)).status
+    await ours.getRun(pick(i)).status
+  }
+  const off = await timeEach(iters, (i) => official.getRun(pick(i)).status)
+  const mine = await timeEach(iters, (i) => ours.getRun(pick(i)).status)
+  record(`status latency, ${target} runs (median)`, median(off) * 1000, median(mine) * 1000, 'µs', {
+    p99official: pct(off, 0.99) * 1000,
+    p99ours: pct(mine, 0.99) * 1000,
+  })
+}
+
+// ------------------------------------------------------------- stream full read
+const CHUNKS = quick ? 2000 : 10000
+const streamRun = await createRun('running')
+const streamName = streamRun.replace('wrun_', 'strm_') + '_user'
+{
+  const payload = 'x'.repeat(1000)
+  const frame = (i) => {
+    const body = enc.encode(`devl${JSON.stringify([{ i: 1, s: 2 }, i, payload])}`)
+    const out = new Uint8Array(4 + body.length)
+    new DataView(out.buffer).setUint32(0, body.length, false)
+    out.set(body, 4)
+    return out
+  }
+  for (let i = 0; i < CHUNKS; i += 500) {
+    const batch = []
+    for (let j = i; j < Math.min(CHUNKS, i + 500); j++) batch.push(frame(j))
+    await world.writeToStreamMulti(streamName, streamRun, batch)
+  }
+  await world.closeStream(streamName, streamRun)
+}
+
+async function readAll(api) {
+  let n = 0
+  let last
+  for await (const v of api.getRun(streamRun).getReadable()) {
+    n++
+    last = v
+  }
+  if (n !== CHUNKS || last.i !== CHUNKS - 1) throw new Error(`read ${n} chunks, last ${JSON.stringify(last?.i)}`)
+}
+{
+  const reps = quick ? 2 : 3
+  await readAll(ours) // warm-up
+  const off = await timeEach(reps, () => readAll(official))
+  const mine = await timeEach(reps, () => readAll(ours))
+  record(`full read, closed ${CHUNKS} x 1 KiB stream (median)`, median(off), median(mine), 'ms', {
+    chunksPerSecOurs: Math.round(CHUNKS / (median(mine) / 1000)),
+  })
+}
+
+// -------------------------------------------------------------------- tail index
+{
+  const off = await timeEach(quick ? 5 : 20, () => official.getRun(streamRun).getReadable().getTailIndex())
+  const mine = await timeEach(quick ? 20 : 200, () => ours.getRun(streamRun).getReadable().getTailIndex())
+  const a = await official.getRun(streamRun).getReadable().getTailIndex()
+  const b = await ours.getRun(streamRun).getReadable().getTailIndex()
+  if (a !== b || b !== CHUNKS - 1) throw new Error(`tail index mismatch ${a} vs ${b}`)
+  record(`getTailIndex(), ${CHUNKS}-chunk stream (median)`, median(off), median(mine), 'ms')
+}
+
+// ----------------------------------------------------- completion -> returnValue
+async function completionLatency(api, n) {
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const runId = await createRun('running')
+    const rv = api.getRun(runId).returnValue
+    // let the waiter reach its first check before the completion lands
+    await api.getRun(runId).status
+    await new Promise((r) => setTimeout(r, 20))
+    const t0 = performance.now()
+    let t1
+    const done = rv.then((v) => {
+      t1 = performance.now()
+      return v
+    })
+    await world.events.create(runId, {
+      eventType: 'run_completed',
+      specVersion: 3,
+      eventData: { output: devl('[42]') },
+    })
+    const v = await done
+    if (v !== 42) throw new Error(`returnValue ${v}`)
+    out.push(t1 - t0)
+  }
+  return out
+}
+{
+  const off = await completionLatency(official, quick ? 3 : 10)
+  const mine = await completionLatency(ours, quick ? 10 : 50)
+  record('completion -> returnValue (median)', median(off), median(mine), 'ms', {
+    p90ours: pct(mine, 0.9),
+  })
+}
+
+// -------------------------------------------------------------------- write-up
+const cpu = (os.cpus()[0] && os.cpus()[0].model) || 'unknown'
+const rustc = (() => {
+  try {
+    return execFileSync('rustc', ['--version'], { encoding: 'utf8' }).trim()
+  } catch {
+    return 'unknown'
+  }
+})()
+const fsType = (() => {
+  try {
+    return execFileSync('df', ['-T', os.tmpdir()], { encoding: 'utf8' }).split('\n')[1].split(/\s+/)[1]
+  } catch {
+    return 'unknown'
+  }
+})()
+const fmt = (x, unit) => `${x < 10 ? x.toFixed(3) : x.toFixed(1)} ${unit}`
+const rows = results
+  .map((r) => `| ${r.name} | ${fmt(r.official, r.unit)} | ${fmt(r.ours, r.unit)} | **${r.ratio.toFixed(1)}×** |`)
+  .join('\n')
+const extra = results
+  .filter((r) => r.p99ours !== undefined || r.chunksPerSecOurs !== undefined || r.p90ours !== undefined)
+  .map((r) =>
+    r.p99ours !== undefined
+      ? `- ${r.name}: p99 official ${r.p99official.toFixed(1)} µs, ours ${r.p99ours.toFixed(1)} µs`
+      : r.chunksPerSecOurs !== undefined
+        ? `- ${r.name}: ours ${r.chunksPerSecOurs.toLocaleString('en-US')} chunks/s (decoded values)`
+        : `- ${r.name}: ours p90 ${r.p90ours.toFixed(2)} ms`,
+  )
+  .join('\n')
+const md = `# Benchmark results
+
+Generated by \`npm run bench\` (\`node bench/run.mjs${quick ? ' --quick' : ''}\`) on ${new Date().toISOString()}.
+Official = \`workflow@4.8.9\` \`getRun\` over \`@workflow/world-local@4.4.1\`; ours = workflow-native (release build).
+Both run in one Node process, one after the other, on the same data directory written by the official world.
+
+| measurement | official | workflow-native | ratio (official / ours) |
+|---|---|---|---|
+${rows}
+
+${extra}
+
+Targets (issue 2): status ≥ 10× lower latency at 10 / 1,000 / 10,000 runs; full read of a closed
+10,000 × 1 KiB stream ≥ 50× faster; \`getTailIndex()\` < 5 ms; completion → \`returnValue\` < 10 ms median.
+
+## Machine
+- CPU: ${cpu}, ${os.cpus().length} cores; RAM ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB
+- OS: ${os.type()} ${os.release()}; data directory on ${fsType} (${os.tmpdir()})
+- Node ${process.version}; ${rustc}
+`
+fs.writeFileSync(path.join(here, 'RESULTS.md'), md)
+fs.rmSync(dataDir, { recursive: true, force: true })
+console.log(`\nwrote ${path.join(here, 'RESULTS.md')}`)
+process.exit(0)
