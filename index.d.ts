@@ -1,0 +1,124 @@
+// Types of workflow-native's `workflow/api` surface (mirrors workflow@4.8.9).
+
+/** Status of a workflow run. */
+export type WorkflowRunStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled'
+
+/** A stored payload: format-prefixed bytes (spec ≥ 2) or plain JSON (legacy spec 1). */
+export type SerializedData = Uint8Array | unknown
+
+export interface StructuredError {
+  message: string
+  stack?: string
+  code?: string
+}
+
+/** A workflow run entity, as `world.runs.get()` returns it. */
+export interface WorkflowRun {
+  runId: string
+  status: WorkflowRunStatus
+  deploymentId: string
+  workflowName: string
+  specVersion?: number
+  executionContext?: Record<string, any>
+  input?: SerializedData
+  output?: SerializedData
+  error?: StructuredError
+  expiredAt?: Date
+  startedAt?: Date
+  completedAt?: Date
+  createdAt: Date
+  updatedAt: Date
+}
+
+export type EventType =
+  | 'run_created'
+  | 'run_started'
+  | 'run_completed'
+  | 'run_failed'
+  | 'run_cancelled'
+  | 'step_created'
+  | 'step_completed'
+  | 'step_failed'
+  | 'step_retrying'
+  | 'step_started'
+  | 'hook_created'
+  | 'hook_received'
+  | 'hook_disposed'
+  | 'hook_conflict'
+  | 'wait_created'
+  | 'wait_completed'
+
+/** An event of a run's log. */
+export interface Event {
+  eventType: EventType
+  correlationId?: string
+  specVersion?: number
+  eventData?: any
+  runId: string
+  eventId: string
+  createdAt: Date
+  occurredAt?: Date
+}
+
+/** A `ReadableStream` extended with workflow-specific helpers. */
+export type WorkflowReadableStream<R = any> = ReadableStream<R> & {
+  /**
+   * Index of the last known chunk (0-based) of the underlying workflow stream, or `-1`
+   * when no chunks have been written.
+   */
+  getTailIndex(): Promise<number>
+}
+
+/** Options for a run's readable stream. */
+export interface WorkflowReadableStreamOptions {
+  /** Distinguishes several streams of one run. */
+  namespace?: string
+  /** First chunk to read (0-based); negative values count from the end (-3 = last 3). */
+  startIndex?: number
+  /** Accepted for compatibility; workflow-native has no background operations to add. */
+  ops?: Promise<any>[]
+  /** Global object whose constructors build revived values. Defaults to `globalThis`. */
+  global?: Record<string, any>
+}
+
+export interface StopSleepOptions {
+  /** Only interrupt the sleeps with these correlation ids (all pending ones by default). */
+  correlationIds?: string[]
+}
+
+export interface StopSleepResult {
+  /** Number of pending sleeps that were stopped */
+  stoppedCount: number
+}
+
+/** A handle to a workflow run. Creating one does no I/O and never throws. */
+export declare class Run<TResult> {
+  constructor(runId: string)
+  /** The ID of the workflow run. */
+  runId: string
+  /** Interrupts pending `sleep()` calls and re-enqueues the run. */
+  wakeUp(options?: StopSleepOptions): Promise<StopSleepResult>
+  /** Cancels the workflow run. */
+  cancel(): Promise<void>
+  /** Whether the workflow run exists. */
+  get exists(): Promise<boolean>
+  /** The status of the workflow run. */
+  get status(): Promise<WorkflowRunStatus>
+  /** The return value; resolves when the run completes, rejects when it fails or is cancelled. */
+  get returnValue(): Promise<TResult>
+  /** The name of the workflow. */
+  get workflowName(): Promise<string>
+  /** When the run was created. */
+  get createdAt(): Promise<Date>
+  /** When the run started; undefined while pending. */
+  get startedAt(): Promise<Date | undefined>
+  /** When the run completed, failed or was cancelled; undefined before. */
+  get completedAt(): Promise<Date | undefined>
+  /** The run's default readable stream (a new stream on each access). */
+  get readable(): WorkflowReadableStream
+  /** The run's default or namespaced readable stream. */
+  getReadable<R = any>(options?: WorkflowReadableStreamOptions): WorkflowReadableStream<R>
+}
+
+/** Retrieves a `Run` for a run id. Synchronous, no I/O, never throws. */
+export declare function getRun<TResult>(runId: string): Run<TResult>
