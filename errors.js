@@ -16,6 +16,8 @@ function hasName(value, name) {
 }
 
 class WorkflowError extends Error {
+  // A defined (enumerable) own field, like the official class field.
+  cause
   constructor(message, options) {
     const text = options && options.slug ? `${message}\n\nLearn more: ${DOCS}/${options.slug}` : message
     super(text, { cause: options && options.cause })

@@ -7,10 +7,18 @@ const path = require('node:path')
 const { binding, fromNative } = require('./native.js')
 const { WorkflowRuntimeError } = require('../errors.js')
 
-const worlds = new Map()
+let resolved = null
 
-/** Returns `{ world }` or `{ error }`; never throws (getRun must not). */
+/**
+ * Returns `{ world }` or `{ error }`; never throws (getRun must not). Resolved once per
+ * process at first use and then kept, as WDK memoizes its World.
+ */
 function resolveWorld() {
+  if (!resolved) resolved = createWorld()
+  return resolved
+}
+
+function createWorld() {
   const env = process.env
   const target = env.WORKFLOW_TARGET_WORLD || (env.VERCEL_DEPLOYMENT_ID ? 'vercel' : 'local')
   if (target !== 'local' && target !== '@workflow/world-local') {
@@ -21,16 +29,11 @@ function resolveWorld() {
     }
   }
   const dir = path.resolve(env.WORKFLOW_LOCAL_DATA_DIR || '.workflow-data')
-  let world = worlds.get(dir)
-  if (!world) {
-    try {
-      world = new binding.NativeWorld(dir)
-    } catch (e) {
-      return { error: fromNative(e) }
-    }
-    worlds.set(dir, world)
+  try {
+    return { world: new binding.NativeWorld(dir) }
+  } catch (e) {
+    return { error: fromNative(e) }
   }
-  return { world }
 }
 
 const BASE_PATH = Symbol.for('@workflow/core/basePath')

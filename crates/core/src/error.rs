@@ -165,13 +165,28 @@ impl Error {
     }
 }
 
+/// The errno name Node would put in `err.code`.
 fn io_code(e: &std::io::Error) -> &'static str {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        NotFound => "ENOENT",
-        PermissionDenied => "EACCES",
-        AlreadyExists => "EEXIST",
-        _ => "EIO",
+    match e.raw_os_error() {
+        Some(1) => "EPERM",
+        Some(2) => "ENOENT",
+        Some(5) => "EIO",
+        Some(13) => "EACCES",
+        Some(17) => "EEXIST",
+        Some(20) => "ENOTDIR",
+        Some(21) => "EISDIR",
+        Some(23) => "ENFILE",
+        Some(24) => "EMFILE",
+        Some(28) => "ENOSPC",
+        Some(30) => "EROFS",
+        Some(36) => "ENAMETOOLONG",
+        Some(40) => "ELOOP",
+        _ => match e.kind() {
+            std::io::ErrorKind::NotFound => "ENOENT",
+            std::io::ErrorKind::PermissionDenied => "EACCES",
+            std::io::ErrorKind::AlreadyExists => "EEXIST",
+            _ => "EIO",
+        },
     }
 }
 

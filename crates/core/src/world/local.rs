@@ -162,12 +162,13 @@ impl LocalWorld {
         run_id: &str,
         request: Map<String, Value>,
         spec_version: Value,
+        created_at: &str,
     ) -> Result<String> {
         let event_id = prefixed_id("evnt");
         let mut ev = request;
         ev.insert("runId".into(), Value::String(run_id.to_string()));
         ev.insert("eventId".into(), Value::String(event_id.clone()));
-        ev.insert("createdAt".into(), Value::String(now_iso()));
+        ev.insert("createdAt".into(), Value::String(created_at.to_string()));
         ev.insert("specVersion".into(), spec_version);
         let path = self
             .root
@@ -183,7 +184,7 @@ impl LocalWorld {
     }
 
     /// Rebuilds a run file the way world-local's terminal transitions write it.
-    fn terminal_run_value(old: &Map<String, Value>, status: RunStatus) -> Value {
+    fn terminal_run_value(old: &Map<String, Value>, status: RunStatus, now: &str) -> Value {
         let mut run = Map::new();
         for key in [
             "runId",
@@ -204,16 +205,22 @@ impl LocalWorld {
                 run.insert(key.into(), v);
             }
         }
-        let now = now_iso();
         run.insert("status".into(), Value::String(status.as_str().into()));
-        run.insert("completedAt".into(), Value::String(now.clone()));
-        run.insert("updatedAt".into(), Value::String(now));
+        run.insert("completedAt".into(), Value::String(now.to_string()));
+        run.insert("updatedAt".into(), Value::String(now.to_string()));
         Value::Object(run)
     }
 
     /// `events.create(runId, { eventType: 'run_cancelled', specVersion: 3 })`.
     pub async fn cancel_run(&self, run_id: &str) -> Result<CancelOutcome> {
+        if run_id.is_empty() {
+            return Err(Error::Plain(
+                "runId is required for non-run_created events".into(),
+            ));
+        }
         assert_safe_entity_id("runId", run_id)?;
+        // One instant for the event and the entity, as world-local does.
+        let now = now_iso();
         let current = self.read_run_value(run_id).await?;
         let request = |spec: i64| {
             let mut m = Map::new();
@@ -232,14 +239,14 @@ impl LocalWorld {
             }
             if snap.is_legacy() {
                 // Legacy runs are mutated directly; no event is stored and waits are kept.
-                let run = Self::terminal_run_value(old, RunStatus::Cancelled);
+                let run = Self::terminal_run_value(old, RunStatus::Cancelled, &now);
                 write_replace(&self.run_path(run_id), to_pretty_json(&run).as_bytes()).await?;
                 self.delete_hooks_of_run(run_id).await?;
                 return Ok(CancelOutcome::LegacyCancelled);
             }
             match snap.status {
                 RunStatus::Cancelled => {
-                    self.store_event(run_id, request(3), json!(3)).await?;
+                    self.store_event(run_id, request(3), json!(3), &now).await?;
                     return Ok(CancelOutcome::AlreadyCancelled);
                 }
                 RunStatus::Completed | RunStatus::Failed => {
@@ -249,7 +256,7 @@ impl LocalWorld {
                     )));
                 }
                 RunStatus::Pending | RunStatus::Running => {
-                    let run = Self::terminal_run_value(old, RunStatus::Cancelled);
+                    let run = Self::terminal_run_value(old, RunStatus::Cancelled, &now);
                     write_replace(&self.run_path(run_id), to_pretty_json(&run).as_bytes()).await?;
                     self.delete_hooks_of_run(run_id).await?;
                     self.delete_waits_of_run(run_id).await?;
@@ -257,7 +264,7 @@ impl LocalWorld {
             }
         }
         // world-local stores the event even when the run does not exist.
-        self.store_event(run_id, request(3), json!(3)).await?;
+        self.store_event(run_id, request(3), json!(3), &now).await?;
         Ok(CancelOutcome::Cancelled)
     }
 
@@ -271,8 +278,14 @@ impl LocalWorld {
         resume_at_ms: Option<f64>,
         legacy: bool,
     ) -> Result<()> {
+        if run_id.is_empty() {
+            return Err(Error::Plain(
+                "runId is required for non-run_created events".into(),
+            ));
+        }
         assert_safe_entity_id("runId", run_id)?;
         assert_safe_entity_id("correlationId", correlation_id)?;
+        let now = now_iso();
         let current = self.read_run_value(run_id).await?;
         let spec_json = |v: Option<f64>| match v {
             Some(v) if v.fract() == 0.0 => json!(v as i64),
@@ -302,7 +315,7 @@ impl LocalWorld {
             }
             if snap.is_legacy() {
                 // Legacy runs: the event is appended, nothing else changes.
-                self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT))
+                self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)
                     .await?;
                 return Ok(());
             }
@@ -346,12 +359,11 @@ impl LocalWorld {
                 wait.insert(k.clone(), v);
             }
         }
-        let now = now_iso();
         wait.insert("status".into(), json!("completed"));
         wait.insert("completedAt".into(), json!(now));
         wait.insert("updatedAt".into(), json!(now));
         write_replace(&wait_path, to_pretty_json(&Value::Object(wait)).as_bytes()).await?;
-        self.store_event(run_id, request, spec).await?;
+        self.store_event(run_id, request, spec, &now).await?;
         Ok(())
     }
 
