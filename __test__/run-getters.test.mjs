@@ -143,6 +143,40 @@ describe('unsafe run ids', () => {
     }
   }
 
+  test('getRun never throws for unsafe ids; getters return promises', () => {
+    for (const id of UNSAFE) {
+      let run
+      assert.doesNotThrow(() => {
+        run = ours.getRun(id)
+      })
+      for (const g of ['exists', 'status', 'returnValue']) {
+        let p
+        assert.doesNotThrow(() => {
+          p = run[g]
+        })
+        assert.ok(p instanceof Promise)
+        p.catch(() => {})
+      }
+    }
+  })
+
+  test('odd but safe ids behave like the official (not found, or the same filesystem error)', async () => {
+    for (const id of ['wrun_' + 'A'.repeat(300), 'wrun_ä☃', 'wrun with space', 'CON', 'wrun_\n', 'WRUN_01ARZ3NDEKTSV4RRFFQ69G5FAV']) {
+      for (const op of ['exists', 'status']) {
+        const o = await settle(() => official.getRun(id)[op])
+        const m = await settle(() => ours.getRun(id)[op])
+        // raw filesystem errors: same outcome, same error name and errno code (messages are not a contract)
+        const outcome = (r) =>
+          r.ok
+            ? { value: r.value }
+            : r.error.name === 'WorkflowRunNotFoundError'
+              ? describeError(r.error)
+              : { name: r.error.name, code: r.error.code }
+        assert.deepEqual(outcome(m), outcome(o), `${op} on ${JSON.stringify(id.slice(0, 30))}`)
+      }
+    }
+  })
+
   test('nothing was written outside the data directory', async () => {
     const { existsSync } = await import('node:fs')
     const path = await import('node:path')

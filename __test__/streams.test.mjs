@@ -150,6 +150,47 @@ describe('closed streams', () => {
   })
 })
 
+describe('transport chunks vs frames', () => {
+  test('a chunk holding two frames yields both values, like the official', async () => {
+    const id = await createRun({ status: 'running' })
+    const name = streamName(id)
+    const a = await frameValue({ first: 1 }, id)
+    const b = await frameValue(new Date(2), id)
+    const both = new Uint8Array(a.length + b.length)
+    both.set(a, 0)
+    both.set(b, a.length)
+    await world.writeToStream(name, id, both)
+    await world.writeToStream(name, id, await frameValue('third', id))
+    await world.closeStream(name, id)
+    const { mine, theirs } = await readBoth(id)
+    assert.equal(theirs.length, 3)
+    compare(mine, theirs)
+  })
+
+  test('chunks written with writeToStreamMulti read like the official', async () => {
+    const id = await createRun({ status: 'running' })
+    const name = streamName(id)
+    const frames = []
+    for (const v of ['m1', { m: 2 }, [3], 4n]) frames.push(await frameValue(v, id))
+    await world.writeToStreamMulti(name, id, frames)
+    await world.closeStream(name, id)
+    const { mine, theirs } = await readBoth(id)
+    assert.equal(theirs.length, 4)
+    compare(mine, theirs)
+  })
+
+  test('a large value (≈3 MB frame) survives intact', async () => {
+    const id = await createRun({ status: 'running' })
+    const big = { text: 'x'.repeat(3_000_000), bytes: new Uint8Array(100_000).fill(9) }
+    await writeValues(id, [big, 'after'], { close: true })
+    const mine = await readAll(ours.getRun(id).getReadable())
+    assert.equal(mine.length, 2)
+    assert.equal(mine[0].text.length, 3_000_000)
+    assert.equal(mine[0].bytes.length, 100_000)
+    assert.equal(mine[1], 'after')
+  })
+})
+
 describe('namespaces', () => {
   const NAMESPACES = ['logs', 'logs/α', '日本語', '🚀 launch', 'a-b_c.d', 'x'.repeat(40)]
   let id

@@ -334,8 +334,11 @@ export function fingerprint(root, realm = globalThis) {
   return fp(root)
 }
 
-/** Promise that resolves with the first request satisfying `predicate`. */
-export function startQueueServer() {
+/**
+ * A stand-in for the app's workflow endpoint: records every queue delivery.
+ * `respond(entry)` picks the answer (default 200 {"ok":true}).
+ */
+export function startQueueServer(respond = () => ({ status: 200, body: '{"ok":true}' })) {
   return import('node:http').then(({ createServer }) => {
     const received = []
     const waiters = []
@@ -349,8 +352,9 @@ export function startQueueServer() {
           entry.json = JSON.parse(body)
         } catch {}
         received.push(entry)
-        res.writeHead(200, { 'content-type': 'application/json' })
-        res.end('{"ok":true}')
+        const { status = 200, body: answer = '{"ok":true}' } = respond(entry) || {}
+        res.writeHead(status, { 'content-type': 'application/json' })
+        res.end(answer)
         for (const w of [...waiters]) {
           if (w.predicate(entry)) {
             waiters.splice(waiters.indexOf(w), 1)
