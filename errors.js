@@ -134,7 +134,7 @@ const HookConflictError = named(WorkflowError, 'HookConflictError', {
     `Hook token "${token}" is already in use by another workflow${conflictingRunId ? ` (run "${conflictingRunId}")` : ''}`,
     { slug: 'hook-conflict' },
   ],
-  fields: (token, conflictingRunId) => (conflictingRunId ? { token, conflictingRunId } : { token }),
+  fields: (token, conflictingRunId) => ({ token, conflictingRunId }),
 })
 const RunNotSupportedError = named(WorkflowError, 'RunNotSupportedError', {
   args: (runSpecVersion, worldSpecVersion) => [

@@ -1,167 +1,19 @@
 'use strict'
-// workflow-native: the `workflow/api` surface over a native (Rust) World.
-// Public classes and functions only; decisions live in the Rust core, decoding in lib/.
+// workflow-native: the `workflow/api` surface (workflow@4.8.9) over a native (Rust) World.
+// Public functions and classes only; decisions live in the Rust core, decoding in lib/.
 
-const { binding, call, fromNative, errorFromData } = require('./lib/native.js')
-const { resolveWorld, deliverInBackground } = require('./lib/world.js')
-const { externalRevivers, hydratePayload, parse } = require('./lib/hydrate.js')
-const { nativeReadable } = require('./lib/readable.js')
-const errors = require('./errors.js')
+const { Run, getRun } = require('./lib/run.js')
+const { start } = require('./lib/start.js')
+const { getHookByToken, resumeHook, resumeWebhook } = require('./lib/hooks.js')
 
-function checkRunId(runId) {
-  if (typeof runId !== 'string') {
-    throw new TypeError(`runId must be a string, received ${runId === null ? 'null' : typeof runId}`)
-  }
-}
+/** Exported for compatibility with `workflow/api`: a no-op, as in WDK 4.8.9. */
+function runStep() {}
 
-function toDate(ms) {
-  return ms === undefined || ms === null ? undefined : new Date(ms)
-}
-
-/** A handle to a workflow run. Construction does no I/O and never throws. */
-class Run {
-  #world
-  constructor(runId) {
-    this.runId = runId
-    // Bound to the World at construction, as the official Run captures getWorld().
-    this.#world = resolveWorld()
-  }
-
-  /** Runs `fn(world)` with binding errors turned into JS error classes. */
-  async #with(fn) {
-    checkRunId(this.runId)
-    if (this.#world.error) throw this.#world.error
-    const world = this.#world.world
-    return call(() => fn(world))
-  }
-
-  // Metadata getters read one small file synchronously in the addon (~10 µs, less than
-  // a thread hop) and resolve a promise with it; errors still arrive as rejections.
-  #info() {
-    return this.#with((w) => w.getRunSync(this.runId))
-  }
-
-  /** Whether the workflow run exists. */
-  get exists() {
-    return this.#info().then(
-      () => true,
-      (e) => {
-        if (errors.WorkflowRunNotFoundError.is(e)) return false
-        throw e
-      },
-    )
-  }
-
-  /** The status of the workflow run. */
-  get status() {
-    return this.#with((w) => w.runStatusSync(this.runId))
-  }
-
-  /** The name of the workflow. */
-  get workflowName() {
-    return this.#info().then((r) => r.workflowName)
-  }
-
-  /** When the run was created. */
-  get createdAt() {
-    return this.#info().then((r) => new Date(r.createdAt))
-  }
-
-  /** When the run started (undefined while pending). */
-  get startedAt() {
-    return this.#info().then((r) => toDate(r.startedAt))
-  }
-
-  /** When the run completed, failed or was cancelled (undefined before). */
-  get completedAt() {
-    return this.#info().then((r) => toDate(r.completedAt))
-  }
-
-  /**
-   * The return value: resolves when the run completes (woken by a filesystem watcher,
-   * also for completions written by other processes); rejects with
-   * WorkflowRunFailedError / WorkflowRunCancelledError / WorkflowRunNotFoundError.
-   */
-  get returnValue() {
-    return this.#with((w) => w.waitTerminal(this.runId)).then((info) => {
-      if (info.status === 'cancelled') throw new errors.WorkflowRunCancelledError(this.runId)
-      if (info.status === 'failed') {
-        throw new errors.WorkflowRunFailedError(this.runId, {
-          message: info.errorMessage,
-          stack: info.errorStack,
-          code: info.errorCode,
-        })
-      }
-      return hydratePayload(info.output, info.outputJson, info.hasOutput, this.#revivers(globalThis))
-    })
-  }
-
-  /** The run's default readable stream (a new stream on each access). */
-  get readable() {
-    return this.getReadable()
-  }
-
-  /** A `ReadableStream` of the run's default or namespaced stream, plus `getTailIndex()`. */
-  getReadable(options = {}) {
-    const { global = globalThis, startIndex, namespace } = options || {}
-    const runId = this.runId
-    const name = binding.runStreamName(String(runId), typeof namespace === 'string' ? namespace : undefined)
-    const stream = this.#openStream(global, { name, startIndex })
-    return Object.assign(stream, {
-      getTailIndex: () => this.#with((w) => w.streamInfo(name)).then((i) => i.tailIndex),
-    })
-  }
-
-  #revivers(global) {
-    return externalRevivers(global, (ref) => this.#openStream(global, ref))
-  }
-
-  #openStream(global, ref) {
-    const start = Number.isFinite(Number(ref.startIndex)) ? Math.trunc(Number(ref.startIndex)) : 0
-    const mode = ref.type === 'bytes' ? (ref.framing === 'framed-v1' ? 'bytes-framed' : 'bytes') : 'objects'
-    const revivers = mode === 'objects' ? this.#revivers(global) : undefined
-    const open = () => {
-      checkRunId(this.runId)
-      if (this.#world.error) throw this.#world.error
-      return this.#world.world.openStream(ref.name, start, mode)
-    }
-    return nativeReadable(global, open, (text) => parse(text, revivers))
-  }
-
-  /** Interrupts pending `sleep()` calls and re-enqueues the run. */
-  async wakeUp(options) {
-    const ids = options && Array.isArray(options.correlationIds) ? options.correlationIds.map(String) : undefined
-    let res
-    try {
-      res = await this.#with((w) =>
-        w.wakeUp(this.runId, ids, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined),
-      )
-    } catch (e) {
-      throw new Error(`Failed to wake up run ${this.runId}: ${e instanceof Error ? e.message : String(e)}`, {
-        cause: e,
-      })
-    }
-    if (res.message) deliverInBackground(res.message)
-    if (res.errors.length > 0) {
-      const list = res.errors.map((j) => errorFromData(JSON.parse(j)))
-      throw new AggregateError(
-        list,
-        `Failed to complete ${list.length}/${res.pendingCount} pending wait(s) for run ${this.runId}`,
-      )
-    }
-    return { stoppedCount: res.stoppedCount }
-  }
-
-  /** Cancels the run (a `run_cancelled` event, with world-local's effects). */
-  async cancel() {
-    await this.#with((w) => w.cancel(this.runId))
-  }
-}
-
-/** Retrieves a `Run` for a run id. Synchronous, no I/O, never throws. */
-function getRun(runId) {
-  return new Run(runId)
-}
-
+// One assignment per export so ESM named imports work (cjs-module-lexer).
 exports.Run = Run
 exports.getRun = getRun
+exports.start = start
+exports.getHookByToken = getHookByToken
+exports.resumeHook = resumeHook
+exports.resumeWebhook = resumeWebhook
+exports.runStep = runStep

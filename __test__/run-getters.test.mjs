@@ -96,6 +96,12 @@ describe('getters on runs in every status', () => {
     assert.equal(typeof ours.Run, 'function')
     assert.ok(mine instanceof ours.Run)
   })
+
+  test('new Run(id) works like getRun(id), as with the official Run class', async () => {
+    const id = runs.running
+    assert.equal(await new ours.Run(id).status, await new official.Run(id).status)
+    assert.equal((await new ours.Run(id).createdAt).getTime(), (await new official.Run(id).createdAt).getTime())
+  })
 })
 
 describe('unknown run', () => {

@@ -289,6 +289,22 @@ describe('live (open) streams', () => {
     assert.deepEqual(await theirs, [2, 3, 4])
   })
 
+  test('startIndex beyond the current end of an open stream starts at that index once chunks arrive', { timeout: 20_000 }, async () => {
+    // Spec 2.2: startIndex >= 0 = start at that 0-based chunk index. (The official reader
+    // on world-local 4.4.1 instead yields every chunk written after the reader started —
+    // [2, 3, 4, 5, 6] here — because its poller only marks the chunks that existed as
+    // delivered; on a closed stream it never ends. Ours follows the documented index.)
+    const id = await createRun({ status: 'running' })
+    const name = await writeValues(id, [0, 1])
+    const mineReader = ours.getRun(id).getReadable({ startIndex: 5 }).getReader()
+    const first = mineReader.read()
+    for (const v of [2, 3, 4, 5, 6]) await world.writeToStream(name, id, await frameValue(v, id))
+    await world.closeStream(name, id)
+    const got = []
+    for (let r = await first; !r.done; r = await mineReader.read()) got.push(r.value)
+    assert.deepEqual(got, [5, 6])
+  })
+
   test('getTailIndex follows appended chunks like the official', async () => {
     const id = await createRun({ status: 'running' })
     const name = streamName(id)

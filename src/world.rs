@@ -6,7 +6,7 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use std::sync::Arc;
 use workflow_core::queue::QueueMessage;
-use workflow_core::world::local::LocalWorld;
+use workflow_core::world::local::{CreateRun, LocalWorld};
 use workflow_core::world::model::{Payload, RunSnapshot};
 
 #[napi]
@@ -202,6 +202,83 @@ impl NativeWorld {
         Ok(StreamInfo { tail_index, done })
     }
 
+    #[napi]
+    pub async fn create_run(&self, req: CreateRunRequest) -> napi::Result<()> {
+        let w = Arc::clone(&self.inner);
+        let create = CreateRun {
+            run_id: req.run_id,
+            deployment_id: req.deployment_id,
+            workflow_name: req.workflow_name,
+            spec_version: req.spec_version,
+            execution_context: req.execution_context,
+            input: payload_from(req.input, req.input_json)?,
+        };
+        w.create_run(&create).await.map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn get_hook_by_token(&self, token: String) -> napi::Result<HookInfo> {
+        let w = Arc::clone(&self.inner);
+        let h = w.get_hook_by_token(&token).await.map_err(to_napi)?;
+        let has_metadata = h.metadata.is_some();
+        let (metadata, metadata_json) = match h.metadata {
+            Some(Payload::Bytes(b)) => (Some(Buffer::from(b)), None),
+            Some(Payload::Json(v)) => (None, Some(v.to_string())),
+            None => (None, None),
+        };
+        Ok(HookInfo {
+            run_id: h.run_id,
+            hook_id: h.hook_id,
+            token: h.token,
+            owner_id: h.owner_id,
+            project_id: h.project_id,
+            environment: h.environment,
+            metadata,
+            metadata_json,
+            has_metadata,
+            created_at: h.created_at,
+            spec_version: h.spec_version,
+            is_webhook: h.is_webhook,
+        })
+    }
+
+    /// The `hook_received` event; returns the event id.
+    #[napi]
+    pub async fn hook_received(
+        &self,
+        run_id: String,
+        hook_id: String,
+        token: Option<String>,
+        payload: Option<Buffer>,
+        payload_json: Option<String>,
+    ) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        let payload = payload_from(payload, payload_json)?;
+        w.hook_received(&run_id, &hook_id, token.as_deref(), &payload)
+            .await
+            .map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn write_stream_chunks(
+        &self,
+        name: String,
+        run_id: String,
+        chunks: Vec<Buffer>,
+    ) -> napi::Result<()> {
+        let w = Arc::clone(&self.inner);
+        let chunks: Vec<Vec<u8>> = chunks.into_iter().map(|b| b.to_vec()).collect();
+        w.write_stream_chunks(&name, &run_id, &chunks)
+            .await
+            .map_err(to_napi)
+    }
+
+    #[napi]
+    pub async fn close_stream(&self, name: String, run_id: String) -> napi::Result<()> {
+        let w = Arc::clone(&self.inner);
+        w.close_stream(&name, &run_id).await.map_err(to_napi)
+    }
+
     /// `mode`: `"objects"`, `"bytes"` or `"bytes-framed"`.
     #[napi]
     pub fn open_stream(
@@ -214,8 +291,64 @@ impl NativeWorld {
     }
 }
 
+/// What `start()` writes (`run_created`).
+#[napi(object)]
+pub struct CreateRunRequest {
+    pub run_id: String,
+    pub deployment_id: String,
+    pub workflow_name: String,
+    pub spec_version: i64,
+    pub execution_context: Option<serde_json::Value>,
+    /// `"devl"`-prefixed bytes (spec ≥ 2)
+    pub input: Option<Buffer>,
+    /// legacy (spec 1): the devalue JSON text
+    pub input_json: Option<String>,
+}
+
+/// A hook entity; `createdAt` in epoch ms.
+#[napi(object)]
+pub struct HookInfo {
+    pub run_id: String,
+    pub hook_id: String,
+    pub token: String,
+    pub owner_id: String,
+    pub project_id: String,
+    pub environment: String,
+    pub metadata: Option<Buffer>,
+    pub metadata_json: Option<String>,
+    pub has_metadata: bool,
+    pub created_at: f64,
+    pub spec_version: Option<f64>,
+    pub is_webhook: bool,
+}
+
+fn payload_from(bytes: Option<Buffer>, json: Option<String>) -> napi::Result<Payload> {
+    match (bytes, json) {
+        (Some(b), _) => Ok(Payload::Bytes(b.to_vec())),
+        (None, Some(j)) => serde_json::from_str(&j)
+            .map(Payload::Json)
+            .map_err(|e| napi::Error::from_reason(format!("invalid legacy payload: {e}"))),
+        (None, None) => Err(napi::Error::from_reason("a payload is required")),
+    }
+}
+
 /// `strm_<run ULID>_user[_<base64url(namespace)>]`
 #[napi]
 pub fn run_stream_name(run_id: String, namespace: Option<String>) -> String {
     workflow_core::ids::run_stream_name(&run_id, namespace.as_deref())
+}
+
+/// A process-wide monotonic ULID (for run and stream ids).
+#[napi]
+pub fn new_ulid() -> String {
+    workflow_core::ids::monotonic_ulid()
+}
+
+/// `__wkf_workflow_<name>` (validates the workflow name like WDK).
+#[napi]
+pub fn workflow_queue_name(
+    workflow_name: String,
+    namespace: Option<String>,
+) -> napi::Result<String> {
+    workflow_core::queue::workflow_queue_name(&workflow_name, namespace.as_deref()).map_err(to_napi)
 }

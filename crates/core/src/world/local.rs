@@ -9,8 +9,11 @@ use crate::world::fsio::{
     list_dir, normalize_date, now_iso, parse_json, read_json, read_json_sync, remove_if_exists,
     to_pretty_json, write_exclusive, write_replace,
 };
-use crate::world::model::{parse_event_summary, parse_run, EventSummary, RunSnapshot, RunStatus};
+use crate::world::model::{
+    parse_event_summary, parse_run, EventSummary, Payload, RunSnapshot, RunStatus,
+};
 use crate::world::watch::{ChangeFeed, Subscription, Topic};
+use base64::Engine;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -100,7 +103,7 @@ impl LocalWorld {
         }
     }
 
-    async fn read_run_value(
+    pub(crate) async fn read_run_value(
         &self,
         run_id: &str,
     ) -> Result<Option<(RunSnapshot, Map<String, Value>)>> {
@@ -157,7 +160,7 @@ impl LocalWorld {
 
     /// Publishes an event file exactly once (`writeExclusive`), world-local's key order:
     /// the request fields, then `runId`, `eventId`, `createdAt`, `specVersion`.
-    async fn store_event(
+    pub(crate) async fn store_event(
         &self,
         run_id: &str,
         request: Map<String, Value>,
@@ -367,6 +370,48 @@ impl LocalWorld {
         Ok(())
     }
 
+    /// `events.create(runId, { eventType: 'run_created', specVersion, eventData })`: the
+    /// run file (created exclusively) and the event, in world-local's key order.
+    pub async fn create_run(&self, req: &CreateRun) -> Result<()> {
+        assert_safe_entity_id("runId", &req.run_id)?;
+        validate_run_id_time(&req.run_id)?;
+        let now = now_iso();
+        let input = payload_json(&req.input);
+        let mut run = Map::new();
+        run.insert("runId".into(), json!(req.run_id));
+        run.insert("deploymentId".into(), json!(req.deployment_id));
+        run.insert("status".into(), json!("pending"));
+        run.insert("workflowName".into(), json!(req.workflow_name));
+        run.insert("specVersion".into(), json!(req.spec_version));
+        if let Some(ec) = &req.execution_context {
+            run.insert("executionContext".into(), ec.clone());
+        }
+        run.insert("input".into(), input.clone());
+        run.insert("createdAt".into(), json!(now));
+        run.insert("updatedAt".into(), json!(now));
+        let path = self.run_path(&req.run_id);
+        if !write_exclusive(&path, to_pretty_json(&Value::Object(run)).as_bytes()).await? {
+            return Err(Error::EntityConflict(format!(
+                "Workflow run \"{}\" already exists",
+                req.run_id
+            )));
+        }
+        let mut data = Map::new();
+        data.insert("deploymentId".into(), json!(req.deployment_id));
+        data.insert("workflowName".into(), json!(req.workflow_name));
+        data.insert("input".into(), input);
+        if let Some(ec) = &req.execution_context {
+            data.insert("executionContext".into(), ec.clone());
+        }
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("run_created"));
+        request.insert("specVersion".into(), json!(req.spec_version));
+        request.insert("eventData".into(), Value::Object(data));
+        self.store_event(&req.run_id, request, json!(req.spec_version), &now)
+            .await?;
+        Ok(())
+    }
+
     // ---------------------------------------------------------- side effects
 
     /// Deletes every live hook of the run with its token claim and recovery marker.
@@ -415,6 +460,51 @@ impl LocalWorld {
         }
         Ok(())
     }
+}
+
+/// What `start()` writes for a new run.
+#[derive(Debug, Clone)]
+pub struct CreateRun {
+    pub run_id: String,
+    pub deployment_id: String,
+    pub workflow_name: String,
+    pub spec_version: i64,
+    pub execution_context: Option<Value>,
+    pub input: Payload,
+}
+
+/// A payload as world-local writes it in JSON.
+pub fn payload_json(p: &Payload) -> Value {
+    match p {
+        Payload::Bytes(b) => json!({
+            "__type": "Uint8Array",
+            "data": base64::engine::general_purpose::STANDARD.encode(b),
+        }),
+        Payload::Json(v) => v.clone(),
+    }
+}
+
+/// A client-supplied run id must be a ULID from the last 24 h or the next 5 min.
+fn validate_run_id_time(run_id: &str) -> Result<()> {
+    let raw = run_id.strip_prefix("wrun_").unwrap_or(run_id);
+    let Some(ts) = crate::ids::ulid_time_ms(raw) else {
+        return Err(Error::World(format!(
+            "Invalid runId: \"{run_id}\" is not a valid ULID"
+        )));
+    };
+    let now = crate::world::fsio::now_ms();
+    let diff = now - ts as f64;
+    let (past, future) = (24.0 * 3600.0 * 1000.0, 5.0 * 60.0 * 1000.0);
+    if (diff > 0.0 && diff <= past) || (diff <= 0.0 && -diff <= future) {
+        return Ok(());
+    }
+    let direction = if diff > 0.0 { "past" } else { "future" };
+    let threshold = if diff > 0.0 { past } else { future };
+    Err(Error::World(format!(
+        "Invalid runId timestamp: embedded timestamp is {}s in the {direction} (threshold: {}s)",
+        (diff.abs() / 1000.0).round() as i64,
+        (threshold / 1000.0).round() as i64
+    )))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

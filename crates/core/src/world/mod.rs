@@ -1,6 +1,8 @@
 //! The World: storage, change notification and the local filesystem implementation.
 
 pub mod fsio;
+pub mod hooks;
 pub mod local;
 pub mod model;
+pub mod streams;
 pub mod watch;

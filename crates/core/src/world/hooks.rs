@@ -1,0 +1,273 @@
+//! Hooks in the local world: lookup by token and the `hook_received` event.
+
+use crate::error::{Error, Result};
+use crate::ids::assert_safe_entity_id;
+use crate::world::fsio::{
+    list_dir, now_iso, parse_date_ms, parse_json, read_json, to_compact_json, to_pretty_json,
+    write_exclusive,
+};
+use crate::world::local::{payload_json, sha256_hex, LocalWorld, SPEC_VERSION_CURRENT};
+use crate::world::model::Payload;
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+/// A hook entity (`world.hooks.getByToken`).
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub run_id: String,
+    pub hook_id: String,
+    pub token: String,
+    pub owner_id: String,
+    pub project_id: String,
+    pub environment: String,
+    pub metadata: Option<Payload>,
+    pub created_at: f64,
+    pub spec_version: Option<f64>,
+    /// `isWebhook ?? true` (hooks written before the flag existed count as webhooks)
+    pub is_webhook: bool,
+}
+
+impl Hook {
+    pub fn is_legacy(&self) -> bool {
+        self.spec_version.is_none_or(|v| v <= 1.0)
+    }
+}
+
+fn parse_hook(path: &Path, v: &Value) -> Result<Hook> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| Error::corrupt(path, "a hook must be a JSON object"))?;
+    let s = |k: &str| -> Result<String> {
+        o.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::corrupt(path, format!("field \"{k}\" must be a string")))
+    };
+    Ok(Hook {
+        run_id: s("runId")?,
+        hook_id: s("hookId")?,
+        token: s("token")?,
+        owner_id: s("ownerId")?,
+        project_id: s("projectId")?,
+        environment: s("environment")?,
+        metadata: match o.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(m) => Some(Payload::from_json(path, m)?),
+        },
+        created_at: o
+            .get("createdAt")
+            .and_then(parse_date_ms)
+            .ok_or_else(|| Error::corrupt(path, "field \"createdAt\" is not a valid date"))?,
+        spec_version: o.get("specVersion").and_then(Value::as_f64),
+        is_webhook: o.get("isWebhook").and_then(Value::as_bool).unwrap_or(true),
+    })
+}
+
+impl LocalWorld {
+    fn hook_path(&self, hook_id: &str) -> std::path::PathBuf {
+        self.root().join("hooks").join(format!("{hook_id}.json"))
+    }
+
+    /// `hooks.getByToken`: the token claim points at the hook; without a claim the hook
+    /// files are searched, and at last the event log (world-local rebuilds a live hook
+    /// whose files were lost from its `hook_created` event). `HookNotFoundError(token)`
+    /// when there is none.
+    pub async fn get_hook_by_token(&self, token: &str) -> Result<Hook> {
+        let hooks_dir = self.root().join("hooks");
+        let claim = hooks_dir
+            .join("tokens")
+            .join(format!("{}.json", sha256_hex(token.as_bytes())));
+        if let Ok(Some(c)) = read_json(&claim).await {
+            if let Some(hook_id) = c.get("hookId").and_then(Value::as_str) {
+                if assert_safe_entity_id("hookId", hook_id).is_ok() {
+                    let path = self.hook_path(hook_id);
+                    if let Some(v) = read_json(&path).await? {
+                        let h = parse_hook(&path, &v)?;
+                        if h.token == token {
+                            return Ok(h);
+                        }
+                    }
+                }
+            }
+        }
+        for name in list_dir(&hooks_dir).await? {
+            if !name.ends_with(".json") || name.contains(".tmp.") {
+                continue;
+            }
+            let path = hooks_dir.join(&name);
+            let Some(v) = read_json(&path).await? else {
+                continue;
+            };
+            if v.get("token").and_then(Value::as_str) == Some(token) {
+                return parse_hook(&path, &v);
+            }
+        }
+        if let Some(h) = self.rebuild_hook_from_events(token).await? {
+            return Ok(h);
+        }
+        Err(Error::HookNotFound {
+            token: token.to_string(),
+        })
+    }
+
+    /// Finds a still-live `hook_created` for the token in the event log and restores its
+    /// claim and entity files, as world-local does.
+    async fn rebuild_hook_from_events(&self, token: &str) -> Result<Option<Hook>> {
+        let dir = self.root().join("events");
+        let mut events: Vec<(f64, String, Value)> = Vec::new();
+        for name in list_dir(&dir).await? {
+            if !name.ends_with(".json") || name.contains(".tmp.") {
+                continue;
+            }
+            let path = dir.join(&name);
+            let Ok(bytes) = tokio::fs::read(&path).await else {
+                continue;
+            };
+            let Ok(v) = parse_json(&path, &bytes) else {
+                continue;
+            };
+            let (Some(t), Some(id)) = (
+                v.get("createdAt").and_then(parse_date_ms),
+                v.get("eventId").and_then(Value::as_str).map(str::to_string),
+            ) else {
+                continue;
+            };
+            events.push((t, id, v));
+        }
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        let mut live: Option<&Value> = None;
+        for (_, _, ev) in &events {
+            let ty = ev.get("eventType").and_then(Value::as_str).unwrap_or("");
+            if ty == "hook_created"
+                && ev.get("correlationId").and_then(Value::as_str).is_some()
+                && ev.pointer("/eventData/token").and_then(Value::as_str) == Some(token)
+            {
+                live = Some(ev);
+                continue;
+            }
+            if let Some(l) = live {
+                if ev.get("runId") == l.get("runId")
+                    && ((ty == "hook_disposed"
+                        && ev.get("correlationId") == l.get("correlationId"))
+                        || matches!(ty, "run_completed" | "run_failed" | "run_cancelled"))
+                {
+                    live = None;
+                }
+            }
+        }
+        let Some(ev) = live else {
+            return Ok(None);
+        };
+        let run_id = ev.get("runId").and_then(Value::as_str).unwrap_or("");
+        if assert_safe_entity_id("runId", run_id).is_err() {
+            return Ok(None);
+        }
+        if let Ok(run) = self.get_run(run_id, false).await {
+            if run.status.is_terminal() {
+                return Ok(None);
+            }
+        }
+        let hook_id = ev
+            .get("correlationId")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        assert_safe_entity_id("hookId", hook_id)?;
+        let mut h = Map::new();
+        h.insert("runId".into(), json!(run_id));
+        h.insert("hookId".into(), json!(hook_id));
+        h.insert("token".into(), json!(token));
+        if let Some(m) = ev.pointer("/eventData/metadata") {
+            h.insert("metadata".into(), m.clone());
+        }
+        h.insert("ownerId".into(), json!("local-owner"));
+        h.insert("projectId".into(), json!("local-project"));
+        h.insert("environment".into(), json!("local"));
+        if let Some(c) = ev.get("createdAt") {
+            h.insert("createdAt".into(), c.clone());
+        }
+        if let Some(sv) = ev.get("specVersion") {
+            h.insert("specVersion".into(), sv.clone());
+        }
+        h.insert(
+            "isWebhook".into(),
+            ev.pointer("/eventData/isWebhook")
+                .cloned()
+                .unwrap_or(json!(true)),
+        );
+        let claim = json!({
+            "token": token,
+            "hookId": hook_id,
+            "runId": run_id,
+            "eventId": ev.get("eventId").cloned().unwrap_or(Value::Null),
+        });
+        let tokens = self.root().join("hooks").join("tokens");
+        write_exclusive(
+            &tokens.join(format!("{}.json", sha256_hex(token.as_bytes()))),
+            to_compact_json(&claim).as_bytes(),
+        )
+        .await?;
+        let hv = Value::Object(h);
+        let path = self.hook_path(hook_id);
+        write_exclusive(&path, to_pretty_json(&hv).as_bytes()).await?;
+        parse_hook(&path, &hv).map(Some)
+    }
+
+    /// `events.create(runId, { eventType: 'hook_received', specVersion: 3, correlationId:
+    /// hookId, eventData: { token?, payload } })` with world-local's checks: legacy runs
+    /// only append the event; otherwise the hook must still exist (`HookNotFoundError`
+    /// carrying the hook id, as world-local reports it).
+    pub async fn hook_received(
+        &self,
+        run_id: &str,
+        hook_id: &str,
+        token: Option<&str>,
+        payload: &Payload,
+    ) -> Result<String> {
+        if run_id.is_empty() {
+            return Err(Error::Plain(
+                "runId is required for non-run_created events".into(),
+            ));
+        }
+        assert_safe_entity_id("runId", run_id)?;
+        assert_safe_entity_id("correlationId", hook_id)?;
+        let now = now_iso();
+        let mut data = Map::new();
+        if let Some(t) = token {
+            data.insert("token".into(), json!(t));
+        }
+        data.insert("payload".into(), payload_json(payload));
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("hook_received"));
+        request.insert("specVersion".into(), json!(SPEC_VERSION_CURRENT));
+        request.insert("correlationId".into(), json!(hook_id));
+        request.insert("eventData".into(), Value::Object(data));
+        if let Some((snap, _)) = self.read_run_value(run_id).await? {
+            if let Some(v) = snap.spec_version {
+                if v > SPEC_VERSION_CURRENT as f64 {
+                    return Err(Error::RunNotSupported {
+                        run_spec_version: v as i64,
+                        world_spec_version: SPEC_VERSION_CURRENT,
+                    });
+                }
+            }
+            if snap.is_legacy() {
+                return self
+                    .store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)
+                    .await;
+            }
+        }
+        let path = self.hook_path(hook_id);
+        match read_json(&path).await? {
+            Some(v) => {
+                parse_hook(&path, &v)?;
+            }
+            None => {
+                return Err(Error::HookNotFound {
+                    token: hook_id.to_string(),
+                })
+            }
+        }
+        self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)
+            .await
+    }
+}

@@ -1,0 +1,68 @@
+//! Writing run streams in world-local's format: one `.bin` file per chunk (flag byte
+//! `0x00` + bytes), a one-byte `0x01` file to close, and the stream's name registered in
+//! `streams/runs/<runId>.json`.
+
+use crate::error::Result;
+use crate::ids::{assert_safe_entity_id, prefixed_id};
+use crate::world::fsio::{read_json, to_pretty_json, write_exclusive, write_replace};
+use crate::world::local::LocalWorld;
+use serde_json::{json, Value};
+
+impl LocalWorld {
+    async fn register_stream(&self, name: &str, run_id: &str) -> Result<()> {
+        assert_safe_entity_id("runId", run_id)?;
+        assert_safe_entity_id("streamName", name)?;
+        let path = self
+            .root()
+            .join("streams")
+            .join("runs")
+            .join(format!("{run_id}.json"));
+        let mut streams: Vec<Value> = match read_json(&path).await {
+            Ok(Some(v)) => v
+                .get("streams")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        if streams.iter().any(|s| s.as_str() == Some(name)) {
+            return Ok(());
+        }
+        streams.push(json!(name));
+        write_replace(
+            &path,
+            to_pretty_json(&json!({ "streams": streams })).as_bytes(),
+        )
+        .await
+    }
+
+    /// `writeToStream` / `writeToStreamMulti`: one file per chunk, ULIDs drawn in order.
+    pub async fn write_stream_chunks(
+        &self,
+        name: &str,
+        run_id: &str,
+        chunks: &[Vec<u8>],
+    ) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = chunks.iter().map(|_| prefixed_id("chnk")).collect();
+        self.register_stream(name, run_id).await?;
+        let dir = self.chunks_dir();
+        for (id, chunk) in ids.iter().zip(chunks) {
+            let mut data = Vec::with_capacity(chunk.len() + 1);
+            data.push(0u8);
+            data.extend_from_slice(chunk);
+            write_exclusive(&dir.join(format!("{name}-{id}.bin")), &data).await?;
+        }
+        Ok(())
+    }
+
+    /// `closeStream`: the close-marker file.
+    pub async fn close_stream(&self, name: &str, run_id: &str) -> Result<()> {
+        let id = prefixed_id("chnk");
+        self.register_stream(name, run_id).await?;
+        write_exclusive(&self.chunks_dir().join(format!("{name}-{id}.bin")), &[1u8]).await?;
+        Ok(())
+    }
+}

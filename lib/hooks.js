@@ -1,0 +1,132 @@
+'use strict'
+// getHookByToken / resumeHook / resumeWebhook over the local world.
+
+const { call } = require('./native.js')
+const { resolveWorld, deliverInBackground } = require('./world.js')
+const { binding } = require('./native.js')
+const { clientReducers, serializeValue } = require('./serialize.js')
+const { worldStreams } = require('./streams.js')
+const { externalRevivers, hydratePayload, parse } = require('./hydrate.js')
+const { framedByteStreams } = require('./capabilities.js')
+const { HookNotFoundError, WorkflowRuntimeError } = require('../errors.js')
+
+const WEBHOOK_RESPONSE_WRITABLE = Symbol.for('WEBHOOK_RESPONSE_WRITABLE')
+
+function worldOrThrow() {
+  const { world, error } = resolveWorld()
+  if (error) throw error
+  return world
+}
+
+function revivers(world) {
+  const r = externalRevivers(globalThis, (ref) => {
+    const mode = ref.type === 'bytes' ? (ref.framing === 'framed-v1' ? 'bytes-framed' : 'bytes') : 'objects'
+    const start = Number.isFinite(Number(ref.startIndex)) ? Math.trunc(Number(ref.startIndex)) : 0
+    const { nativeReadable } = require('./readable.js')
+    return nativeReadable(globalThis, () => world.openStream(ref.name, start, mode), (t) => parse(t, r))
+  })
+  return r
+}
+
+/** Hook + its run; metadata hydrated as the step side of the runtime reads it. */
+async function lookup(token) {
+  if (typeof token !== 'string') throw new TypeError(`token must be a string, received ${typeof token}`)
+  const world = worldOrThrow()
+  const info = await call(() => world.getHookByToken(token))
+  const run = await call(() => world.getRunSync(info.runId))
+  const hook = {
+    runId: info.runId,
+    hookId: info.hookId,
+    token: info.token,
+    ownerId: info.ownerId,
+    projectId: info.projectId,
+    environment: info.environment,
+  }
+  if (info.hasMetadata) {
+    hook.metadata = hydratePayload(info.metadata, info.metadataJson, true, revivers(world))
+  }
+  hook.createdAt = new Date(info.createdAt)
+  if (info.specVersion !== undefined && info.specVersion !== null) hook.specVersion = info.specVersion
+  hook.isWebhook = info.isWebhook
+  return { world, hook, run }
+}
+
+async function getHookByToken(token) {
+  return (await lookup(token)).hook
+}
+
+async function resumeHook(tokenOrHook, payload) {
+  let world, hook, run
+  if (typeof tokenOrHook === 'string') {
+    ;({ world, hook, run } = await lookup(tokenOrHook))
+  } else {
+    world = worldOrThrow()
+    hook = tokenOrHook
+    run = await call(() => world.getRunSync(hook.runId))
+  }
+  const legacy = hook.specVersion === undefined || hook.specVersion === null || hook.specVersion <= 1
+  const ops = []
+  const ctxVersion = run.executionContext && run.executionContext.workflowCoreVersion
+  const streams = worldStreams(world, globalThis, () => revivers(world), parse)
+  const reducers = clientReducers({
+    global: globalThis,
+    runId: hook.runId,
+    ops,
+    framedByteStreams: framedByteStreams(typeof ctxVersion === 'string' ? ctxVersion : undefined),
+    streams,
+    stepSide: true,
+  })
+  const data = serializeValue(payload, reducers, 'step return value', legacy)
+  for (const op of ops) {
+    Promise.resolve(op).catch((e) =>
+      console.warn(`[workflow-native] Background flush of hook payload ops failed (hook ${hook.hookId}):`, e),
+    )
+  }
+  await call(() => world.hookReceived(hook.runId, hook.hookId, legacy ? undefined : hook.token, data.bytes, data.json))
+  const queueName = binding.workflowQueueName(run.workflowName, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+  const message = { runId: hook.runId }
+  const tc = run.executionContext && run.executionContext.traceCarrier
+  if (tc !== undefined && tc !== null) message.traceCarrier = tc
+  deliverInBackground({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
+  return hook
+}
+
+async function resumeWebhook(token, request) {
+  const { hook } = await lookup(token)
+  if (hook.isWebhook === false) throw new HookNotFoundError(token)
+  let response
+  let responses
+  const meta = hook.metadata
+  if (meta && typeof meta === 'object' && 'respondWith' in meta) {
+    if (meta.respondWith === 'manual') {
+      const { readable, writable } = new TransformStream()
+      responses = readable
+      request[WEBHOOK_RESPONSE_WRITABLE] = writable
+    } else if (meta.respondWith instanceof Response) {
+      response = meta.respondWith
+    } else {
+      throw new WorkflowRuntimeError(`Invalid \`respondWith\` value: ${meta.respondWith}`, {
+        slug: 'webhook-invalid-respond-with-value',
+      })
+    }
+  } else {
+    response = new Response(null, { status: 202 })
+  }
+  await resumeHook(hook, request)
+  if (responses) {
+    const reader = responses.getReader()
+    const first = await reader.read()
+    if (first.value) {
+      const r = first.value
+      const body = r.body ? await r.arrayBuffer() : null
+      response = new Response(body, { status: r.status, statusText: r.statusText, headers: r.headers })
+    }
+    await reader.cancel()
+  }
+  if (!response) {
+    throw new WorkflowRuntimeError('Workflow run did not send a response', { slug: 'webhook-response-not-sent' })
+  }
+  return response
+}
+
+module.exports = { getHookByToken, resumeHook, resumeWebhook }

@@ -1,0 +1,113 @@
+'use strict'
+// start(): a new run — `run_created` written in world-local's format and the first queue
+// message delivered over HTTP to the app's workflow endpoint.
+
+const { binding, call } = require('./native.js')
+const { resolveWorld, deliverInBackground } = require('./world.js')
+const { clientReducers, serializeValue } = require('./serialize.js')
+const { worldStreams } = require('./streams.js')
+const { externalRevivers, parse } = require('./hydrate.js')
+const { Run } = require('./run.js')
+const { WorkflowRuntimeError } = require('../errors.js')
+
+/** world-local 4.4.1's deployment id. */
+const LOCAL_DEPLOYMENT_ID = 'dpl_local@4.4.1'
+const CORE_VERSION = '4.8.9'
+const SPEC_VERSION_CURRENT = 3
+let warnedLatest = false
+
+function logBackground(ops, runId) {
+  for (const op of ops) {
+    Promise.resolve(op).catch((e) =>
+      console.error(`[workflow-native] Background stream of run ${runId} failed:`, e),
+    )
+  }
+}
+
+/** `{"__type":"Uint8Array","data":<base64>}`, the JSON form world-local's queue sends. */
+function taggedBytes(buf) {
+  return { __type: 'Uint8Array', data: Buffer.from(buf).toString('base64') }
+}
+
+async function start(workflow, argsOrOptions, maybeOptions) {
+  let args = []
+  let options = {}
+  if (Array.isArray(argsOrOptions)) {
+    args = argsOrOptions
+    if (maybeOptions && typeof maybeOptions === 'object') options = maybeOptions
+  } else if (argsOrOptions && typeof argsOrOptions === 'object') {
+    options = argsOrOptions
+  }
+  const workflowName = workflow && workflow.workflowId
+  if (!workflowName) {
+    throw new WorkflowRuntimeError(
+      `'start' received an invalid workflow function. Ensure the Workflow SDK is configured correctly and the function includes a 'use workflow' directive.`,
+      { slug: 'start-invalid-workflow-function' },
+    )
+  }
+  const { world, error } = resolveWorld()
+  if (error) throw error
+
+  let deploymentId = options.deploymentId ?? LOCAL_DEPLOYMENT_ID
+  if (deploymentId === 'latest') {
+    if (!warnedLatest) {
+      warnedLatest = true
+      console.warn(
+        "[workflow-native] deploymentId: 'latest' is not supported by the local world; using the current deployment.",
+      )
+    }
+    deploymentId = LOCAL_DEPLOYMENT_ID
+  }
+  const framed = deploymentId === LOCAL_DEPLOYMENT_ID
+  const runId = `wrun_${binding.newUlid()}`
+  const specVersion = options.specVersion ?? SPEC_VERSION_CURRENT
+  const legacy = specVersion <= 1
+
+  // Serialize before anything is written: unserializable arguments leave no trace.
+  const ops = []
+  const streams = worldStreams(world, globalThis, () => externalRevivers(globalThis, () => null), parse)
+  const reducers = clientReducers({ global: globalThis, runId, ops, framedByteStreams: framed, streams })
+  const input = serializeValue(args, reducers, 'workflow arguments', legacy)
+  const executionContext = {
+    traceCarrier: {},
+    workflowCoreVersion: CORE_VERSION,
+    features: { encryption: false },
+  }
+
+  const created = call(() =>
+    world.createRun({
+      runId,
+      deploymentId,
+      workflowName: String(workflowName),
+      specVersion,
+      executionContext,
+      input: input.bytes,
+      inputJson: input.json,
+    }),
+  )
+  created.catch(() => {}) // observed below; never an unhandled rejection
+
+  // Like WDK, the queue name is validated only after run_created was issued.
+  const queueName = binding.workflowQueueName(String(workflowName), process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+  const message = { runId, traceCarrier: {} }
+  if (specVersion >= SPEC_VERSION_CURRENT) {
+    message.runInput = {
+      input: input.bytes ? taggedBytes(input.bytes) : JSON.parse(input.json),
+      deploymentId,
+      workflowName,
+      specVersion,
+      executionContext,
+    }
+  }
+
+  try {
+    await created
+  } catch (e) {
+    if (e && e.name !== 'EntityConflictError') throw e
+  }
+  deliverInBackground({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
+  logBackground(ops, runId)
+  return new Run(runId)
+}
+
+module.exports = { start }
