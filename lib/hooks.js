@@ -1,9 +1,8 @@
 'use strict'
 // getHookByToken / resumeHook / resumeWebhook over the local world.
 
-const { call } = require('./native.js')
+const { binding, call, fromNative } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
-const { binding } = require('./native.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams } = require('./streams.js')
 const { externalRevivers, hydratePayload, parse } = require('./hydrate.js')
@@ -83,7 +82,12 @@ async function resumeHook(tokenOrHook, payload) {
     )
   }
   await call(() => world.hookReceived(hook.runId, hook.hookId, legacy ? undefined : hook.token, data.bytes, data.json))
-  const queueName = binding.workflowQueueName(run.workflowName, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+  let queueName
+  try {
+    queueName = binding.workflowQueueName(run.workflowName, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+  } catch (e) {
+    throw fromNative(e)
+  }
   const message = { runId: hook.runId }
   const tc = run.executionContext && run.executionContext.traceCarrier
   if (tc !== undefined && tc !== null) message.traceCarrier = tc

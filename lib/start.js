@@ -2,7 +2,7 @@
 // start(): a new run — `run_created` written in world-local's format and the first queue
 // message delivered over HTTP to the app's workflow endpoint.
 
-const { binding, call } = require('./native.js')
+const { binding, call, fromNative } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams } = require('./streams.js')
@@ -88,7 +88,15 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   created.catch(() => {}) // observed below; never an unhandled rejection
 
   // Like WDK, the queue name is validated only after run_created was issued.
-  const queueName = binding.workflowQueueName(String(workflowName), process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+  let queueName
+  try {
+    queueName = binding.workflowQueueName(String(workflowName), process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+  } catch (e) {
+    // WDK issues run_created before validating the name, leaving a pending run behind;
+    // wait for that write so the outcome does not depend on timing.
+    await created.catch(() => {})
+    throw fromNative(e)
+  }
   const message = { runId, traceCarrier: {} }
   if (specVersion >= SPEC_VERSION_CURRENT) {
     message.runInput = {
