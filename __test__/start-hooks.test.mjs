@@ -129,6 +129,7 @@ describe('start()', () => {
     const name = { workflowId: 'workflow//bad name//x' }
     const pendingRuns = () =>
       listDir('runs')
+        .filter((f) => f.endsWith('.json'))
         .map((f) => readJson('runs', f))
         .filter((r) => r.workflowName === name.workflowId)
     const a = await settle(() => ours.start(name, []))
