@@ -4,7 +4,7 @@
 // `"devl" + devalue text` parsed with the workflow type extensions, built with the
 // constructors of the caller's realm (`global`), so `instanceof Date` holds under Jest.
 
-const { parse, unflatten } = require('devalue')
+const { parse, unflatten } = require('./vendor/devalue.cjs')
 const { WorkflowRuntimeError, RuntimeDecryptionError } = require('../errors.js')
 
 const CLASS_REGISTRY = Symbol.for('workflow-class-registry')

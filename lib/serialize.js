@@ -4,7 +4,7 @@
 // extensions. Streams inside a value are written to their own World stream in the
 // background and referenced by name, as the runtime does.
 
-const { stringify, DevalueError } = require('devalue')
+const { stringify, DevalueError } = require('./vendor/devalue.cjs')
 const { types } = require('node:util')
 const { WorkflowRuntimeError } = require('../errors.js')
 
