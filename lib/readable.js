@@ -58,7 +58,9 @@ function nativeReadable(global, openReader, decode) {
         reader = null
       },
     },
-    { highWaterMark: 1 },
+    // 0: nothing is read until the consumer asks (getReadable().getTailIndex() reads
+    // no chunks); reading ahead starts with the first read.
+    { highWaterMark: 0 },
   )
 }
 

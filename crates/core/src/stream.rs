@@ -7,13 +7,12 @@
 
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::world::fsio::list_dir_sync;
 use crate::world::local::LocalWorld;
 use crate::world::watch::{Subscription, Topic};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 const EOF_FLAG: u8 = 1;
@@ -26,114 +25,32 @@ pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Sorted chunk file names of one stream (temp files excluded), from a fresh listing.
 pub fn list_chunk_files(chunks_dir: &Path, name: &str) -> Result<Vec<String>> {
     assert_safe_entity_id("streamName", name)?;
-    let all = list_all_chunks(chunks_dir)?;
-    Ok(files_of(&all, name))
+    scan_stream(chunks_dir, name)
 }
 
-fn list_all_chunks(chunks_dir: &Path) -> Result<Vec<String>> {
-    let mut files: Vec<String> = list_dir_sync(chunks_dir)?
-        .into_iter()
-        .filter(|f| (f.ends_with(".bin") || f.ends_with(".json")) && !f.contains(".tmp."))
-        .collect();
+/// One pass over the directory keeping only this stream's chunk files, sorted by chunk
+/// ULID (= file name order, since they share the `<name>-` prefix).
+fn scan_stream(chunks_dir: &Path, name: &str) -> Result<Vec<String>> {
+    let prefix = format!("{name}-");
+    let rd = match std::fs::read_dir(chunks_dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(chunks_dir, e)),
+    };
+    let mut files: Vec<(u128, String)> = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(chunks_dir, e))?;
+        let os = entry.file_name();
+        let Some(f) = os.to_str() else { continue };
+        if f.starts_with(&prefix)
+            && (f.ends_with(".bin") || f.ends_with(".json"))
+            && !f.contains(".tmp.")
+        {
+            files.push((chunk_key(f), f.to_string()));
+        }
+    }
     files.sort_unstable();
-    Ok(files)
-}
-
-/// The slice of a sorted listing that belongs to stream `name`: names starting with
-/// `<name>-` sort between `<name>-` and `<name>.` (`'.'` follows `'-'`), two binary searches.
-fn stream_range<'a>(sorted: &'a [String], name: &str) -> &'a [String] {
-    let lo = format!("{name}-");
-    let hi = format!("{name}.");
-    let start = sorted.partition_point(|f| f.as_str() < lo.as_str());
-    let end = sorted.partition_point(|f| f.as_str() < hi.as_str());
-    &sorted[start..end.max(start)]
-}
-
-/// The names in a sorted listing that belong to stream `name`.
-fn files_of(sorted: &[String], name: &str) -> Vec<String> {
-    stream_range(sorted, name).to_vec()
-}
-
-/// A directory modified at least this long before we listed it cannot change again
-/// without its mtime changing too (file-system timestamps use a coarse clock).
-const MTIME_SAFETY: Duration = Duration::from_millis(50);
-
-struct CachedListing {
-    mtime: SystemTime,
-    names: Arc<Vec<String>>,
-}
-
-/// The chunk directory listing, cached and revalidated by the directory's mtime, so a
-/// question about a quiet stream costs one `stat` instead of a listing of every chunk
-/// of every stream.
-pub struct ChunkIndex {
-    dir: PathBuf,
-    cache: Mutex<Option<CachedListing>>,
-}
-
-impl ChunkIndex {
-    pub fn new(dir: PathBuf) -> ChunkIndex {
-        ChunkIndex {
-            dir,
-            cache: Mutex::new(None),
-        }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
-    fn listing(&self) -> Result<Arc<Vec<String>>> {
-        let mtime = match std::fs::metadata(&self.dir) {
-            Ok(m) => m.modified().ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Arc::new(Vec::new()));
-            }
-            Err(e) => return Err(Error::io(&self.dir, e)),
-        };
-        let mut cache = match self.cache.lock() {
-            Ok(c) => c,
-            Err(p) => p.into_inner(),
-        };
-        if let (Some(m), Some(c)) = (mtime, cache.as_ref()) {
-            if c.mtime == m {
-                return Ok(Arc::clone(&c.names));
-            }
-        }
-        let started = SystemTime::now();
-        let names = Arc::new(list_all_chunks(&self.dir)?);
-        *cache = mtime
-            .filter(|m| {
-                started
-                    .duration_since(*m)
-                    .is_ok_and(|age| age > MTIME_SAFETY)
-            })
-            .map(|m| CachedListing {
-                mtime: m,
-                names: Arc::clone(&names),
-            });
-        Ok(names)
-    }
-
-    /// Sorted chunk files of one stream.
-    pub fn stream_files(&self, name: &str) -> Result<Vec<String>> {
-        assert_safe_entity_id("streamName", name)?;
-        Ok(files_of(&self.listing()?, name))
-    }
-
-    /// `{ tailIndex, done }`, see [`stream_info`].
-    pub fn stream_info(&self, name: &str) -> Result<(i64, bool)> {
-        assert_safe_entity_id("streamName", name)?;
-        let listing = self.listing()?;
-        let files = stream_range(&listing, name);
-        let count = files.len();
-        if count == 0 {
-            return Ok((-1, false));
-        }
-        let done = first_byte(&self.dir.join(&files[count - 1]))? == Some(EOF_FLAG);
-        let data = count as i64 - i64::from(done);
-        Ok((data - 1, done))
-    }
+    Ok(files.into_iter().map(|(_, f)| f).collect())
 }
 
 fn first_byte(path: &Path) -> Result<Option<u8>> {
@@ -147,6 +64,98 @@ fn first_byte(path: &Path) -> Result<Option<u8>> {
         Ok(1) => Ok(Some(b[0])),
         Ok(_) => Ok(None),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+fn lock_cache(
+    m: &Mutex<HashMap<String, CachedListing>>,
+) -> MutexGuard<'_, HashMap<String, CachedListing>> {
+    match m.lock() {
+        Ok(c) => c,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// A directory modified at least this long before we listed it cannot change again
+/// without its mtime changing too (file-system timestamps use a coarse clock).
+const MTIME_SAFETY: Duration = Duration::from_millis(50);
+/// Streams whose listings are kept.
+const MAX_CACHED_STREAMS: usize = 256;
+
+struct CachedListing {
+    mtime: SystemTime,
+    names: Arc<Vec<String>>,
+}
+
+/// Per-stream chunk listings, cached and revalidated by the directory's mtime, so a
+/// question about a quiet stream costs one `stat` instead of a directory scan.
+pub struct ChunkIndex {
+    dir: PathBuf,
+    cache: Mutex<HashMap<String, CachedListing>>,
+}
+
+impl ChunkIndex {
+    pub fn new(dir: PathBuf) -> ChunkIndex {
+        ChunkIndex {
+            dir,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Sorted chunk files of one stream.
+    pub fn stream_files(&self, name: &str) -> Result<Arc<Vec<String>>> {
+        assert_safe_entity_id("streamName", name)?;
+        let mtime = match std::fs::metadata(&self.dir) {
+            Ok(m) => m.modified().ok(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Arc::new(Vec::new()));
+            }
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        if let Some(m) = mtime {
+            if let Some(c) = lock_cache(&self.cache).get(name) {
+                if c.mtime == m {
+                    return Ok(Arc::clone(&c.names));
+                }
+            }
+        }
+        let started = SystemTime::now();
+        let names = Arc::new(scan_stream(&self.dir, name)?);
+        if let Some(m) = mtime.filter(|m| {
+            started
+                .duration_since(*m)
+                .is_ok_and(|age| age > MTIME_SAFETY)
+        }) {
+            let mut cache = lock_cache(&self.cache);
+            if cache.len() >= MAX_CACHED_STREAMS {
+                cache.clear();
+            }
+            cache.insert(
+                name.to_string(),
+                CachedListing {
+                    mtime: m,
+                    names: Arc::clone(&names),
+                },
+            );
+        } else {
+            lock_cache(&self.cache).remove(name);
+        }
+        Ok(names)
+    }
+
+    /// `{ tailIndex, done }`, see [`stream_info`].
+    pub fn stream_info(&self, name: &str) -> Result<(i64, bool)> {
+        let files = self.stream_files(name)?;
+        let Some(last) = files.last() else {
+            return Ok((-1, false));
+        };
+        let done = first_byte(&self.dir.join(last))? == Some(EOF_FLAG);
+        let data = files.len() as i64 - i64::from(done);
+        Ok((data - 1, done))
     }
 }
 
@@ -425,8 +434,9 @@ impl StreamCursor {
         }
         if self.pending.is_empty() {
             let files = self.index.stream_files(&self.name)?;
+            let files: &[String] = &files;
             if !self.started {
-                self.resolve_start(&files)?;
+                self.resolve_start(files)?;
                 if self.done {
                     batch.done = true;
                     return Ok(batch);
@@ -434,8 +444,9 @@ impl StreamCursor {
             }
             let consumed = &self.consumed;
             self.pending = files
-                .into_iter()
+                .iter()
                 .filter(|f| !consumed.contains(&chunk_key(f)))
+                .cloned()
                 .collect();
         }
         let mut bytes_read = 0usize;
@@ -637,14 +648,14 @@ mod tests {
         let index = ChunkIndex::new(d.to_path_buf());
         assert_eq!(index.stream_info("s").unwrap(), (0, false));
         assert!(
-            index.cache.lock().unwrap().is_some(),
+            !index.cache.lock().unwrap().is_empty(),
             "an old directory is cached"
         );
         // A new chunk (by any writer) changes the directory's mtime: the cache is dropped.
         write_chunk(d, "s", &ulid_at(2), 0, &frame("[2]"));
         assert_eq!(index.stream_info("s").unwrap(), (1, false));
         assert!(
-            index.cache.lock().unwrap().is_none(),
+            index.cache.lock().unwrap().is_empty(),
             "a just-modified directory is not trusted"
         );
         write_chunk(d, "s", &ulid_at(3), 1, b"");
@@ -652,22 +663,23 @@ mod tests {
     }
 
     #[test]
-    fn stream_ranges_do_not_mix_streams_sharing_a_prefix() {
-        let names: Vec<String> = [
-            "a-chnk_1.bin",
-            "a-chnk_2.bin",
-            "a_x-chnk_1.bin",
-            "ab-chnk_1.bin",
-            "a.b",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let mut sorted = names.clone();
-        sorted.sort();
-        assert_eq!(stream_range(&sorted, "a"), ["a-chnk_1.bin", "a-chnk_2.bin"]);
-        assert_eq!(stream_range(&sorted, "a_x"), ["a_x-chnk_1.bin"]);
-        assert!(stream_range(&sorted, "zzz").is_empty());
+    fn listings_do_not_mix_streams_sharing_a_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chunk(d, "a", &ulid_at(2), 0, b"x");
+        write_chunk(d, "a", &ulid_at(1), 0, b"x");
+        write_chunk(d, "a_x", &ulid_at(3), 0, b"x");
+        write_chunk(d, "ab", &ulid_at(4), 0, b"x");
+        let a = list_chunk_files(d, "a").unwrap();
+        assert_eq!(
+            a,
+            [
+                format!("a-chnk_{}.bin", ulid_at(1)),
+                format!("a-chnk_{}.bin", ulid_at(2))
+            ]
+        );
+        assert_eq!(list_chunk_files(d, "a_x").unwrap().len(), 1);
+        assert!(list_chunk_files(d, "zzz").unwrap().is_empty());
     }
 
     fn read_all(c: &mut StreamCursor) -> (Vec<Item>, bool) {
