@@ -146,6 +146,11 @@ async function readAll(api) {
   const b = await ours.getRun(streamRun).getReadable().getTailIndex()
   if (a !== b || b !== CHUNKS - 1) throw new Error(`tail index mismatch ${a} vs ${b}`)
   record(`getTailIndex(), ${CHUNKS}-chunk stream (median)`, median(off), median(mine), 'ms')
+  // Cold: a fresh native World each time, so the directory listing is not cached.
+  const { createRequire } = await import('node:module')
+  const binding = createRequire(import.meta.url)('../binding.js')
+  const cold = await timeEach(quick ? 5 : 20, () => new binding.NativeWorld(dataDir).streamInfo(streamName))
+  record(`getTailIndex(), cold (uncached listing)`, median(off), median(cold), 'ms')
 }
 
 // ----------------------------------------------------- completion -> returnValue

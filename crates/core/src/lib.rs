@@ -4,6 +4,7 @@
 //! and implements the operations behind `workflow/api`'s `Run` handle. No N-API here:
 //! the binding crate at the repository root only converts types.
 
+pub mod dirscan;
 pub mod error;
 pub mod ids;
 pub mod queue;

@@ -5,6 +5,7 @@
 //! chunk bytes. Object streams carry one `u32 BE length || "devl" || devalue text` frame per
 //! chunk; byte streams carry raw bytes or `u32 BE length || bytes` frames (`framed-v1`).
 
+use crate::dirscan::for_each_name;
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
 use crate::world::local::LocalWorld;
@@ -32,25 +33,38 @@ pub fn list_chunk_files(chunks_dir: &Path, name: &str) -> Result<Vec<String>> {
 /// ULID (= file name order, since they share the `<name>-` prefix).
 fn scan_stream(chunks_dir: &Path, name: &str) -> Result<Vec<String>> {
     let prefix = format!("{name}-");
-    let rd = match std::fs::read_dir(chunks_dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(chunks_dir, e)),
-    };
     let mut files: Vec<(u128, String)> = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(chunks_dir, e))?;
-        let os = entry.file_name();
-        let Some(f) = os.to_str() else { continue };
-        if f.starts_with(&prefix)
-            && (f.ends_with(".bin") || f.ends_with(".json"))
-            && !f.contains(".tmp.")
-        {
+    // Temp files end in `.tmp.<ULID>`, so the extension test excludes them.
+    for_each_name(chunks_dir, |f| {
+        if f.starts_with(&prefix) && (f.ends_with(".bin") || f.ends_with(".json")) {
             files.push((chunk_key(f), f.to_string()));
         }
-    }
+    })
+    .map_err(|e| Error::io(chunks_dir, e))?;
     files.sort_unstable();
     Ok(files.into_iter().map(|(_, f)| f).collect())
+}
+
+/// Number of this stream's chunk files and the last one (by chunk order), in one pass
+/// with no sorting: what the tail index needs.
+fn scan_tail(chunks_dir: &Path, name: &str) -> Result<(usize, Option<String>)> {
+    let prefix = format!("{name}-");
+    let mut count = 0usize;
+    let mut last: Option<(u128, String)> = None;
+    for_each_name(chunks_dir, |f| {
+        if f.starts_with(&prefix) && (f.ends_with(".bin") || f.ends_with(".json")) {
+            count += 1;
+            let key = chunk_key(f);
+            if last
+                .as_ref()
+                .is_none_or(|(k, n)| (key, f) > (*k, n.as_str()))
+            {
+                last = Some((key, f.to_string()));
+            }
+        }
+    })
+    .map_err(|e| Error::io(chunks_dir, e))?;
+    Ok((count, last.map(|(_, n)| n)))
 }
 
 fn first_byte(path: &Path) -> Result<Option<u8>> {
@@ -67,9 +81,7 @@ fn first_byte(path: &Path) -> Result<Option<u8>> {
     }
 }
 
-fn lock_cache(
-    m: &Mutex<HashMap<String, CachedListing>>,
-) -> MutexGuard<'_, HashMap<String, CachedListing>> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(c) => c,
         Err(p) => p.into_inner(),
@@ -92,6 +104,23 @@ struct CachedListing {
 pub struct ChunkIndex {
     dir: PathBuf,
     cache: Mutex<HashMap<String, CachedListing>>,
+    /// `(mtime, count, last file)` per stream, for the tail index.
+    tails: Mutex<HashMap<String, CachedTail>>,
+}
+
+#[derive(Clone)]
+struct CachedTail {
+    mtime: SystemTime,
+    count: usize,
+    last: Option<String>,
+}
+
+/// Whether a listing taken at `started` of a directory last modified at `mtime` can be
+/// trusted until the mtime changes.
+fn trusted(mtime: SystemTime, started: SystemTime) -> bool {
+    started
+        .duration_since(mtime)
+        .is_ok_and(|age| age > MTIME_SAFETY)
 }
 
 impl ChunkIndex {
@@ -99,6 +128,7 @@ impl ChunkIndex {
         ChunkIndex {
             dir,
             cache: Mutex::new(HashMap::new()),
+            tails: Mutex::new(HashMap::new()),
         }
     }
 
@@ -117,7 +147,7 @@ impl ChunkIndex {
             Err(e) => return Err(Error::io(&self.dir, e)),
         };
         if let Some(m) = mtime {
-            if let Some(c) = lock_cache(&self.cache).get(name) {
+            if let Some(c) = lock(&self.cache).get(name) {
                 if c.mtime == m {
                     return Ok(Arc::clone(&c.names));
                 }
@@ -125,12 +155,8 @@ impl ChunkIndex {
         }
         let started = SystemTime::now();
         let names = Arc::new(scan_stream(&self.dir, name)?);
-        if let Some(m) = mtime.filter(|m| {
-            started
-                .duration_since(*m)
-                .is_ok_and(|age| age > MTIME_SAFETY)
-        }) {
-            let mut cache = lock_cache(&self.cache);
+        if let Some(m) = mtime.filter(|m| trusted(*m, started)) {
+            let mut cache = lock(&self.cache);
             if cache.len() >= MAX_CACHED_STREAMS {
                 cache.clear();
             }
@@ -142,19 +168,62 @@ impl ChunkIndex {
                 },
             );
         } else {
-            lock_cache(&self.cache).remove(name);
+            lock(&self.cache).remove(name);
         }
         Ok(names)
     }
 
-    /// `{ tailIndex, done }`, see [`stream_info`].
+    /// `{ tailIndex, done }`, see [`stream_info`]. Served from a cached listing when the
+    /// directory has not changed, else from one unsorted counting pass.
     pub fn stream_info(&self, name: &str) -> Result<(i64, bool)> {
-        let files = self.stream_files(name)?;
-        let Some(last) = files.last() else {
+        assert_safe_entity_id("streamName", name)?;
+        let mtime = std::fs::metadata(&self.dir)
+            .ok()
+            .and_then(|m| m.modified().ok());
+        let listed = mtime.and_then(|m| {
+            lock(&self.cache)
+                .get(name)
+                .filter(|c| c.mtime == m)
+                .map(|c| (c.names.len(), c.names.last().cloned()))
+        });
+        let tail = mtime.and_then(|m| {
+            lock(&self.tails)
+                .get(name)
+                .filter(|c| c.mtime == m)
+                .map(|c| (c.count, c.last.clone()))
+        });
+        let (count, last) = match listed.or(tail) {
+            Some(known) => known,
+            None => {
+                let started = SystemTime::now();
+                let (count, last) = scan_tail(&self.dir, name)?;
+                let mut tails = lock(&self.tails);
+                match mtime.filter(|m| trusted(*m, started)) {
+                    Some(m) => {
+                        if tails.len() >= MAX_CACHED_STREAMS {
+                            tails.clear();
+                        }
+                        tails.insert(
+                            name.to_string(),
+                            CachedTail {
+                                mtime: m,
+                                count,
+                                last: last.clone(),
+                            },
+                        );
+                    }
+                    None => {
+                        tails.remove(name);
+                    }
+                }
+                (count, last)
+            }
+        };
+        let Some(last) = last else {
             return Ok((-1, false));
         };
         let done = first_byte(&self.dir.join(last))? == Some(EOF_FLAG);
-        let data = files.len() as i64 - i64::from(done);
+        let data = count as i64 - i64::from(done);
         Ok((data - 1, done))
     }
 }
@@ -648,14 +717,14 @@ mod tests {
         let index = ChunkIndex::new(d.to_path_buf());
         assert_eq!(index.stream_info("s").unwrap(), (0, false));
         assert!(
-            !index.cache.lock().unwrap().is_empty(),
+            !index.tails.lock().unwrap().is_empty(),
             "an old directory is cached"
         );
         // A new chunk (by any writer) changes the directory's mtime: the cache is dropped.
         write_chunk(d, "s", &ulid_at(2), 0, &frame("[2]"));
         assert_eq!(index.stream_info("s").unwrap(), (1, false));
         assert!(
-            index.cache.lock().unwrap().is_empty(),
+            index.tails.lock().unwrap().is_empty(),
             "a just-modified directory is not trusted"
         );
         write_chunk(d, "s", &ulid_at(3), 1, b"");
