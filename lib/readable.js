@@ -1,12 +1,12 @@
 'use strict'
 // The ReadableStream wrapper over a native stream reader: `pull` asks the addon for a
 // batch (one native call for many chunks), `cancel` closes the native reader at once.
-// The addon reads only when the consumer pulls, so a slow reader never makes it buffer
-// the stream: at most one batch is held.
+// Nothing is read before the first pull; after it the addon reads ahead into a bounded
+// buffer (2048 chunks / 4 MiB), so a slow reader never makes it hold the whole stream.
 
 const { fromNative } = require('./native.js')
 
-const BATCH = 256
+const BATCH = 512
 
 /**
  * @param openReader () => native reader (called lazily on first pull)
@@ -15,13 +15,6 @@ const BATCH = 256
 function nativeReadable(global, openReader, decode) {
   let reader = null
   let finished = false
-  // One batch read ahead while the consumer handles the current one: the addon reads
-  // files while JS decodes. Never more than that is held.
-  let ahead = null
-  const readAhead = () => {
-    ahead = reader.nextMany(BATCH)
-    ahead.catch(() => {})
-  }
   const Readable = global.ReadableStream || ReadableStream
   const U8 = global.Uint8Array || Uint8Array
   return new Readable(
@@ -30,10 +23,10 @@ function nativeReadable(global, openReader, decode) {
         if (finished) return
         try {
           if (!reader) reader = openReader()
-          const batch = await (ahead || reader.nextMany(BATCH))
-          ahead = null
+          // The addon reads ahead into a bounded buffer: take what is ready without a
+          // thread hop, wait only when nothing is.
+          const batch = reader.nextManySync(BATCH) || (await reader.nextMany(BATCH))
           if (finished) return
-          if (!batch.done) readAhead()
           let start = 0
           for (const end of batch.ends) {
             controller.enqueue(decode(batch.text.slice(start, end)))

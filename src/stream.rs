@@ -1,17 +1,17 @@
 //! `NativeStreamReader`: batches of decoded items for the JS `ReadableStream` wrapper.
+//! The core reads ahead into a bounded buffer; `nextManySync` takes what is ready without
+//! leaving the JS thread, `nextMany` waits for more.
 
 use crate::to_napi;
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use std::sync::Arc;
-use tokio::sync::{watch, Mutex};
-use workflow_core::stream::{Item, StreamMode, StreamReader};
+use workflow_core::stream::{Batch, Item, PrefetchReader, StreamMode, StreamReader};
 use workflow_core::world::local::LocalWorld;
 
 #[napi]
 pub struct NativeStreamReader {
-    reader: Arc<Mutex<Option<StreamReader>>>,
-    closed: watch::Sender<bool>,
+    inner: Arc<PrefetchReader>,
 }
 
 /// One batch. Object streams: the devalue texts joined into one string (`text`) with the
@@ -34,76 +34,64 @@ impl NativeStreamReader {
         };
         let reader = StreamReader::open(world, name, start, mode).map_err(to_napi)?;
         Ok(NativeStreamReader {
-            reader: Arc::new(Mutex::new(Some(reader))),
-            closed: watch::channel(false).0,
+            inner: Arc::new(PrefetchReader::new(reader)),
         })
     }
 }
 
-fn done_batch() -> StreamBatch {
+fn to_js(batch: Batch) -> StreamBatch {
+    let mut text = String::new();
+    let mut ends = Vec::new();
+    let mut end = 0u32;
+    let mut buffers = Vec::new();
+    for item in batch.items {
+        match item {
+            Item::Text(t) => {
+                end += if t.is_ascii() {
+                    t.len() as u32
+                } else {
+                    t.encode_utf16().count() as u32
+                };
+                text.push_str(&t);
+                ends.push(end);
+            }
+            Item::Bytes(b) => buffers.push(Buffer::from(b)),
+        }
+    }
     StreamBatch {
-        text: String::new(),
-        ends: Vec::new(),
-        buffers: Vec::new(),
-        done: true,
+        text,
+        ends,
+        buffers,
+        done: batch.done,
     }
 }
 
 #[napi]
 impl NativeStreamReader {
+    /// Ready items, or `null` when none are ready yet (then call `nextMany`).
+    #[napi]
+    pub fn next_many_sync(&self, max: u32) -> napi::Result<Option<StreamBatch>> {
+        match self.inner.try_next_many(max as usize) {
+            Some(Ok(b)) => Ok(Some(to_js(b))),
+            Some(Err(e)) => Err(to_napi(e)),
+            None => Ok(None),
+        }
+    }
+
     /// Up to `max` items; waits for writers while the stream is open and drained.
     #[napi]
     pub async fn next_many(&self, max: u32) -> napi::Result<StreamBatch> {
-        let reader = Arc::clone(&self.reader);
-        let mut closed = self.closed.subscribe();
-        let mut guard = reader.lock().await;
-        let Some(r) = guard.as_mut() else {
-            return Ok(done_batch());
-        };
-        let res = tokio::select! {
-            res = r.next_many(max as usize) => Some(res),
-            _ = closed.wait_for(|c| *c) => None,
-        };
-        let Some(res) = res else {
-            *guard = None; // closed while waiting: release the watcher subscription now
-            return Ok(done_batch());
-        };
-        let batch = res.map_err(to_napi)?;
-        if batch.done {
-            *guard = None;
-        }
-        let mut text = String::new();
-        let mut ends = Vec::new();
-        let mut end = 0u32;
-        let mut buffers = Vec::new();
-        for item in batch.items {
-            match item {
-                Item::Text(t) => {
-                    end += if t.is_ascii() {
-                        t.len() as u32
-                    } else {
-                        t.encode_utf16().count() as u32
-                    };
-                    text.push_str(&t);
-                    ends.push(end);
-                }
-                Item::Bytes(b) => buffers.push(Buffer::from(b)),
-            }
-        }
-        Ok(StreamBatch {
-            text,
-            ends,
-            buffers,
-            done: batch.done,
-        })
+        let inner = Arc::clone(&self.inner);
+        inner
+            .next_many(max as usize)
+            .await
+            .map(to_js)
+            .map_err(to_napi)
     }
 
     /// Stops the reader and releases its resources, also while a `nextMany` is waiting.
     #[napi]
     pub fn close(&self) {
-        let _ = self.closed.send(true);
-        if let Ok(mut g) = self.reader.try_lock() {
-            *g = None;
-        }
+        self.inner.close();
     }
 }
