@@ -11,6 +11,66 @@ pub fn for_each_name(dir: &Path, mut f: impl FnMut(&str)) -> io::Result<()> {
     imp::scan(dir, &mut f)
 }
 
+/// An open directory whose files are opened relative to it (`openat`): no path walk
+/// from the root for every chunk file.
+pub struct DirHandle {
+    #[cfg(target_os = "linux")]
+    fd: std::fs::File,
+    #[cfg(not(target_os = "linux"))]
+    path: std::path::PathBuf,
+}
+
+impl DirHandle {
+    pub fn open(dir: &Path) -> io::Result<DirHandle> {
+        #[cfg(target_os = "linux")]
+        {
+            Ok(DirHandle {
+                fd: std::fs::File::open(dir)?,
+            })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            Ok(DirHandle {
+                path: dir.to_path_buf(),
+            })
+        }
+    }
+
+    /// Opens `name` (a plain file name) for reading.
+    pub fn open_file(&self, name: &str) -> io::Result<std::fs::File> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::io::{AsRawFd, FromRawFd};
+            if name.contains('/') || name.contains('\0') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "not a file name",
+                ));
+            }
+            let c = std::ffi::CString::new(name)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a file name"))?;
+            // SAFETY: a valid directory fd we own and a NUL-terminated name; the returned fd
+            // is checked and then owned by the File.
+            let fd = unsafe {
+                libc::openat(
+                    self.fd.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_RDONLY | libc::O_CLOEXEC,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is a freshly opened descriptor nobody else owns.
+            Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            std::fs::File::open(self.path.join(name))
+        }
+    }
+}
+
 #[cfg(target_os = "linux")]
 mod imp {
     use std::io;

@@ -5,7 +5,7 @@
 //! chunk bytes. Object streams carry one `u32 BE length || "devl" || devalue text` frame per
 //! chunk; byte streams carry raw bytes or `u32 BE length || bytes` frames (`framed-v1`).
 
-use crate::dirscan::for_each_name;
+use crate::dirscan::{for_each_name, DirHandle};
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
 use crate::world::local::LocalWorld;
@@ -240,8 +240,8 @@ pub fn stream_info(chunks_dir: &Path, name: &str) -> Result<(i64, bool)> {
 /// Reads a whole chunk file with open + read + close: no stat, and no second read to see
 /// EOF when the first read returned less than the buffer (chunk files are small and never
 /// change once published; a short read of a regular file means its end).
-fn read_chunk(path: &Path) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
+fn read_chunk(dir: &DirHandle, name: &str) -> std::io::Result<Vec<u8>> {
+    let mut f = dir.open_file(name)?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut len = 0;
     loop {
@@ -257,16 +257,16 @@ fn read_chunk(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 /// Reads files in order, on two threads for runs of small files. `None` = file vanished.
-fn read_chunks(paths: &[PathBuf]) -> Vec<std::io::Result<Option<Vec<u8>>>> {
-    let read_one = |p: &PathBuf| match read_chunk(p) {
+fn read_chunks(dir: &DirHandle, names: &[String]) -> Vec<std::io::Result<Option<Vec<u8>>>> {
+    let read_one = |n: &String| match read_chunk(dir, n) {
         Ok(d) => Ok(Some(d)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     };
-    if paths.len() < 16 {
-        return paths.iter().map(read_one).collect();
+    if names.len() < 16 {
+        return names.iter().map(read_one).collect();
     }
-    let (a, b) = paths.split_at(paths.len() / 2);
+    let (a, b) = names.split_at(names.len() / 2);
     std::thread::scope(|scope| {
         let other = scope.spawn(|| b.iter().map(read_one).collect::<Vec<_>>());
         let mut out: Vec<_> = a.iter().map(read_one).collect();
@@ -422,6 +422,8 @@ fn chunk_key(name: &str) -> u128 {
 /// The synchronous part of a reader: which files were consumed, what is buffered.
 pub struct StreamCursor {
     index: Arc<ChunkIndex>,
+    /// the chunk directory, opened on first read
+    dir: Option<DirHandle>,
     name: String,
     consumed: HashSet<u128>,
     /// Listed but not yet consumed files, in order; refilled by a new listing when empty.
@@ -451,6 +453,7 @@ impl StreamCursor {
         assert_safe_entity_id("streamName", name)?;
         Ok(StreamCursor {
             index,
+            dir: None,
             name: name.to_string(),
             consumed: HashSet::new(),
             pending: VecDeque::new(),
@@ -527,15 +530,24 @@ impl StreamCursor {
             }
             let take = room.min(round).min(self.pending.len());
             let names: Vec<String> = self.pending.drain(..take).collect();
-            let paths: Vec<PathBuf> = names.iter().map(|f| self.index.dir().join(f)).collect();
-            let contents = read_chunks(&paths);
+            if self.dir.is_none() {
+                self.dir = Some(
+                    DirHandle::open(self.index.dir())
+                        .map_err(|e| Error::io(self.index.dir(), e))?,
+                );
+            }
+            let Some(dir) = self.dir.as_ref() else {
+                break;
+            };
+            let contents = read_chunks(dir, &names);
             let mut round_bytes = 0usize;
-            for (i, (name, data)) in names.iter().zip(contents).enumerate() {
+            for (name, data) in names.iter().zip(contents) {
                 let key = chunk_key(name);
                 if self.consumed.contains(&key) {
                     continue;
                 }
-                let Some(data) = data.map_err(|e| Error::io(&paths[i], e))? else {
+                let Some(data) = data.map_err(|e| Error::io(&self.index.dir().join(name), e))?
+                else {
                     continue;
                 };
                 if data.first() == Some(&EOF_FLAG) {
