@@ -135,7 +135,9 @@ test('full workflow: retry, fatal step, stream, sleep skipped by wakeUp, hook an
   // the official Run reads the same value
   assert.equal(shape(await official.getRun(run.runId).returnValue), shape(value))
 
-  // every event we wrote is read by the official World as its own
+  // every event we wrote is read by the official World as its own. (world-local writes
+  // the run file before the event file, so returnValue can resolve first: wait for it.)
+  await eventOf(run.runId, 'run_completed')
   const events = await allEvents(run.runId)
   const mine = events.filter((e) => ['run_created', 'wait_completed', 'hook_received'].includes(e.eventType))
   assert.equal(mine.filter((e) => e.eventType === 'run_created').length, 1)
