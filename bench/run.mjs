@@ -187,6 +187,47 @@ async function completionLatency(api, n) {
   })
 }
 
+// ------------------------------------------- start() against a real WDK 4.8.9 app
+// The app (official flow/step endpoints over the official local world, built with the
+// official toolchain) runs in a child process on the same data directory; both start()
+// functions in this process send it their queue messages.
+{
+  const { fork } = await import('node:child_process')
+  const child = fork(path.join(here, 'app-server.mjs'), [dataDir], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+  const { baseUrl, workflows } = await new Promise((resolve, reject) => {
+    child.once('message', resolve)
+    child.once('exit', (code) => reject(new Error(`app server exited (${code})`)))
+  })
+  process.env.WORKFLOW_LOCAL_BASE_URL = baseUrl
+  try {
+    const wf = workflows.simple
+    const e2e = async (api) => {
+      const run = await api.start(wf, [2, 3])
+      const v = await run.returnValue
+      if (v !== 5) throw new Error(`returnValue ${v}`)
+    }
+    for (let i = 0; i < 3; i++) await e2e(ours)
+    await e2e(official)
+    // end to end first, while the app is idle
+    const offE = await timeEach(quick ? 3 : 8, () => e2e(official))
+    const mineE = await timeEach(quick ? 10 : 40, () => e2e(ours))
+    record('start() -> returnValue, no-step workflow (median)', median(offE), median(mineE), 'ms')
+    const n = quick ? 30 : 200
+    const runs = []
+    const off = await timeEach(n, async () => runs.push(await official.start(wf, [1, 2])))
+    const mine = await timeEach(n, async () => runs.push(await ours.start(wf, [1, 2])))
+    record('start() call latency (median)', median(off) * 1000, median(mine) * 1000, 'µs')
+    // let the app finish the runs just started before it goes away
+    for (const r of runs) await ours.getRun(r.runId).returnValue
+  } finally {
+    const exited = new Promise((r) => child.once('exit', r))
+    child.send('close')
+    const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+    await exited
+    clearTimeout(timer)
+  }
+}
+
 // -------------------------------------------------------------------- write-up
 const cpu = (os.cpus()[0] && os.cpus()[0].model) || 'unknown'
 const rustc = (() => {
@@ -231,6 +272,7 @@ ${extra}
 
 Targets (issue 2): status ≥ 10× lower latency at 10 / 1,000 / 10,000 runs; full read of a closed
 10,000 × 1 KiB stream ≥ 50× faster; \`getTailIndex()\` < 5 ms; completion → \`returnValue\` < 10 ms median.
+Targets (issue 3): \`start()\` ≥ 5× faster; start → \`returnValue\` ≥ 10× faster (same app, same data).
 
 ## Machine
 - CPU: ${cpu}, ${os.cpus().length} cores; RAM ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB

@@ -75,7 +75,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   }
 
   const created = call(() =>
-    world.createRun({
+    world.createRunSync({
       runId,
       deploymentId,
       workflowName: String(workflowName),

@@ -202,9 +202,10 @@ impl NativeWorld {
         Ok(StreamInfo { tail_index, done })
     }
 
+    /// Writes the run and its `run_created` event (two small create-once files) on the
+    /// calling thread: cheaper than the thread hops of an async call.
     #[napi]
-    pub async fn create_run(&self, req: CreateRunRequest) -> napi::Result<()> {
-        let w = Arc::clone(&self.inner);
+    pub fn create_run_sync(&self, req: CreateRunRequest) -> napi::Result<()> {
         let create = CreateRun {
             run_id: req.run_id,
             deployment_id: req.deployment_id,
@@ -213,7 +214,7 @@ impl NativeWorld {
             execution_context: req.execution_context,
             input: payload_from(req.input, req.input_json)?,
         };
-        w.create_run(&create).await.map_err(to_napi)
+        self.inner.create_run_sync(&create).map_err(to_napi)
     }
 
     #[napi]

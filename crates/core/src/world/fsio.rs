@@ -105,6 +105,34 @@ pub async fn write_exclusive(path: &Path, data: &[u8]) -> Result<bool> {
     }
 }
 
+fn write_temp_sync(path: &Path, data: &[u8]) -> Result<PathBuf> {
+    let tmp = temp_path(path);
+    match std::fs::write(&tmp, data) {
+        Ok(()) => Ok(tmp),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+            Ok(tmp)
+        }
+        Err(e) => Err(Error::io(&tmp, e)),
+    }
+}
+
+/// Blocking twin of [`write_exclusive`], for callers that batch several small writes
+/// on one thread instead of paying a thread hop per file operation.
+pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
+    let tmp = write_temp_sync(path, data)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
 /// Deletes a file; a missing file is not an error.
 pub async fn remove_if_exists(path: &Path) -> Result<()> {
     match tokio::fs::remove_file(path).await {

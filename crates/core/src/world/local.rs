@@ -7,7 +7,7 @@ use crate::ids::{assert_safe_entity_id, prefixed_id};
 use crate::stream::ChunkIndex;
 use crate::world::fsio::{
     list_dir, normalize_date, now_iso, parse_json, read_json, read_json_sync, remove_if_exists,
-    to_pretty_json, write_exclusive, write_replace,
+    to_pretty_json, write_exclusive, write_exclusive_sync, write_replace,
 };
 use crate::world::model::{
     parse_event_summary, parse_run, EventSummary, Payload, RunSnapshot, RunStatus,
@@ -371,8 +371,9 @@ impl LocalWorld {
     }
 
     /// `events.create(runId, { eventType: 'run_created', specVersion, eventData })`: the
-    /// run file (created exclusively) and the event, in world-local's key order.
-    pub async fn create_run(&self, req: &CreateRun) -> Result<()> {
+    /// run file (created exclusively) and the event, in world-local's key order. Blocking
+    /// (two small create-once files); see [`create_run`](Self::create_run).
+    pub fn create_run_sync(&self, req: &CreateRun) -> Result<()> {
         assert_safe_entity_id("runId", &req.run_id)?;
         validate_run_id_time(&req.run_id)?;
         let now = now_iso();
@@ -390,7 +391,7 @@ impl LocalWorld {
         run.insert("createdAt".into(), json!(now));
         run.insert("updatedAt".into(), json!(now));
         let path = self.run_path(&req.run_id);
-        if !write_exclusive(&path, to_pretty_json(&Value::Object(run)).as_bytes()).await? {
+        if !write_exclusive_sync(&path, to_pretty_json(&Value::Object(run)).as_bytes())? {
             return Err(Error::EntityConflict(format!(
                 "Workflow run \"{}\" already exists",
                 req.run_id
@@ -403,13 +404,34 @@ impl LocalWorld {
         if let Some(ec) = &req.execution_context {
             data.insert("executionContext".into(), ec.clone());
         }
-        let mut request = Map::new();
-        request.insert("eventType".into(), json!("run_created"));
-        request.insert("specVersion".into(), json!(req.spec_version));
-        request.insert("eventData".into(), Value::Object(data));
-        self.store_event(&req.run_id, request, json!(req.spec_version), &now)
-            .await?;
+        let mut ev = Map::new();
+        ev.insert("eventType".into(), json!("run_created"));
+        ev.insert("specVersion".into(), json!(req.spec_version));
+        ev.insert("eventData".into(), Value::Object(data));
+        let event_id = prefixed_id("evnt");
+        ev.insert("runId".into(), json!(req.run_id));
+        ev.insert("eventId".into(), json!(event_id));
+        ev.insert("createdAt".into(), json!(now));
+        let ev_path = self
+            .root
+            .join("events")
+            .join(format!("{}-{event_id}.json", req.run_id));
+        if !write_exclusive_sync(&ev_path, to_pretty_json(&Value::Object(ev)).as_bytes())? {
+            return Err(Error::EntityConflict(format!(
+                "Event \"{event_id}\" already exists for run \"{}\"",
+                req.run_id
+            )));
+        }
         Ok(())
+    }
+
+    /// Async form of [`create_run_sync`](Self::create_run_sync), on a blocking thread.
+    pub async fn create_run(self: &Arc<Self>, req: &CreateRun) -> Result<()> {
+        let me = Arc::clone(self);
+        let req = req.clone();
+        tokio::task::spawn_blocking(move || me.create_run_sync(&req))
+            .await
+            .map_err(|e| Error::Plain(format!("run creation task failed: {e}")))?
     }
 
     // ---------------------------------------------------------- side effects
