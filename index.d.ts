@@ -122,3 +122,63 @@ export declare class Run<TResult> {
 
 /** Retrieves a `Run` for a run id. Synchronous, no I/O, never throws. */
 export declare function getRun<TResult>(runId: string): Run<TResult>
+
+/** What `start()` accepts as a workflow: a transformed workflow function or `{ workflowId }`. */
+export interface WorkflowMetadata {
+  workflowId: string
+}
+
+export interface StartOptions {
+  /** Deployment to run on; `'latest'` falls back to the current one (local world). */
+  deploymentId?: string | 'latest'
+  /**
+   * A World object (the `World` interface of `@workflow/world`) used for creation and
+   * enqueueing only; the returned `Run` reads the process's World, as in WDK.
+   */
+  world?: unknown
+  /** Spec version of the new run (default 3). */
+  specVersion?: number
+}
+
+/**
+ * Starts a workflow run: writes `run_created` and sends the first queue message to the
+ * app's `/.well-known/workflow/v1/flow` endpoint (delivered in the background).
+ */
+export declare function start<TArgs extends unknown[], TResult>(
+  workflow: ((...args: TArgs) => Promise<TResult>) | WorkflowMetadata,
+  args: TArgs,
+  options?: StartOptions,
+): Promise<Run<TResult>>
+export declare function start<TResult>(
+  workflow: (() => Promise<TResult>) | WorkflowMetadata,
+  options?: StartOptions,
+): Promise<Run<TResult>>
+
+/** A hook entity. */
+export interface Hook {
+  runId: string
+  hookId: string
+  token: string
+  ownerId: string
+  projectId: string
+  environment: string
+  metadata?: unknown
+  createdAt: Date
+  specVersion?: number
+  isWebhook?: boolean
+}
+
+/** The hook with this token (metadata hydrated); `HookNotFoundError` when there is none. */
+export declare function getHookByToken(token: string): Promise<Hook>
+
+/** Delivers `payload` to the hook (a `hook_received` event) and re-enqueues its run. */
+export declare function resumeHook<T = any>(tokenOrHook: string | Hook, payload: T): Promise<Hook>
+
+/**
+ * Delivers an HTTP request to a webhook created with `createWebhook()`; answers 202, the
+ * stored `respondWith` Response, or (manual mode) the Response the workflow sends.
+ */
+export declare function resumeWebhook(token: string, request: Request): Promise<Response>
+
+/** Exported for compatibility with `workflow/api`: a no-op. */
+export declare function runStep(): void

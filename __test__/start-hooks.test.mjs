@@ -150,6 +150,40 @@ describe('start()', () => {
     assert.ok(pending.every((r) => r.status === 'pending'))
   })
 
+  test('options.world creates and enqueues through that World, like the official start()', async () => {
+    const recorder = () => {
+      const calls = []
+      return {
+        calls,
+        world: {
+          events: { create: (...a) => world.events.create(...a) },
+          queue: async (...a) => {
+            calls.push(a)
+            return { messageId: 'msg_test' }
+          },
+          getDeploymentId: async () => 'dpl_local@4.4.1',
+        },
+      }
+    }
+    const a = recorder()
+    const b = recorder()
+    const ra = await ours.start(wf, [7], { world: a.world })
+    const rb = await official.start(wf, [7], { world: b.world })
+    assert.equal(a.calls.length, 1)
+    assert.equal(a.calls[0][0], b.calls[0][0])
+    assert.equal(shape(a.calls[0][1]), shape(b.calls[0][1]))
+    assert.deepEqual(a.calls[0][2], b.calls[0][2])
+    // a World that declares no specVersion gets spec 2 runs (no runInput in the message)
+    assert.equal(a.calls[0][1].runInput, undefined)
+    assert.equal(readJson('runs', `${ra.runId}.json`).specVersion, 2)
+    assert.equal(shape(readJson('runs', `${ra.runId}.json`)), shape(readJson('runs', `${rb.runId}.json`)))
+    // …and one that declares 3 gets runInput with the arguments as bytes
+    const c = recorder()
+    c.world.specVersion = 3
+    await ours.start(wf, [7], { world: c.world })
+    assert.ok(c.calls[0][1].runInput.input instanceof Uint8Array)
+  })
+
   test('a slow or failing app never makes start() reject or crash', async () => {
     const saved = process.env.WORKFLOW_LOCAL_BASE_URL
     process.env.WORKFLOW_LOCAL_BASE_URL = 'http://127.0.0.1:9' // nothing listens there

@@ -48,7 +48,14 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   const { world, error } = resolveWorld()
   if (error) throw error
 
-  let deploymentId = options.deploymentId ?? LOCAL_DEPLOYMENT_ID
+  // A World passed in the options creates and enqueues (WDK semantics); its own
+  // deployment id and spec version apply.
+  const customWorld = options.world && typeof options.world === 'object' ? options.world : undefined
+  const currentDeploymentId =
+    customWorld && typeof customWorld.getDeploymentId === 'function'
+      ? await customWorld.getDeploymentId()
+      : LOCAL_DEPLOYMENT_ID
+  let deploymentId = options.deploymentId ?? currentDeploymentId
   if (deploymentId === 'latest') {
     if (!warnedLatest) {
       warnedLatest = true
@@ -56,11 +63,12 @@ async function start(workflow, argsOrOptions, maybeOptions) {
         "[workflow-native] deploymentId: 'latest' is not supported by the local world; using the current deployment.",
       )
     }
-    deploymentId = LOCAL_DEPLOYMENT_ID
+    deploymentId = currentDeploymentId
   }
-  const framed = deploymentId === LOCAL_DEPLOYMENT_ID
+  const framed = deploymentId === currentDeploymentId
   const runId = `wrun_${binding.newUlid()}`
-  const specVersion = options.specVersion ?? SPEC_VERSION_CURRENT
+  const specVersion =
+    options.specVersion ?? (customWorld ? (customWorld.specVersion ?? 2) : SPEC_VERSION_CURRENT)
   const legacy = specVersion <= 1
 
   // Serialize before anything is written: unserializable arguments leave no trace.
@@ -74,7 +82,24 @@ async function start(workflow, argsOrOptions, maybeOptions) {
     features: { encryption: false },
   }
 
-  const created = call(() =>
+  const created = customWorld
+    ? Promise.resolve().then(() =>
+        customWorld.events.create(
+          runId,
+          {
+            eventType: 'run_created',
+            specVersion,
+            eventData: {
+              deploymentId,
+              workflowName,
+              input: input.bytes ? new Uint8Array(input.bytes) : JSON.parse(input.json),
+              executionContext,
+            },
+          },
+          { v1Compat: legacy },
+        ),
+      )
+    : call(() =>
     world.createRunSync({
       runId,
       deploymentId,
@@ -113,7 +138,17 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   } catch (e) {
     if (e && e.name !== 'EntityConflictError') throw e
   }
-  deliverInBackground({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
+  if (customWorld) {
+    // A World given in the options creates and enqueues (the returned Run still reads
+    // the process's World, as in WDK).
+    await customWorld.queue(
+      queueName,
+      { ...message, ...(message.runInput ? { runInput: { ...message.runInput, input: input.bytes ? new Uint8Array(input.bytes) : JSON.parse(input.json) } } : {}) },
+      { deploymentId, specVersion },
+    )
+  } else {
+    deliverInBackground({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
+  }
   logBackground(ops, runId)
   return new Run(runId)
 }
