@@ -242,14 +242,7 @@ impl LocalWorld {
         request.insert("correlationId".into(), json!(hook_id));
         request.insert("eventData".into(), Value::Object(data));
         if let Some((snap, _)) = self.read_run_value(run_id).await? {
-            if let Some(v) = snap.spec_version {
-                if v > SPEC_VERSION_CURRENT as f64 {
-                    return Err(Error::RunNotSupported {
-                        run_spec_version: v as i64,
-                        world_spec_version: SPEC_VERSION_CURRENT,
-                    });
-                }
-            }
+            snap.check_supported()?;
             if snap.is_legacy() {
                 return self
                     .store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)

@@ -232,14 +232,7 @@ impl LocalWorld {
             m
         };
         if let Some((snap, old)) = &current {
-            if let Some(v) = snap.spec_version {
-                if v > SPEC_VERSION_CURRENT as f64 {
-                    return Err(Error::RunNotSupported {
-                        run_spec_version: v as i64,
-                        world_spec_version: SPEC_VERSION_CURRENT,
-                    });
-                }
-            }
+            snap.check_supported()?;
             if snap.is_legacy() {
                 // Legacy runs are mutated directly; no event is stored and waits are kept.
                 let run = Self::terminal_run_value(old, RunStatus::Cancelled, &now);
@@ -308,14 +301,7 @@ impl LocalWorld {
             }
         }
         if let Some((snap, _)) = &current {
-            if let Some(v) = snap.spec_version {
-                if v > SPEC_VERSION_CURRENT as f64 {
-                    return Err(Error::RunNotSupported {
-                        run_spec_version: v as i64,
-                        world_spec_version: SPEC_VERSION_CURRENT,
-                    });
-                }
-            }
+            snap.check_supported()?;
             if snap.is_legacy() {
                 // Legacy runs: the event is appended, nothing else changes.
                 self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)

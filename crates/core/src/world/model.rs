@@ -101,6 +101,18 @@ impl RunSnapshot {
     pub fn is_legacy(&self) -> bool {
         self.spec_version.is_none_or(|v| v <= 1.0)
     }
+
+    /// `RunNotSupportedError` for runs of a newer spec than this World (`requiresNewerWorld`).
+    pub fn check_supported(&self) -> Result<()> {
+        let current = crate::world::local::SPEC_VERSION_CURRENT;
+        match self.spec_version {
+            Some(v) if v > current as f64 => Err(Error::RunNotSupported {
+                run_spec_version: v as i64,
+                world_spec_version: current,
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn req_str(path: &Path, obj: &Map<String, Value>, key: &str) -> Result<String> {
