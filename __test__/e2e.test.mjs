@@ -159,6 +159,26 @@ test('cancel() of a sleeping run: the runtime never resumes it', async () => {
   await assert.rejects(run.wakeUp(), (e) => e instanceof AggregateError)
 })
 
+// Passes (201, the workflow's body and headers), but afterwards the test process does not
+// exit: something (the app's step handler or our response-stream pipe) stays pending and
+// serveApp().close() waits for it. Skipped until that is found; see README "Known issues".
+test.skip("resumeWebhook in 'manual' mode returns the Response the workflow wrote", async () => {
+  const run = await ours.start(app.workflows.manualWebhook, [])
+  const [info] = await (async () => {
+    const out = []
+    for await (const v of run.getReadable({ namespace: 'control' })) out.push(v)
+    return out
+  })()
+  const res = await ours.resumeWebhook(
+    info.webhookToken,
+    new Request('http://app.test/hook', { method: 'POST', body: 'ping' }),
+  )
+  assert.equal(res.status, 201)
+  assert.equal(res.headers.get('x-handled-by'), 'workflow')
+  assert.equal(await res.text(), 'handled: ping')
+  assert.equal(await run.returnValue, 'ping')
+})
+
 test('manySteps: a 20-step workflow started by ours completes', async () => {
   const run = await ours.start(app.workflows.manySteps, [20])
   assert.equal(await run.returnValue, 20)

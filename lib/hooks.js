@@ -4,7 +4,7 @@
 const { binding, call, fromNative } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
-const { worldStreams } = require('./streams.js')
+const { worldStreams, stopPipeInto } = require('./streams.js')
 const { externalRevivers, hydratePayload, parse } = require('./hydrate.js')
 const { framedByteStreams } = require('./capabilities.js')
 const { HookNotFoundError, WorkflowRuntimeError } = require('../errors.js')
@@ -77,9 +77,11 @@ async function resumeHook(tokenOrHook, payload) {
   })
   const data = serializeValue(payload, reducers, 'step return value', legacy)
   for (const op of ops) {
-    Promise.resolve(op).catch((e) =>
-      console.warn(`[workflow-native] Background flush of hook payload ops failed (hook ${hook.hookId}):`, e),
-    )
+    Promise.resolve(op).catch((e) => {
+      // Aborted pipes (e.g. a manual webhook's response stream once answered) are not failures.
+      if (e === undefined || (e && e.name === 'AbortError')) return
+      console.warn(`[workflow-native] Background flush of hook payload ops failed (hook ${hook.hookId}):`, e)
+    })
   }
   await call(() => world.hookReceived(hook.runId, hook.hookId, legacy ? undefined : hook.token, data.bytes, data.json))
   let queueName
@@ -100,11 +102,13 @@ async function resumeWebhook(token, request) {
   if (hook.isWebhook === false) throw new HookNotFoundError(token)
   let response
   let responses
+  let responseWritable
   const meta = hook.metadata
   if (meta && typeof meta === 'object' && 'respondWith' in meta) {
     if (meta.respondWith === 'manual') {
       const { readable, writable } = new TransformStream()
       responses = readable
+      responseWritable = writable
       request[WEBHOOK_RESPONSE_WRITABLE] = writable
     } else if (meta.respondWith instanceof Response) {
       response = meta.respondWith
@@ -126,6 +130,8 @@ async function resumeWebhook(token, request) {
       response = new Response(body, { status: r.status, statusText: r.statusText, headers: r.headers })
     }
     await reader.cancel()
+    // The first Response is all the caller gets: stop reading the response stream.
+    stopPipeInto(responseWritable)
   }
   if (!response) {
     throw new WorkflowRuntimeError('Workflow run did not send a response', { slug: 'webhook-response-not-sent' })

@@ -6,6 +6,15 @@ const { nativeReadable } = require('./readable.js')
 
 const FLUSH_BATCH = 64
 
+/** The abort handle of each pipe started by `pipeOut`, by destination writable. */
+const pipes = new WeakMap()
+
+/** Stops the pipe feeding `writable` (and releases its native reader). */
+function stopPipeInto(writable) {
+  const ac = pipes.get(writable)
+  if (ac) ac.abort()
+}
+
 /** Streams helper bound to one native World, as the reducers need it. */
 function worldStreams(world, global, makeRevivers, parse) {
   return {
@@ -39,11 +48,14 @@ function worldStreams(world, global, makeRevivers, parse) {
     /** Reads World object stream `name` into `writable` (values decoded). */
     pipeOut: (name, writable) => {
       const revivers = makeRevivers()
+      const ac = new AbortController()
+      pipes.set(writable, ac)
       return nativeReadable(global, () => world.openStream(name, 0, 'objects'), (t) => parse(t, revivers)).pipeTo(
         writable,
+        { signal: ac.signal },
       )
     },
   }
 }
 
-module.exports = { worldStreams }
+module.exports = { worldStreams, stopPipeInto }

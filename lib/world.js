@@ -48,19 +48,38 @@ function queueTarget() {
   }
 }
 
-/** Delivers a queue message in the background; failures are logged, never thrown. */
+/**
+ * Delivers a queue message in the background, one attempt at a time, as the core
+ * decides; failures are logged, never thrown. Waiting for a failed attempt's retry keeps
+ * the process alive (like world-local); a redelivery the handler scheduled with
+ * `timeoutSeconds` (a sleeping workflow) waits on an unref'd timer, so it does not keep
+ * a finished script or test alive — like world-local's in-memory queue, it is then lost
+ * with the process (the run resumes when something re-enqueues it).
+ */
 function deliverInBackground(message) {
-  binding
-    .deliverQueueMessage(message, queueTarget())
-    .then((report) => {
-      for (const line of report.log) console.error(line)
-      if (!report.delivered) {
+  ;(async () => {
+    let attempt = 1
+    let connectFailures = 0
+    for (;;) {
+      const r = await binding.deliverAttemptJs(message, queueTarget(), attempt, connectFailures)
+      if (r.log) console.error(r.log)
+      if (r.next === 'done') return
+      if (r.next !== 'again') {
         console.error(
-          `[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not delivered after ${report.attempts} attempt(s)`,
+          `[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not delivered after ${attempt} attempt(s)`,
         )
+        return
       }
-    })
-    .catch((e) => console.error('[workflow-native] Queue operation failed:', e))
+      connectFailures = r.connectFailures
+      attempt++
+      if (r.delayMs > 0) {
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, r.delayMs)
+          if (r.scheduled) t.unref()
+        })
+      }
+    }
+  })().catch((e) => console.error('[workflow-native] Queue operation failed:', e))
 }
 
 module.exports = { resolveWorld, deliverInBackground, queueTarget }

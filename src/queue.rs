@@ -1,9 +1,9 @@
-//! Queue delivery from JS: the message travels as a plain object, the delivery runs on the
-//! native runtime and resolves with a report (the pending promise keeps Node alive while a
-//! delivery is in flight, as world-local's pending fetch does).
+//! Queue delivery from JS: one attempt per call, the next step decided by the core; the
+//! JS layer waits between attempts (so a redelivery the handler scheduled with
+//! `timeoutSeconds` can wait on an unref'd timer).
 
 use napi_derive::napi;
-use workflow_core::queue::{deliver, QueueMessage, Target};
+use workflow_core::queue::{deliver_attempt, Next, QueueMessage, Target};
 
 #[napi(object)]
 pub struct JsQueueMessage {
@@ -29,18 +29,24 @@ pub struct JsQueueTarget {
     pub base_path: Option<String>,
 }
 
+/// `next`: `"done"`, `"again"` (after `delayMs`; `scheduled` when the handler asked for
+/// it) or `"give-up"`.
 #[napi(object)]
-pub struct JsDeliveryReport {
-    pub attempts: u32,
-    pub delivered: bool,
-    pub log: Vec<String>,
+pub struct JsAttempt {
+    pub next: String,
+    pub delay_ms: f64,
+    pub scheduled: bool,
+    pub connect_failures: u32,
+    pub log: Option<String>,
 }
 
 #[napi]
-pub async fn deliver_queue_message(
+pub async fn deliver_attempt_js(
     message: JsQueueMessage,
     target: JsQueueTarget,
-) -> JsDeliveryReport {
+    attempt: u32,
+    connect_failures: u32,
+) -> JsAttempt {
     let msg = QueueMessage {
         queue_name: message.queue_name,
         message_id: message.message_id,
@@ -51,10 +57,17 @@ pub async fn deliver_queue_message(
         port: target.port,
         base_path: target.base_path.unwrap_or_default(),
     };
-    let r = deliver(&target, &msg).await;
-    JsDeliveryReport {
-        attempts: r.attempts,
-        delivered: r.delivered,
-        log: r.log,
+    let a = deliver_attempt(&target, &msg, attempt, connect_failures).await;
+    let (next, delay_ms, scheduled) = match a.next {
+        Next::Done => ("done", 0.0, false),
+        Next::Again { delay, scheduled } => ("again", delay.as_millis() as f64, scheduled),
+        Next::GiveUp => ("give-up", 0.0, false),
+    };
+    JsAttempt {
+        next: next.to_string(),
+        delay_ms,
+        scheduled,
+        connect_failures: a.connect_failures,
+        log: a.log,
     }
 }

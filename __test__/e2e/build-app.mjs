@@ -41,7 +41,7 @@ const SOURCE_FILE = join(HERE, 'app', 'workflows.ts');
 const NODE_MODULES = join(REPO_ROOT, 'node_modules');
 const LAYOUT_VERSION = 2; // bump when this script's output changes
 
-export const WORKFLOW_NAMES = ['simple', 'full', 'manySteps'];
+export const WORKFLOW_NAMES = ['simple', 'full', 'manySteps', 'manualWebhook'];
 
 /** Default build directory (outside the repository). */
 export function defaultOutDir() {

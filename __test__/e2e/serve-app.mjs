@@ -228,6 +228,7 @@ export async function serveApp({
         simple: { workflowId: build.workflows.simple.workflowId },
         full: { workflowId: build.workflows.full.workflowId },
         manySteps: { workflowId: build.workflows.manySteps.workflowId },
+        manualWebhook: { workflowId: build.workflows.manualWebhook.workflowId },
       },
       steps: build.steps,
       async close() {

@@ -14,6 +14,7 @@ import {
   getWorkflowMetadata,
   getWritable,
   RetryableError,
+  type RequestWithResponse,
   sleep,
 } from 'workflow';
 
@@ -127,4 +128,29 @@ export async function manySteps(n: number) {
     acc = await increment(acc);
   }
   return acc;
+}
+
+/** Answers a webhook request itself (`respondWith: 'manual'`). */
+async function reply(request: RequestWithResponse, text: string) {
+  'use step';
+  await request.respondWith(new Response(text, { status: 201, headers: { 'x-handled-by': 'workflow' } }));
+}
+
+/** Publishes the webhook token on the `control` namespace (see `announce`). */
+async function announceWebhook(info: { webhookToken: string }) {
+  'use step';
+  const writer = getWritable<typeof info>({ namespace: 'control' }).getWriter();
+  await writer.write(info);
+  await writer.close();
+}
+
+/** A webhook in manual mode: the workflow writes the HTTP response. */
+export async function manualWebhook() {
+  'use workflow';
+  const webhook = createWebhook({ respondWith: 'manual' });
+  await announceWebhook({ webhookToken: webhook.token });
+  const request = await webhook;
+  const body = await request.text();
+  await reply(request, `handled: ${body}`);
+  return body;
 }

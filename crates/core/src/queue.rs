@@ -205,104 +205,129 @@ impl QueueMessage {
     }
 }
 
-/// What happened to a delivery.
+/// What to do after one delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryReport {
-    pub attempts: u32,
-    pub delivered: bool,
-    /// Log lines for failed attempts (`[world-local]`-style), oldest first.
-    pub log: Vec<String>,
+pub enum Next {
+    /// delivered (2xx without `timeoutSeconds`)
+    Done,
+    /// attempt again after `delay`. `scheduled` = the handler asked for it
+    /// (`timeoutSeconds`), as opposed to a retry after a failure.
+    Again { delay: Duration, scheduled: bool },
+    /// stop trying (attempts exhausted, no base URL, …)
+    GiveUp,
 }
 
-/// Delivers a message: POSTs until a 2xx answer without `timeoutSeconds`, sleeping and
-/// redelivering on `timeoutSeconds`, waiting 5 s after an HTTP error, backing off after
-/// connection errors. Never panics; failures end up in the report.
-pub async fn deliver(target: &Target, msg: &QueueMessage) -> DeliveryReport {
-    let mut report = DeliveryReport {
-        attempts: 0,
-        delivered: false,
-        log: Vec::new(),
+/// The outcome of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    pub next: Next,
+    /// consecutive connection failures so far (input to the next attempt)
+    pub connect_failures: u32,
+    /// a log line when the attempt failed
+    pub log: Option<String>,
+}
+
+/// One delivery attempt (`attempt` is 1-based and sent as `x-vqs-message-attempt`); the
+/// result says what world-local's loop would do next: redeliver after the handler's
+/// `timeoutSeconds`, retry 5 s after an HTTP error, back off after a connection error,
+/// give up after 256 attempts. The caller owns the waiting, so a scheduled redelivery
+/// need not keep the process alive.
+pub async fn deliver_attempt(
+    target: &Target,
+    msg: &QueueMessage,
+    attempt: u32,
+    connect_failures: u32,
+) -> Attempt {
+    let give_up = |log: String| Attempt {
+        next: Next::GiveUp,
+        connect_failures,
+        log: Some(log),
     };
-    let mut connect_failures = 0u32;
-    while report.attempts < MAX_ATTEMPTS {
-        let url = match resolve_base_url(target)
-            .await
-            .and_then(|b| endpoint_url(&b, msg.route()))
-        {
-            Ok(u) => u,
-            Err(e) => {
-                report
-                    .log
-                    .push(format!("[workflow-native] Queue operation failed: {e}"));
-                return report;
+    if attempt > MAX_ATTEMPTS {
+        return give_up(format!(
+            "[world-local] Queue message exhausted safety limit ({MAX_ATTEMPTS} attempts) queue={} messageId={}",
+            msg.queue_name, msg.message_id
+        ));
+    }
+    let url = match resolve_base_url(target)
+        .await
+        .and_then(|b| endpoint_url(&b, msg.route()))
+    {
+        Ok(u) => u,
+        Err(e) => return give_up(format!("[workflow-native] Queue operation failed: {e}")),
+    };
+    let client = match client() {
+        Ok(c) => c,
+        Err(e) => return give_up(e.to_string()),
+    };
+    let res = client
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("x-vqs-queue-name", &msg.queue_name)
+        .header("x-vqs-message-id", &msg.message_id)
+        .header("x-vqs-message-attempt", attempt.to_string())
+        .body(msg.body.clone())
+        .send()
+        .await;
+    match res {
+        Ok(resp) => {
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            if status.is_success() {
+                let timeout = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v.get("timeoutSeconds").and_then(|t| t.as_f64()))
+                    .filter(|t| t.is_finite() && *t >= 0.0);
+                return Attempt {
+                    next: match timeout {
+                        Some(t) => Next::Again {
+                            delay: Duration::from_millis(
+                                ((t * 1000.0) as u64).min(MAX_SAFE_TIMEOUT_MS),
+                            ),
+                            scheduled: true,
+                        },
+                        None => Next::Done,
+                    },
+                    connect_failures: 0,
+                    log: None,
+                };
             }
-        };
-        report.attempts += 1;
-        let res = match client() {
-            Ok(c) => {
-                c.post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-vqs-queue-name", &msg.queue_name)
-                    .header("x-vqs-message-id", &msg.message_id)
-                    .header("x-vqs-message-attempt", report.attempts.to_string())
-                    .body(msg.body.clone())
-                    .send()
-                    .await
-            }
-            Err(e) => {
-                report.log.push(e.to_string());
-                return report;
-            }
-        };
-        match res {
-            Ok(resp) => {
-                connect_failures = 0;
-                let status = resp.status();
-                let text = resp.text().await.unwrap_or_default();
-                if status.is_success() {
-                    let timeout = serde_json::from_str::<serde_json::Value>(&text)
-                        .ok()
-                        .and_then(|v| v.get("timeoutSeconds").and_then(|t| t.as_f64()))
-                        .filter(|t| t.is_finite() && *t >= 0.0);
-                    match timeout {
-                        Some(t) => {
-                            if t > 0.0 {
-                                let ms = ((t * 1000.0) as u64).min(MAX_SAFE_TIMEOUT_MS);
-                                tokio::time::sleep(Duration::from_millis(ms)).await;
-                            }
-                            continue;
-                        }
-                        None => {
-                            report.delivered = true;
-                            return report;
-                        }
-                    }
-                }
-                report.log.push(format!(
-                    "[world-local] Queue message failed (attempt {}, HTTP {}) queue={} messageId={} handlerError={}",
-                    report.attempts,
+            Attempt {
+                next: Next::Again {
+                    delay: HTTP_ERROR_RETRY,
+                    scheduled: false,
+                },
+                connect_failures: 0,
+                log: Some(format!(
+                    "[world-local] Queue message failed (attempt {attempt}, HTTP {}) queue={} messageId={} handlerError={text}",
                     status.as_u16(),
                     msg.queue_name,
                     msg.message_id,
-                    text
-                ));
-                tokio::time::sleep(HTTP_ERROR_RETRY).await;
+                )),
             }
-            Err(e) => {
-                connect_failures += 1;
-                report.log.push(format!(
-                    "[workflow-native] Queue delivery to {url} failed (attempt {}): {e}",
-                    report.attempts
-                ));
-                if connect_failures >= MAX_CONNECT_ATTEMPTS {
-                    return report;
-                }
-                let backoff = Duration::from_millis(250u64 << (connect_failures - 1).min(5));
-                tokio::time::sleep(backoff).await;
+        }
+        Err(e) => {
+            let failures = connect_failures + 1;
+            let log = format!(
+                "[workflow-native] Queue delivery to {url} failed (attempt {attempt}): {e}"
+            );
+            if failures >= MAX_CONNECT_ATTEMPTS {
+                return Attempt {
+                    next: Next::GiveUp,
+                    connect_failures: failures,
+                    log: Some(log),
+                };
+            }
+            Attempt {
+                next: Next::Again {
+                    delay: Duration::from_millis(250u64 << (failures - 1).min(5)),
+                    scheduled: false,
+                },
+                connect_failures: failures,
+                log: Some(log),
             }
         }
     }
-    report
 }
 
 #[cfg(test)]
