@@ -4,8 +4,8 @@
 const { binding, call, fromNative } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
-const { worldStreams, stopPipeInto } = require('./streams.js')
-const { externalRevivers, hydratePayload, parse } = require('./hydrate.js')
+const { worldStreams, stopPipeInto, clientRevivers } = require('./streams.js')
+const { hydratePayload } = require('./hydrate.js')
 const { framedByteStreams } = require('./capabilities.js')
 const { HookNotFoundError, WorkflowRuntimeError } = require('../errors.js')
 
@@ -18,13 +18,7 @@ function worldOrThrow() {
 }
 
 function revivers(world) {
-  const r = externalRevivers(globalThis, (ref) => {
-    const mode = ref.type === 'bytes' ? (ref.framing === 'framed-v1' ? 'bytes-framed' : 'bytes') : 'objects'
-    const start = Number.isFinite(Number(ref.startIndex)) ? Math.trunc(Number(ref.startIndex)) : 0
-    const { nativeReadable } = require('./readable.js')
-    return nativeReadable(globalThis, () => world.openStream(ref.name, start, mode), (t) => parse(t, r))
-  })
-  return r
+  return clientRevivers(globalThis, (name, start, mode) => world.openStream(name, start, mode))
 }
 
 /** Hook + its run; metadata hydrated as the step side of the runtime reads it. */
@@ -66,7 +60,7 @@ async function resumeHook(tokenOrHook, payload) {
   const legacy = hook.specVersion === undefined || hook.specVersion === null || hook.specVersion <= 1
   const ops = []
   const ctxVersion = run.executionContext && run.executionContext.workflowCoreVersion
-  const streams = worldStreams(world, globalThis, () => revivers(world), parse)
+  const streams = worldStreams(world, globalThis)
   const reducers = clientReducers({
     global: globalThis,
     runId: hook.runId,

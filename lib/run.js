@@ -3,8 +3,8 @@
 
 const { binding, call, errorFromData } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
-const { externalRevivers, hydratePayload, parse } = require('./hydrate.js')
-const { nativeReadable } = require('./readable.js')
+const { hydratePayload } = require('./hydrate.js')
+const { refReadable, clientRevivers } = require('./streams.js')
 const errors = require('../errors.js')
 
 function checkRunId(runId) {
@@ -111,20 +111,19 @@ class Run {
     })
   }
 
+  /** Opens a native reader on this run's World (errors surface as stream errors). */
+  #open = (name, start, mode) => {
+    checkRunId(this.runId)
+    if (this.#world.error) throw this.#world.error
+    return this.#world.world.openStream(name, start, mode)
+  }
+
   #revivers(global) {
-    return externalRevivers(global, (ref) => this.#openStream(global, ref))
+    return clientRevivers(global, this.#open)
   }
 
   #openStream(global, ref) {
-    const start = Number.isFinite(Number(ref.startIndex)) ? Math.trunc(Number(ref.startIndex)) : 0
-    const mode = ref.type === 'bytes' ? (ref.framing === 'framed-v1' ? 'bytes-framed' : 'bytes') : 'objects'
-    const revivers = mode === 'objects' ? this.#revivers(global) : undefined
-    const open = () => {
-      checkRunId(this.runId)
-      if (this.#world.error) throw this.#world.error
-      return this.#world.world.openStream(ref.name, start, mode)
-    }
-    return nativeReadable(global, open, (text) => parse(text, revivers))
+    return refReadable(global, this.#open, ref)
   }
 
   /** Interrupts pending `sleep()` calls and re-enqueues the run. */

@@ -6,7 +6,6 @@ const { binding, call, fromNative } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams } = require('./streams.js')
-const { externalRevivers, parse } = require('./hydrate.js')
 const { Run } = require('./run.js')
 const { WorkflowRuntimeError } = require('../errors.js')
 
@@ -73,7 +72,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
 
   // Serialize before anything is written: unserializable arguments leave no trace.
   const ops = []
-  const streams = worldStreams(world, globalThis, () => externalRevivers(globalThis, () => null), parse)
+  const streams = worldStreams(world, globalThis)
   const reducers = clientReducers({ global: globalThis, runId, ops, framedByteStreams: framed, streams })
   const input = serializeValue(args, reducers, 'workflow arguments', legacy)
   const executionContext = {

@@ -3,6 +3,24 @@
 
 const { binding, fromNative } = require('./native.js')
 const { nativeReadable } = require('./readable.js')
+const { externalRevivers, parse } = require('./hydrate.js')
+
+/**
+ * A live ReadableStream for a serialized stream reference `{ name, type?, framing?,
+ * startIndex? }`. `open(name, startIndex, mode)` returns the native reader; object chunks
+ * are decoded with the client revivers (nested stream references become live streams too).
+ */
+function refReadable(global, open, ref) {
+  const start = Number.isFinite(Number(ref.startIndex)) ? Math.trunc(Number(ref.startIndex)) : 0
+  const mode = ref.type === 'bytes' ? (ref.framing === 'framed-v1' ? 'bytes-framed' : 'bytes') : 'objects'
+  const revivers = mode === 'objects' ? clientRevivers(global, open) : undefined
+  return nativeReadable(global, () => open(ref.name, start, mode), (text) => parse(text, revivers))
+}
+
+/** The client-side revivers, with stream references read through `open`. */
+function clientRevivers(global, open) {
+  return externalRevivers(global, (ref) => refReadable(global, open, ref))
+}
 
 const FLUSH_BATCH = 64
 
@@ -16,7 +34,8 @@ function stopPipeInto(writable) {
 }
 
 /** Streams helper bound to one native World, as the reducers need it. */
-function worldStreams(world, global, makeRevivers, parse) {
+function worldStreams(world, global) {
+  const open = (name, start, mode) => world.openStream(name, start, mode)
   return {
     newName: () => `strm_${binding.newUlid()}`,
     /** Writes every chunk of `stream` (encoded) to World stream `name`, then closes it. */
@@ -47,15 +66,11 @@ function worldStreams(world, global, makeRevivers, parse) {
     },
     /** Reads World object stream `name` into `writable` (values decoded). */
     pipeOut: (name, writable) => {
-      const revivers = makeRevivers()
       const ac = new AbortController()
       pipes.set(writable, ac)
-      return nativeReadable(global, () => world.openStream(name, 0, 'objects'), (t) => parse(t, revivers)).pipeTo(
-        writable,
-        { signal: ac.signal },
-      )
+      return refReadable(global, open, { name }).pipeTo(writable, { signal: ac.signal })
     },
   }
 }
 
-module.exports = { worldStreams, stopPipeInto }
+module.exports = { worldStreams, stopPipeInto, refReadable, clientRevivers }

@@ -173,8 +173,11 @@ impl ChunkIndex {
         Ok(names)
     }
 
-    /// `{ tailIndex, done }`, see [`stream_info`]. Served from a cached listing when the
-    /// directory has not changed, else from one unsorted counting pass.
+    /// `{ tailIndex, done }`: the number of chunk files and the first byte of the last one.
+    /// world-local reads the first byte of every file up to the first close marker; a close
+    /// marker is the last file a writer produces, so the last file gives the same answer.
+    /// Served from a cached listing when the directory has not changed, else from one
+    /// unsorted counting pass.
     pub fn stream_info(&self, name: &str) -> Result<(i64, bool)> {
         assert_safe_entity_id("streamName", name)?;
         let mtime = std::fs::metadata(&self.dir)
@@ -226,15 +229,6 @@ impl ChunkIndex {
         let data = count as i64 - i64::from(done);
         Ok((data - 1, done))
     }
-}
-
-/// `{ tailIndex, done }` from one directory listing and the last file's first byte.
-///
-/// world-local reads the first byte of every file up to the first close marker; since a
-/// close marker is the last file a writer produces, looking at the last file gives the
-/// same answer without touching the others.
-pub fn stream_info(chunks_dir: &Path, name: &str) -> Result<(i64, bool)> {
-    ChunkIndex::new(chunks_dir.to_path_buf()).stream_info(name)
 }
 
 /// Reads a whole chunk file with open + read + close: no stat, and no second read to see
@@ -865,7 +859,12 @@ mod tests {
     fn tail_index_and_done_from_the_listing() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        assert_eq!(stream_info(d, "strm_A_user").unwrap(), (-1, false));
+        assert_eq!(
+            ChunkIndex::new(d.to_path_buf())
+                .stream_info("strm_A_user")
+                .unwrap(),
+            (-1, false)
+        );
         write_chunk(d, "strm_A_user", &ulid_at(1), 0, &frame("[1]"));
         write_chunk(d, "strm_A_user", &ulid_at(2), 0, &frame("[2]"));
         write_chunk(d, "strm_A_user_bnM", &ulid_at(3), 0, &frame("[3]"));
@@ -874,9 +873,19 @@ mod tests {
             b"\0",
         )
         .unwrap();
-        assert_eq!(stream_info(d, "strm_A_user").unwrap(), (1, false));
+        assert_eq!(
+            ChunkIndex::new(d.to_path_buf())
+                .stream_info("strm_A_user")
+                .unwrap(),
+            (1, false)
+        );
         write_chunk(d, "strm_A_user", &ulid_at(5), 1, b"");
-        assert_eq!(stream_info(d, "strm_A_user").unwrap(), (1, true));
+        assert_eq!(
+            ChunkIndex::new(d.to_path_buf())
+                .stream_info("strm_A_user")
+                .unwrap(),
+            (1, true)
+        );
     }
 
     fn age_dir(d: &Path) {

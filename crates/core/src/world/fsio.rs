@@ -158,23 +158,6 @@ pub async fn list_dir(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Synchronous directory listing (one `getdents` loop, no per-entry stat).
-pub fn list_dir_sync(dir: &Path) -> Result<Vec<String>> {
-    let rd = match std::fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut out = Vec::new();
-    for entry in rd {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        if let Some(name) = entry.file_name().to_str() {
-            out.push(name.to_string());
-        }
-    }
-    Ok(out)
-}
-
 /// Parses a date the way `z.coerce.date()` accepts what world-local writes: an ISO
 /// string (or anything RFC 3339) or epoch milliseconds. Returns epoch milliseconds.
 pub fn parse_date_ms(v: &Value) -> Option<f64> {
