@@ -29,7 +29,8 @@
 //   not WORKFLOW_LOCAL_BASE_URL.  Bundles are re-required fresh on every
 //   serveApp() so a second app in the same process gets its own port cache.
 // * The local queue sleeps with ref'd timers that world.close() does not cancel
-//   (a `sleep('1h')` keeps the process alive for an hour): see unrefPromiseTimers().
+//   (a `sleep('1h')` keeps the process alive for an hour), and the step runtime can
+//   leave a ref'd lock-polling setInterval behind: see unrefPromiseTimers().
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { createServer } from 'node:http';
 import { mkdir } from 'node:fs/promises';
@@ -85,7 +86,9 @@ async function writeWebResponse(res, response, method) {
     return;
   }
   for await (const chunk of response.body) {
-    if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+    if (res.destroyed) break;
+    // 'drain' never comes once the socket is gone (close() ends connections).
+    if (!res.write(chunk)) await new Promise((r) => { res.once('drain', r); res.once('close', r); });
   }
   res.end();
 }
@@ -105,11 +108,23 @@ function unrefPromiseTimers() {
   };
   timersPromises.setTimeout = patched;
   syncBuiltinESMExports();
+  // The step runtime polls a revived ReadableStream's lock with a REF'd setInterval
+  // until the step releases it; a step that receives a webhook Request and never reads
+  // its body (request.respondWith() in a 'manual' webhook) leaves that interval running
+  // for ever, with the official resumeWebhook as with ours.  Same treatment.
+  const originalInterval = globalThis.setInterval;
+  const patchedInterval = function setInterval(...args) {
+    const t = originalInterval(...args);
+    t?.unref?.();
+    return t;
+  };
+  globalThis.setInterval = patchedInterval;
   return () => {
     if (timersPromises.setTimeout === patched) {
       timersPromises.setTimeout = original;
       syncBuiltinESMExports();
     }
+    if (globalThis.setInterval === patchedInterval) globalThis.setInterval = originalInterval;
   };
 }
 
@@ -237,9 +252,13 @@ export async function serveApp({
         try {
           await world.close?.();
         } catch {}
-        server.closeAllConnections?.();
-        await new Promise((r) => server.close(() => r()));
+        // Stop accepting, let the handlers in flight answer (a run's last flow request
+        // can still be writing its reply when returnValue resolves), then end the rest.
+        const stopped = new Promise((r) => server.close(() => r()));
+        server.closeIdleConnections?.();
         await Promise.allSettled([...pending]);
+        server.closeAllConnections?.();
+        await stopped;
         const { setWorld: reset } = await import('@workflow/core/runtime');
         reset(undefined);
         restoreTimers();
