@@ -233,21 +233,27 @@ impl ChunkIndex {
 
 /// Reads a whole chunk file with open + read + close: no stat, and no second read to see
 /// EOF when the first read returned less than the buffer (chunk files are small and never
-/// change once published; a short read of a regular file means its end).
+/// change once published; a short read of a regular file means its end). Reads into a
+/// per-thread buffer and returns an exact-size copy (no zeroed 16 KiB per chunk).
 fn read_chunk(dir: &DirHandle, name: &str) -> std::io::Result<Vec<u8>> {
-    let mut f = dir.open_file(name)?;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut len = 0;
-    loop {
-        let n = f.read(&mut buf[len..])?;
-        len += n;
-        if n == 0 || len < buf.len() {
-            buf.truncate(len);
-            return Ok(buf);
-        }
-        // Full buffer: a bigger file, grow and keep reading.
-        buf.resize(buf.len() * 2, 0);
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 64 * 1024]);
     }
+    let mut f = dir.open_file(name)?;
+    BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        let mut len = 0;
+        loop {
+            let n = f.read(&mut buf[len..])?;
+            len += n;
+            if n == 0 || len < buf.len() {
+                return Ok(buf[..len].to_vec());
+            }
+            // Full buffer: a bigger file, grow (for this thread) and keep reading.
+            let bigger = buf.len() * 2;
+            buf.resize(bigger, 0);
+        }
+    })
 }
 
 /// Reads files in order, on two threads for runs of small files. `None` = file vanished.
@@ -273,9 +279,12 @@ fn read_chunks(dir: &DirHandle, names: &[String]) -> Vec<std::io::Result<Option<
     })
 }
 
-/// Files read per round: large enough to amortise the thread, small enough that a
-/// round of unusually big chunks stays bounded.
-const ROUND: usize = 64;
+/// Files read per round once chunks are known to be small (≤ 16 KiB on average): large
+/// enough to amortise the helper thread.
+const ROUND: usize = 256;
+/// Files read in the first round of a batch (and for medium chunks), so a round of
+/// unusually big chunks stays bounded.
+const FIRST_ROUND: usize = 32;
 
 /// How the chunk bytes are turned into items.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,6 +437,8 @@ pub struct StreamCursor {
     start_index: i64,
     decoder: FrameDecoder,
     done: bool,
+    /// files to read in the next round (sized by the chunks seen so far)
+    round: usize,
 }
 
 /// One batch of items.
@@ -456,6 +467,7 @@ impl StreamCursor {
             start_index,
             decoder: FrameDecoder::new(mode),
             done: false,
+            round: FIRST_ROUND,
         })
     }
 
@@ -516,13 +528,12 @@ impl StreamCursor {
                 .collect();
         }
         let mut bytes_read = 0usize;
-        let mut round = ROUND;
         'rounds: while !self.pending.is_empty() {
             let room = max_items.max(1).saturating_sub(batch.items.len());
             if room == 0 || bytes_read >= MAX_BATCH_BYTES {
                 break;
             }
-            let take = room.min(round).min(self.pending.len());
+            let take = room.min(self.round).min(self.pending.len());
             let names: Vec<String> = self.pending.drain(..take).collect();
             if self.dir.is_none() {
                 self.dir = Some(
@@ -560,9 +571,13 @@ impl StreamCursor {
                 }
             }
             bytes_read += round_bytes;
-            // Big chunks: fall back to one file at a time to bound memory.
-            round = if round_bytes / take.max(1) > 256 * 1024 {
+            // Size the next round by what this one saw: many small chunks per round,
+            // one file at a time for big ones (bounds memory).
+            let avg = round_bytes / take.max(1);
+            self.round = if avg > 256 * 1024 {
                 1
+            } else if avg > 16 * 1024 {
+                FIRST_ROUND
             } else {
                 ROUND
             };

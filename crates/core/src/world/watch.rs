@@ -1,9 +1,13 @@
-//! Change notification for the data directory: one OS watcher (inotify on Linux, via
-//! `notify`) per world, fanned out to per-run and per-stream subscribers. Waiters also keep
-//! a slow backstop poll, so they still make progress on filesystems without change events
-//! (network mounts) or when a watched directory is created after they started waiting.
+//! Change notification for the data directory: one OS watcher per world (inotify on
+//! Linux, `notify` elsewhere), fanned out to per-run and per-stream subscribers. Waiters
+//! also keep a slow backstop poll, so they still make progress on filesystems without
+//! change events (network mounts) or when a watched directory is created after they
+//! started waiting.
+//!
+//! On Linux the watch asks only for writes (create, close-after-write, rename in/out,
+//! delete): `notify` also subscribes to IN_OPEN, which makes every *read* of a chunk or
+//! run file queue an event and wake the watcher thread — thousands per stream read.
 
-use notify::{RecursiveMode, Watcher};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -47,28 +51,157 @@ impl Shared {
         }
     }
 
+    /// Wakes every subscriber (events were lost: the kernel queue overflowed).
+    fn notify_all(&self) {
+        for tx in lock(&self.subs).values() {
+            tx.send_modify(|g| *g = g.wrapping_add(1));
+        }
+    }
+
+    fn on_name(&self, topic: Topic, name: &str) {
+        if name.contains(".tmp.") {
+            return; // temp files become visible only through their rename/link
+        }
+        match topic {
+            Topic::Run => {
+                if let Some(id) = name.strip_suffix(".json") {
+                    self.notify(Topic::Run, id);
+                }
+            }
+            Topic::Stream => {
+                if let Some(idx) = name.rfind("-chnk_") {
+                    self.notify(Topic::Stream, &name[..idx]);
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
     fn on_path(&self, path: &Path) {
         let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
         else {
             return;
         };
-        if name.contains(".tmp.") {
-            return; // temp files become visible only through their rename/link
-        }
         if parent == self.runs_dir {
-            if let Some(id) = name.strip_suffix(".json") {
-                self.notify(Topic::Run, id);
-            }
+            self.on_name(Topic::Run, name);
         } else if parent == self.chunks_dir {
-            if let Some(idx) = name.rfind("-chnk_") {
-                self.notify(Topic::Stream, &name[..idx]);
+            self.on_name(Topic::Stream, name);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod os {
+    //! inotify, read by one thread per world; the thread ends when the world is dropped
+    //! (removing the watches wakes it with IN_IGNORED).
+    use super::{lock, Shared, Topic};
+    use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
+    use std::collections::HashMap;
+    use std::path::Path;
+    use std::sync::{Arc, Mutex, Weak};
+
+    pub struct OsWatcher {
+        watches: Watches,
+        dirs: Arc<Mutex<HashMap<WatchDescriptor, Topic>>>,
+    }
+
+    const MASK: WatchMask = WatchMask::CREATE
+        .union(WatchMask::CLOSE_WRITE)
+        .union(WatchMask::MODIFY)
+        .union(WatchMask::MOVED_TO)
+        .union(WatchMask::MOVED_FROM)
+        .union(WatchMask::DELETE);
+
+    impl OsWatcher {
+        pub fn new(shared: Weak<Shared>) -> Option<OsWatcher> {
+            let mut inotify = Inotify::init().ok()?;
+            let watches = inotify.watches();
+            let dirs: Arc<Mutex<HashMap<WatchDescriptor, Topic>>> = Arc::default();
+            let thread_dirs = Arc::clone(&dirs);
+            std::thread::Builder::new()
+                .name("workflow-native-watch".into())
+                .spawn(move || {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(events) = inotify.read_events_blocking(&mut buf) else {
+                            return;
+                        };
+                        let Some(shared) = shared.upgrade() else {
+                            return;
+                        };
+                        let dirs = lock(&thread_dirs);
+                        for ev in events {
+                            if ev.mask.contains(EventMask::Q_OVERFLOW) {
+                                shared.notify_all();
+                                continue;
+                            }
+                            let (Some(topic), Some(name)) =
+                                (dirs.get(&ev.wd), ev.name.and_then(|n| n.to_str()))
+                            else {
+                                continue;
+                            };
+                            shared.on_name(*topic, name);
+                        }
+                    }
+                })
+                .ok()?;
+            Some(OsWatcher { watches, dirs })
+        }
+
+        pub fn watch(&mut self, dir: &Path, topic: Topic) -> bool {
+            match self.watches.add(dir, MASK) {
+                Ok(wd) => {
+                    lock(&self.dirs).insert(wd, topic);
+                    true
+                }
+                Err(_) => false,
+            }
+        }
+    }
+
+    impl Drop for OsWatcher {
+        fn drop(&mut self) {
+            let wds: Vec<WatchDescriptor> = lock(&self.dirs).drain().map(|(wd, _)| wd).collect();
+            for wd in wds {
+                let _ = self.watches.remove(wd);
             }
         }
     }
 }
 
+#[cfg(not(target_os = "linux"))]
+mod os {
+    use super::{Shared, Topic};
+    use notify::{RecursiveMode, Watcher};
+    use std::path::Path;
+    use std::sync::Weak;
+
+    pub struct OsWatcher(notify::RecommendedWatcher);
+
+    impl OsWatcher {
+        pub fn new(shared: Weak<Shared>) -> Option<OsWatcher> {
+            notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+                if let (Ok(ev), Some(shared)) = (res, shared.upgrade()) {
+                    if ev.kind.is_access() {
+                        return;
+                    }
+                    for p in &ev.paths {
+                        shared.on_path(p);
+                    }
+                }
+            })
+            .ok()
+            .map(OsWatcher)
+        }
+
+        pub fn watch(&mut self, dir: &Path, _topic: Topic) -> bool {
+            self.0.watch(dir, RecursiveMode::NonRecursive).is_ok()
+        }
+    }
+}
+
 struct WatchState {
-    watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<os::OsWatcher>,
     runs_watched: bool,
     chunks_watched: bool,
 }
@@ -122,23 +255,15 @@ impl ChangeFeed {
             return false;
         }
         if st.watcher.is_none() {
-            let shared = Arc::downgrade(&self.shared);
-            let w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-                if let (Ok(ev), Some(shared)) = (res, shared.upgrade()) {
-                    for p in &ev.paths {
-                        shared.on_path(p);
-                    }
-                }
-            });
-            match w {
-                Ok(w) => st.watcher = Some(w),
-                Err(_) => return false, // no OS watcher: the backstop poll keeps working
+            match os::OsWatcher::new(Arc::downgrade(&self.shared)) {
+                Some(w) => st.watcher = Some(w),
+                None => return false, // no OS watcher: the backstop poll keeps working
             }
         }
         let ok = st
             .watcher
             .as_mut()
-            .map(|w| w.watch(&dir, RecursiveMode::NonRecursive).is_ok())
+            .map(|w| w.watch(&dir, topic))
             .unwrap_or(false);
         if ok {
             match topic {
@@ -246,6 +371,42 @@ mod tests {
             .await
             .expect("woken")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn reading_files_wakes_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks = dir.path().join("streams/chunks");
+        std::fs::create_dir_all(&chunks).unwrap();
+        std::fs::write(chunks.join("strm_A_user-chnk_1.bin"), b"\0x").unwrap();
+        std::fs::create_dir_all(dir.path().join("runs")).unwrap();
+        std::fs::write(dir.path().join("runs/wrun_A.json"), b"{}").unwrap();
+        let feed = ChangeFeed::new(dir.path());
+        let mut a = feed.subscribe(Topic::Stream, "strm_A_user");
+        let mut run = feed.subscribe(Topic::Run, "wrun_A");
+        let mut b = feed.subscribe(Topic::Stream, "strm_B_user");
+        a.mark_seen();
+        run.mark_seen();
+        b.mark_seen();
+        for _ in 0..3 {
+            std::fs::read(chunks.join("strm_A_user-chnk_1.bin")).unwrap();
+            std::fs::read(dir.path().join("runs/wrun_A.json")).unwrap();
+        }
+        // The kernel queues events in order: once B's write is seen, any event of the
+        // reads above would have been delivered already.
+        std::fs::write(chunks.join("strm_B_user-chnk_2.bin"), b"\0y").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), b.rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(
+            !a.rx.has_changed().unwrap(),
+            "a read woke the stream subscriber"
+        );
+        assert!(
+            !run.rx.has_changed().unwrap(),
+            "a read woke the run subscriber"
+        );
     }
 
     #[tokio::test]
