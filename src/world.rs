@@ -280,6 +280,50 @@ impl NativeWorld {
         w.close_stream(&name, &run_id).await.map_err(to_napi)
     }
 
+    /// world-local's `events.create(runId, request)`: `request` is the JSON text of
+    /// `{ eventType, correlationId?, specVersion?, eventData? }` in world-local's JSON
+    /// encoding; returns the JSON text of `{ event?, run?, step?, hook?, wait? }`.
+    /// `runId` is null only for `run_created` (the id is generated then).
+    #[napi]
+    pub fn create_event_sync(
+        &self,
+        run_id: Option<String>,
+        request: String,
+    ) -> napi::Result<String> {
+        self.inner
+            .create_event_sync(run_id.as_deref(), &request)
+            .map(|r| r.to_json())
+            .map_err(to_napi)
+    }
+
+    /// Async form of `createEventSync` (runs on a blocking thread).
+    #[napi]
+    pub async fn create_event(
+        &self,
+        run_id: Option<String>,
+        request: String,
+    ) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        w.create_event(run_id, request)
+            .await
+            .map(|r| r.to_json())
+            .map_err(to_napi)
+    }
+
+    /// All events of the run, as stored, in log order: one JSON array text.
+    #[napi]
+    pub fn list_events_json(&self, run_id: String) -> napi::Result<String> {
+        self.inner.list_events_json_sync(&run_id).map_err(to_napi)
+    }
+
+    /// All runs (as stored) whose status is in `statuses` (all when null): one JSON array text.
+    #[napi]
+    pub fn list_runs_json(&self, statuses: Option<Vec<String>>) -> napi::Result<String> {
+        self.inner
+            .list_runs_json_sync(statuses.as_deref())
+            .map_err(to_napi)
+    }
+
     /// `mode`: `"objects"`, `"bytes"` or `"bytes-framed"`.
     #[napi]
     pub fn open_stream(

@@ -26,6 +26,10 @@ pub enum Error {
     #[error("{0}")]
     World(String),
 
+    /// `TooEarlyError` (a `WorkflowWorldError`; `retryAfter` in seconds)
+    #[error("{message}")]
+    TooEarly { message: String, retry_after: i64 },
+
     /// `HookNotFoundError` (`token` field)
     #[error("Hook not found")]
     HookNotFound { token: String },
@@ -105,6 +109,7 @@ impl Error {
             Error::EntityConflict(_) => "EntityConflictError",
             Error::RunExpired(_) => "RunExpiredError",
             Error::World(_) => "WorkflowWorldError",
+            Error::TooEarly { .. } => "TooEarlyError",
             Error::HookNotFound { .. } => "HookNotFoundError",
             Error::RunNotSupported { .. } => "RunNotSupportedError",
             Error::Plain(_) => "Error",
@@ -136,6 +141,9 @@ impl Error {
             }
             Error::HookNotFound { token } => {
                 m.insert("token".into(), Value::String(token.clone()));
+            }
+            Error::TooEarly { retry_after, .. } => {
+                m.insert("retryAfter".into(), (*retry_after).into());
             }
             Error::RunNotSupported {
                 run_spec_version,

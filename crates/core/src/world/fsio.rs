@@ -133,6 +133,58 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
     }
 }
 
+/// Blocking twin of [`write_replace`].
+pub fn write_replace_sync(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = write_temp_sync(path, data)?;
+    if let Err(e) = std::fs::rename(&tmp, path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// world-local's `write` without `overwrite`: refuses (`EntityConflictError`, naming the
+/// file) when the target exists, otherwise temp file + rename.
+pub fn write_new_sync(path: &Path, data: &[u8]) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => {
+            return Err(Error::EntityConflict(format!(
+                "File {} already exists and 'overwrite' is false",
+                path.display()
+            )))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(path, e)),
+    }
+    write_replace_sync(path, data)
+}
+
+/// Blocking twin of [`remove_if_exists`].
+pub fn remove_if_exists_sync(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Blocking twin of [`list_dir`].
+pub fn list_dir_sync(dir: &Path) -> Result<Vec<String>> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(dir, e)),
+    };
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        if let Some(name) = entry.file_name().to_str() {
+            out.push(name.to_string());
+        }
+    }
+    Ok(out)
+}
+
 /// Deletes a file; a missing file is not an error.
 pub async fn remove_if_exists(path: &Path) -> Result<()> {
     match tokio::fs::remove_file(path).await {

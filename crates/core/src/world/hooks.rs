@@ -33,7 +33,7 @@ impl Hook {
     }
 }
 
-fn parse_hook(path: &Path, v: &Value) -> Result<Hook> {
+pub(crate) fn parse_hook(path: &Path, v: &Value) -> Result<Hook> {
     let o = v
         .as_object()
         .ok_or_else(|| Error::corrupt(path, "a hook must be a JSON object"))?;

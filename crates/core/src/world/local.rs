@@ -493,7 +493,7 @@ pub fn payload_json(p: &Payload) -> Value {
 }
 
 /// A client-supplied run id must be a ULID from the last 24 h or the next 5 min.
-fn validate_run_id_time(run_id: &str) -> Result<()> {
+pub(crate) fn validate_run_id_time(run_id: &str) -> Result<()> {
     let raw = run_id.strip_prefix("wrun_").unwrap_or(run_id);
     let Some(ts) = crate::ids::ulid_time_ms(raw) else {
         return Err(Error::World(format!(
