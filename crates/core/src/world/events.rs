@@ -305,7 +305,7 @@ fn parse_step(path: &Path, m: &Map<String, Value>) -> Result<StepState> {
         .and_then(Value::as_f64)
         .ok_or_else(|| Error::corrupt(path, "field \"attempt\" must be a number"))?;
     for k in ["createdAt", "updatedAt"] {
-        if !m.get(k).and_then(parse_date_ms).is_some() {
+        if m.get(k).and_then(parse_date_ms).is_none() {
             return Err(Error::corrupt(
                 path,
                 format!("field \"{k}\" is not a valid date"),
