@@ -1,4 +1,6 @@
 'use strict'
+
+const { durationToDate } = require('./lib/duration.js')
 // Error classes with the names, messages and fields of `workflow/errors` (@workflow/errors
 // 4.2.1) and world-local's own errors. `X.is(err)` compares `name`, as WDK does, so errors
 // thrown by either package are recognised by the other's checks.
@@ -193,33 +195,11 @@ class RetryableError extends Error {
     super(message)
     this.name = 'RetryableError'
     const ra = options.retryAfter
-    if (ra instanceof Date) this.retryAfter = ra
-    else if (typeof ra === 'number') this.retryAfter = new Date(Date.now() + ra)
-    else if (typeof ra === 'string') this.retryAfter = new Date(Date.now() + parseDuration(ra))
-    else this.retryAfter = new Date(Date.now() + 1000)
+    this.retryAfter = ra === undefined || ra === null ? new Date(Date.now() + 1000) : durationToDate(ra)
   }
   static is(value) {
     return hasName(value, 'RetryableError')
   }
-}
-
-/** `ms`-style durations: "1s", "5m", "1.5h", "2 days", plain numbers = ms. */
-function parseDuration(text) {
-  const m = /^(-?\d*\.?\d+)\s*(ms|msecs?|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?|y|yrs?|years?)?$/i.exec(
-    String(text).trim(),
-  )
-  if (!m) throw new Error(`Invalid duration: "${text}"`)
-  const n = parseFloat(m[1])
-  const unit = (m[2] || 'ms').toLowerCase()
-  const scale =
-    unit[0] === 'y' ? 31557600000
-    : unit[0] === 'w' ? 604800000
-    : unit[0] === 'd' ? 86400000
-    : unit[0] === 'h' ? 3600000
-    : unit.startsWith('ms') || unit.startsWith('milli') ? 1
-    : unit[0] === 'm' ? 60000
-    : 1000
-  return n * scale
 }
 
 // Named exports for ESM importers (cjs-module-lexer sees these assignments).

@@ -23,6 +23,9 @@ function errorFromData(data) {
     case 'RunExpiredError':
       err = new errors.RunExpiredError(message)
       break
+    case 'TooEarlyError':
+      err = new errors.TooEarlyError(message, { retryAfter: data.retryAfter })
+      break
     case 'HookNotFoundError':
       err = new errors.HookNotFoundError(data.token)
       break

@@ -7,6 +7,11 @@ const { hydratePayload } = require('./hydrate.js')
 const { refReadable, clientRevivers } = require('./streams.js')
 const errors = require('../errors.js')
 
+/** The embedded engine, if this process has one (loaded lazily: no cycle, no cost). */
+function peekEngine() {
+  return require('./engine/engine.js').peekEngine()
+}
+
 function checkRunId(runId) {
   if (typeof runId !== 'string') {
     throw new TypeError(`runId must be a string, received ${runId === null ? 'null' : typeof runId}`)
@@ -82,7 +87,11 @@ class Run {
    * WorkflowRunFailedError / WorkflowRunCancelledError / WorkflowRunNotFoundError.
    */
   get returnValue() {
-    return this.#with((w) => w.waitTerminal(this.runId)).then((info) => {
+    // A run the embedded engine executes here: wait for it in memory first.
+    const local = typeof this.runId === 'string' ? peekEngine()?.completion(this.runId) : undefined
+    return Promise.resolve(local)
+      .then(() => this.#with((w) => w.waitTerminal(this.runId)))
+      .then((info) => {
       if (info.status === 'cancelled') throw new errors.WorkflowRunCancelledError(this.runId)
       if (info.status === 'failed') {
         throw new errors.WorkflowRunFailedError(this.runId, {
@@ -153,6 +162,8 @@ class Run {
   /** Cancels the run (a `run_cancelled` event, with world-local's effects). */
   async cancel() {
     await this.#with((w) => w.cancel(this.runId))
+    // A run executing in this process stops at once.
+    peekEngine()?.notify(this.runId)
   }
 }
 

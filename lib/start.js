@@ -13,6 +13,7 @@ const { WorkflowRuntimeError } = require('../errors.js')
 const LOCAL_DEPLOYMENT_ID = 'dpl_local@4.4.1'
 const CORE_VERSION = '4.8.9'
 const SPEC_VERSION_CURRENT = 3
+const ENGINE_DEF = Symbol.for('workflow-native.engine.workflow')
 let warnedLatest = false
 
 function logBackground(ops, runId) {
@@ -46,10 +47,12 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   }
   const { world, error } = resolveWorld()
   if (error) throw error
+  // A workflow declared with workflow-native/workflow runs in this process.
+  const engineDef = workflow[ENGINE_DEF]
 
   // A World passed in the options creates and enqueues (WDK semantics); its own
   // deployment id and spec version apply.
-  const customWorld = options.world && typeof options.world === 'object' ? options.world : undefined
+  const customWorld = !engineDef && options.world && typeof options.world === 'object' ? options.world : undefined
   const currentDeploymentId =
     customWorld && typeof customWorld.getDeploymentId === 'function'
       ? await customWorld.getDeploymentId()
@@ -137,7 +140,12 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   } catch (e) {
     if (e && e.name !== 'EntityConflictError') throw e
   }
-  if (customWorld) {
+  if (engineDef) {
+    const { getEngine } = require('./engine/engine.js')
+    const engine = getEngine()
+    engine.register(engineDef)
+    engine.launch(runId, engineDef)
+  } else if (customWorld) {
     // A World given in the options creates and enqueues (the returned Run still reads
     // the process's World, as in WDK).
     await customWorld.queue(

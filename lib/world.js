@@ -57,6 +57,8 @@ function queueTarget() {
  * with the process (the run resumes when something re-enqueues it).
  */
 function deliverInBackground(message) {
+  // A workflow the embedded engine runs in this process takes its messages directly.
+  if (localDispatcher && localDispatcher(message)) return
   ;(async () => {
     let attempt = 1
     let connectFailures = 0
@@ -82,4 +84,11 @@ function deliverInBackground(message) {
   })().catch((e) => console.error('[workflow-native] Queue operation failed:', e))
 }
 
-module.exports = { resolveWorld, deliverInBackground, queueTarget }
+let localDispatcher = null
+
+/** Installs the embedded engine's dispatcher (returns true for messages it handles). */
+function setLocalDispatcher(fn) {
+  localDispatcher = fn
+}
+
+module.exports = { resolveWorld, deliverInBackground, queueTarget, setLocalDispatcher }

@@ -1,0 +1,62 @@
+// A child process for the crash tests: runs (or resumes) a 5-step workflow on the data
+// directory given in WORKFLOW_LOCAL_DATA_DIR and reports progress on stdout, so the parent
+// can SIGKILL it at a known point.
+//
+//   node crash-child.mjs start  → starts a run, prints "RUN <id>"
+//   node crash-child.mjs resume → resumeRuns(), prints "RESUMED <ids>"
+// Environment: SIDE_LOG (file every step attempt appends to), STOP_AFTER=<n> (the workflow
+// stops for ever after step n: a kill "between steps"), HANG_AT=<n> (step n hangs after it
+// started: a kill "in the middle of a step"), DIVERGE=1 (the code takes another path).
+import fs from 'node:fs'
+import wf from '../../workflow.js'
+import api from '../../index.js'
+
+const { workflow, step, resumeRuns } = wf
+const side = process.env.SIDE_LOG
+const stopAfter = Number(process.env.STOP_AFTER || 0)
+const hangAt = Number(process.env.HANG_AT || 0)
+const say = (line) => fs.writeSync(1, `${line}\n`)
+
+const work = step('work', async (i) => {
+  fs.appendFileSync(side, `start ${i}\n`)
+  if (i === hangAt) {
+    say(`HANG ${i}`)
+    await new Promise(() => {})
+  }
+  fs.appendFileSync(side, `done ${i}\n`)
+  return i * 10
+})
+const other = step('other', async () => 'other')
+
+const crashy = workflow('crashy', async (n) => {
+  const out = []
+  for (let i = 1; i <= n; i++) {
+    if (process.env.DIVERGE && i === 2) out.push(await other())
+    else out.push(await work(i))
+    if (i === stopAfter) {
+      say(`BETWEEN ${i}`)
+      await new Promise(() => {})
+    }
+  }
+  return out
+})
+
+// Keeps the process alive while the workflow is parked for the parent to kill it.
+const keepAlive = setInterval(() => {}, 1 << 30)
+
+if (process.argv[2] === 'start') {
+  const run = await api.start(crashy, [5])
+  say(`RUN ${run.runId}`)
+  say(`RESULT ${JSON.stringify(await run.returnValue)}`)
+} else {
+  const ids = resumeRuns()
+  say(`RESUMED ${ids.join(',')}`)
+  for (const id of ids) {
+    try {
+      say(`RESULT ${JSON.stringify(await api.getRun(id).returnValue)}`)
+    } catch (e) {
+      say(`FAILED ${e.name} ${e.cause ? e.cause.code : ''}`)
+    }
+  }
+}
+clearInterval(keepAlive)

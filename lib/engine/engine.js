@@ -1,0 +1,180 @@
+'use strict'
+// The embedded engine: runs workflows declared with `workflow()` in this process, on the
+// local data directory, with no build step and no HTTP. The Rust core writes every event
+// (world-local format); this module runs user code and keeps runs moving: a run's queue
+// messages (wakeUp(), resumeHook(), start()) are dispatched here instead of over HTTP when
+// the workflow is registered in this process.
+
+const { resolveWorld, setLocalDispatcher } = require('../world.js')
+const { binding, fromNative } = require('../native.js')
+const { Clock } = require('./clock.js')
+const { Execution } = require('./execution.js')
+
+const QUEUE_PREFIX = '__wkf_workflow_'
+
+class Engine {
+  constructor() {
+    this.registry = new Map() // workflowId -> def
+    this.executions = new Map() // runId -> Execution
+    this.busy = 0
+    this.clock = new Clock()
+    this.clock.setBusyProbe(() => this.busy > 0)
+    this.sleepWaiters = new Map() // runId -> [resolve]
+    this.leaseOwner = `${process.pid}:${require('node:os').hostname()}:${Date.now()}`
+    setLocalDispatcher((message) => this.dispatch(message))
+  }
+
+  register(def) {
+    const existing = this.registry.get(def.workflowId)
+    if (existing && existing.fn !== def.fn) {
+      throw new Error(`A different workflow is already registered as "${def.workflowId}"`)
+    }
+    this.registry.set(def.workflowId, def)
+  }
+
+  world() {
+    const { world, error } = resolveWorld()
+    if (error) throw error
+    return world
+  }
+
+  /** Starts executing `runId` here unless it already is (or another process holds it). */
+  launch(runId, def) {
+    const running = this.executions.get(runId)
+    if (running) return running
+    const world = this.world()
+    if (!this.acquireLease(world, runId)) return null
+    const exec = new Execution(this, world, runId, def)
+    this.executions.set(runId, exec)
+    const renew = setInterval(() => this.renewLease(world, runId), LEASE_RENEW_MS)
+    renew.unref()
+    exec.run().catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
+    exec.done.then(() => {
+      clearInterval(renew)
+      this.executions.delete(runId)
+      this.releaseLease(world, runId)
+    })
+    return exec
+  }
+
+  acquireLease(world, runId) {
+    try {
+      return binding.acquireRunLease(world.dataDir, runId, this.leaseOwner, LEASE_TTL_MS)
+    } catch (e) {
+      throw fromNative(e)
+    }
+  }
+
+  renewLease(world, runId) {
+    try {
+      binding.acquireRunLease(world.dataDir, runId, this.leaseOwner, LEASE_TTL_MS)
+    } catch (e) {
+      console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, fromNative(e))
+    }
+  }
+
+  releaseLease(world, runId) {
+    try {
+      binding.releaseRunLease(world.dataDir, runId, this.leaseOwner)
+    } catch (e) {
+      console.error(`[workflow-native] Could not release the lease of run ${runId}:`, fromNative(e))
+    }
+  }
+
+  /** A queue message for one of our workflows: handled here. Returns whether it was. */
+  dispatch(message) {
+    if (!message || typeof message.queueName !== 'string' || !message.queueName.startsWith(QUEUE_PREFIX)) {
+      return false
+    }
+    const def = this.registry.get(message.queueName.slice(QUEUE_PREFIX.length))
+    if (!def) return false
+    let runId
+    try {
+      runId = JSON.parse(message.body).runId
+    } catch {
+      return false
+    }
+    if (typeof runId !== 'string') return false
+    setImmediate(() => this.notify(runId, def))
+    return true
+  }
+
+  /** Something happened to `runId` (a payload, a wake-up, a cancellation). */
+  notify(runId, def) {
+    const exec = this.executions.get(runId)
+    if (exec) {
+      exec.refresh()
+      return
+    }
+    if (def) {
+      try {
+        this.launch(runId, def)
+      } catch (e) {
+        console.error(`[workflow-native] Could not resume run ${runId}:`, e)
+      }
+    }
+  }
+
+  /** Resolves when the run executing here stops or ends (undefined if not executing here). */
+  completion(runId) {
+    const exec = this.executions.get(runId)
+    return exec ? exec.done : undefined
+  }
+
+  noteSleeping(runId) {
+    const list = this.sleepWaiters.get(runId)
+    if (!list) return
+    this.sleepWaiters.delete(runId)
+    for (const r of list) r()
+  }
+
+  /** Resolves once `runId` is in a sleep here (at once if it already is). */
+  nextSleep(runId) {
+    const exec = this.executions.get(runId)
+    if (exec && exec.sleeping > 0) return Promise.resolve()
+    return new Promise((resolve) => {
+      let list = this.sleepWaiters.get(runId)
+      if (!list) this.sleepWaiters.set(runId, (list = []))
+      list.push(resolve)
+    })
+  }
+
+  /**
+   * Resumes every pending or running run of a workflow registered here (after a restart).
+   * Returns the run ids now executing in this process.
+   */
+  resumeRuns() {
+    const world = this.world()
+    let runs
+    try {
+      runs = JSON.parse(world.listRunsJson(['pending', 'running']))
+    } catch (e) {
+      throw fromNative(e)
+    }
+    const resumed = []
+    for (const run of runs) {
+      const def = this.registry.get(run.workflowName)
+      if (!def) continue
+      if (this.launch(run.runId, def)) resumed.push(run.runId)
+    }
+    return resumed
+  }
+}
+
+/** A run's lease: held while it executes here, renewed, taken over once stale. */
+const LEASE_TTL_MS = 30_000
+const LEASE_RENEW_MS = 10_000
+
+let engine = null
+
+function getEngine() {
+  if (!engine) engine = new Engine()
+  return engine
+}
+
+/** The engine if this process created one (the api side must not create it). */
+function peekEngine() {
+  return engine
+}
+
+module.exports = { getEngine, peekEngine, Engine }
