@@ -187,6 +187,7 @@ async function completionLatency(api, n) {
   })
 }
 
+let perStep
 // ------------------------------------------- start() against a real WDK 4.8.9 app
 // The app (official flow/step endpoints over the official local world, built with the
 // official toolchain) runs in a child process on the same data directory; both start()
@@ -219,6 +220,44 @@ async function completionLatency(api, n) {
     record('start() call latency (median)', median(off) * 1000, median(mine) * 1000, 'µs')
     // let the app finish the runs just started before it goes away
     for (const r of runs) await ours.getRun(r.runId).returnValue
+
+    // ------------------------------------------------ issue 4: the embedded engine
+    // The same workloads as the app's `simple` and `manySteps` workflows, declared with
+    // workflow-native/workflow and run in this process (durable writes included),
+    // against the official runtime on the app (its real flow and step endpoints).
+    const engine = (await import('../workflow.js')).default
+    const increment = engine.step('increment', async (x) => x + 1)
+    const manySteps = engine.workflow('bench-many-steps', async (n) => {
+      let acc = 0
+      for (let i = 0; i < n; i++) acc = await increment(acc)
+      return acc
+    })
+    const simple = engine.workflow('bench-simple', async (a, b) => a + b)
+    const STEPS = quick ? 200 : 1000
+    const many = async (api, w) => {
+      const run = await api.start(w, [STEPS])
+      const v = await run.returnValue
+      if (v !== STEPS) throw new Error(`returnValue ${v}`)
+    }
+    await many(ours, manySteps) // warm-up
+    const offMany = await timeEach(1, () => many(official, workflows.manySteps))
+    const mineMany = await timeEach(quick ? 3 : 5, () => many(ours, manySteps))
+    record(`${STEPS}-step workflow, start -> returnValue (engine vs official app)`, median(offMany), median(mineMany), 'ms')
+    const noStep = async (api, w) => {
+      const run = await api.start(w, [2, 3])
+      const v = await run.returnValue
+      if (v !== 5) throw new Error(`returnValue ${v}`)
+    }
+    for (let i = 0; i < 20; i++) await noStep(ours, simple)
+    const offSimple = await timeEach(quick ? 3 : 8, () => noStep(official, wf))
+    const mineSimple = await timeEach(quick ? 50 : 300, () => noStep(ours, simple))
+    record('no-step workflow, start -> returnValue (engine vs official app)', median(offSimple), median(mineSimple), 'ms', {
+      p90ours: pct(mineSimple, 0.9),
+    })
+    perStep = {
+      official: ((median(offMany) - median(offSimple)) / STEPS) * 1000,
+      ours: ((median(mineMany) - median(mineSimple)) / STEPS) * 1000,
+    }
   } finally {
     const exited = new Promise((r) => child.once('exit', r))
     child.send('close')
@@ -273,6 +312,11 @@ ${extra}
 Targets (issue 2): status ≥ 10× lower latency at 10 / 1,000 / 10,000 runs; full read of a closed
 10,000 × 1 KiB stream ≥ 50× faster; \`getTailIndex()\` < 5 ms; completion → \`returnValue\` < 10 ms median.
 Targets (issue 3): \`start()\` ≥ 5× faster; start → \`returnValue\` ≥ 10× faster (same app, same data).
+Targets (issue 4): a 1,000-step workflow on the embedded engine ≥ 50× faster end to end than the official
+runtime (its real flow and step endpoints); a no-step workflow start → \`returnValue\` < 5 ms median.
+${perStep ? `Per-step overhead (1,000-step time minus no-step time, per step; every step writes step_created,
+step_started and step_completed plus its step file, synchronously): official ${perStep.official.toFixed(0)} µs,
+ours ${perStep.ours.toFixed(0)} µs.` : ''}
 
 ## Machine
 - CPU: ${cpu}, ${os.cpus().length} cores; RAM ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB

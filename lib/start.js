@@ -144,7 +144,8 @@ async function start(workflow, argsOrOptions, maybeOptions) {
     const { getEngine } = require('./engine/engine.js')
     const engine = getEngine()
     engine.register(engineDef)
-    engine.launch(runId, engineDef)
+    // A run just created: its log is only run_created, which we hold (no need to read it).
+    engine.launch(runId, engineDef, { workflowName, input: taggedBytes(input.bytes) })
   } else if (customWorld) {
     // A World given in the options creates and enqueues (the returned Run still reads
     // the process's World, as in WDK).

@@ -39,12 +39,12 @@ class Engine {
   }
 
   /** Starts executing `runId` here unless it already is (or another process holds it). */
-  launch(runId, def) {
+  launch(runId, def, fresh) {
     const running = this.executions.get(runId)
     if (running) return running
     const world = this.world()
     if (!this.acquireLease(world, runId)) return null
-    const exec = new Execution(this, world, runId, def)
+    const exec = new Execution(this, world, runId, def, fresh)
     this.executions.set(runId, exec)
     const renew = setInterval(() => this.renewLease(world, runId), LEASE_RENEW_MS)
     renew.unref()

@@ -52,7 +52,9 @@ class Execution {
    * @param runId
    * @param def { workflowId, fn }
    */
-  constructor(engine, world, runId, def) {
+  constructor(engine, world, runId, def, fresh) {
+    /** `{ workflowName, input }` of a run just created here: its log need not be read. */
+    this.fresh = fresh
     this.engine = engine
     this.world = world
     this.runId = runId
@@ -256,7 +258,8 @@ class Execution {
   /** Runs (or resumes) the workflow to its end here. Resolves when it stopped or ended. */
   async run() {
     try {
-      this.load()
+      if (this.fresh) this.runCreated = { eventData: this.fresh }
+      else this.load()
       if (this.terminal) return this.stop('already finished')
       if (!this.runCreated) throw new errors.WorkflowRuntimeError(`Run ${this.runId} has no run_created event`)
       if (this.runStartedAt === undefined) {

@@ -1,23 +1,42 @@
 //! Run leases for the embedded engine: while a process executes a run it holds
-//! `<data>/.workflow-native/leases/<runId>.json`, renewed periodically. Another process
-//! takes a run over only when its lease is stale: expired, or held by a process on this
-//! host that no longer exists (killed). world-local and the official tools ignore this
-//! directory.
+//! `<data>/.workflow-native/leases/<runId>.json`. Another process takes a run over only
+//! when its lease is stale: its owner's heartbeat is older than the TTL, or the owner is a
+//! process on this host that no longer exists (killed). world-local and the official
+//! tools ignore this directory.
+//!
+//! A lease is a *hard link* to its owner's file (`owners/<owner>.json`, written once per
+//! process, touched as a heartbeat): taking and releasing a lease allocates and frees no
+//! inode, which keeps it cheap on filesystems where inode allocation after many deletions
+//! is slow (ext4 skips recently deleted inodes).
 
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::world::fsio::{
-    now_ms, read_json_sync, remove_if_exists_sync, write_exclusive_sync, write_replace_sync,
-};
+use crate::world::fsio::{now_ms, remove_if_exists_sync, write_replace_sync};
 use serde_json::{json, Value};
+use std::io::ErrorKind;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+fn base(root: &Path) -> PathBuf {
+    root.join(".workflow-native")
+}
 
 fn lease_path(root: &Path, run_id: &str) -> Result<PathBuf> {
     assert_safe_entity_id("runId", run_id)?;
-    Ok(root
-        .join(".workflow-native")
-        .join("leases")
-        .join(format!("{run_id}.json")))
+    Ok(base(root).join("leases").join(format!("{run_id}.json")))
+}
+
+fn owner_path(root: &Path, owner: &str) -> Result<PathBuf> {
+    let safe = !owner.is_empty()
+        && owner
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'))
+        && !owner.starts_with('.');
+    if !safe {
+        return Err(Error::Plain(format!("Invalid lease owner \"{owner}\"")));
+    }
+    Ok(base(root).join("owners").join(format!("{owner}.json")))
 }
 
 fn host_name() -> String {
@@ -43,72 +62,96 @@ fn process_alive(pid: i64) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
-/// Whether a lease held by someone else may be taken over now.
-fn stale(lease: &Value, now: f64, host: &str) -> bool {
-    let expires = lease
-        .get("expiresAt")
-        .and_then(Value::as_f64)
-        .unwrap_or(0.0);
-    if expires <= now {
-        return true;
+/// Writes our owner file if missing, and touches it (the heartbeat).
+fn ensure_owner(root: &Path, owner: &str) -> Result<PathBuf> {
+    let path = owner_path(root, owner)?;
+    match std::fs::File::options().write(true).open(&path) {
+        Ok(f) => {
+            f.set_modified(SystemTime::now())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            let record = json!({
+                "owner": owner,
+                "pid": std::process::id(),
+                "host": host_name(),
+                "createdAt": now_ms(),
+            });
+            write_replace_sync(&path, record.to_string().as_bytes())?;
+        }
+        Err(e) => return Err(Error::io(&path, e)),
     }
-    let same_host = lease.get("host").and_then(Value::as_str) == Some(host);
-    let pid = lease.get("pid").and_then(Value::as_i64).unwrap_or(0);
-    same_host && !process_alive(pid)
+    Ok(path)
 }
 
-/// Takes or renews the lease of `run_id` for `owner` (valid `ttl_ms`). Returns false when
-/// another live owner holds it.
-pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bool> {
-    let path = lease_path(root, run_id)?;
-    let host = host_name();
-    let now = now_ms();
-    let record = json!({
-        "owner": owner,
-        "pid": std::process::id(),
-        "host": host,
-        "expiresAt": now + ttl_ms as f64,
-    });
-    let bytes = record.to_string().into_bytes();
-    if write_exclusive_sync(&path, &bytes)? {
+/// Whether the lease at `path` (a link to some owner's file) may be taken over now.
+fn stale(path: &Path, ttl: Duration, host: &str) -> Result<bool> {
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let beat = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+    let expired = SystemTime::now()
+        .duration_since(beat)
+        .map(|age| age >= ttl)
+        .unwrap_or(false);
+    if expired {
         return Ok(true);
     }
-    let current = match read_json_sync(&path) {
-        Ok(v) => v,
-        // A torn or foreign file is no lease: replace it.
-        Err(Error::CorruptFile { .. }) => None,
-        Err(e) => return Err(e),
+    let record: Option<Value> = std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    let Some(record) = record else {
+        return Ok(false); // being written: treat as live until it expires
     };
-    let held_by_us = current
-        .as_ref()
-        .and_then(|v| v.get("owner"))
-        .and_then(Value::as_str)
-        == Some(owner);
-    if let Some(cur) = &current {
-        if !held_by_us && !stale(cur, now, &host) {
-            return Ok(false);
-        }
+    let same_host = record.get("host").and_then(Value::as_str) == Some(host);
+    let pid = record.get("pid").and_then(Value::as_i64).unwrap_or(0);
+    Ok(same_host && !process_alive(pid))
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
     }
-    write_replace_sync(&path, &bytes)?;
-    // Two processes taking over the same stale lease: the last rename wins; read back.
-    let after = read_json_sync(&path).ok().flatten();
-    Ok(after
-        .as_ref()
-        .and_then(|v| v.get("owner"))
-        .and_then(Value::as_str)
-        == Some(owner))
+}
+
+/// Takes or renews the lease of `run_id` for `owner` (stale after `ttl_ms` without a
+/// heartbeat). Returns false when another live owner holds it.
+pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bool> {
+    let path = lease_path(root, run_id)?;
+    let mine = ensure_owner(root, owner)?;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    match std::fs::hard_link(&mine, &path) {
+        Ok(()) => return Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    if same_file(&mine, &path) {
+        return Ok(true); // ours already; the owner file was touched above
+    }
+    if !stale(&path, Duration::from_millis(ttl_ms), &host_name())? {
+        return Ok(false);
+    }
+    // Take over: link ours under a temp name, rename it over the stale lease.
+    let tmp = path.with_extension(format!("json.tmp.{}", crate::ids::monotonic_ulid()));
+    std::fs::hard_link(&mine, &tmp).map_err(|e| Error::io(&tmp, e))?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&path, e));
+    }
+    // Two processes taking over at once: the last rename wins.
+    Ok(same_file(&mine, &path))
 }
 
 /// Gives the lease up if `owner` holds it.
 pub fn release(root: &Path, run_id: &str, owner: &str) -> Result<()> {
     let path = lease_path(root, run_id)?;
-    let current = read_json_sync(&path).ok().flatten();
-    if current
-        .as_ref()
-        .and_then(|v| v.get("owner"))
-        .and_then(Value::as_str)
-        == Some(owner)
-    {
+    let mine = owner_path(root, owner)?;
+    if same_file(&mine, &path) {
         remove_if_exists_sync(&path)?;
     }
     Ok(())
@@ -136,30 +179,32 @@ mod tests {
     #[test]
     fn expired_or_dead_owner_leases_are_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(acquire(dir.path(), "wrun_A", "a", 0).unwrap());
-        assert!(
-            acquire(dir.path(), "wrun_A", "b", 60_000).unwrap(),
-            "expired"
-        );
-        // a live lease of a process that does not exist on this host
-        let path = lease_path(dir.path(), "wrun_B").unwrap();
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        let dead = json!({"owner": "x", "pid": i32::MAX, "host": host_name(), "expiresAt": now_ms() + 60_000.0});
-        std::fs::write(&path, dead.to_string()).unwrap();
+        assert!(acquire(dir.path(), "wrun_A", "a", 60_000).unwrap());
+        assert!(acquire(dir.path(), "wrun_A", "b", 0).unwrap(), "expired");
+        // a live heartbeat of a process that does not exist on this host
+        let dead = owner_path(dir.path(), "dead").unwrap();
+        let rec = json!({"owner": "dead", "pid": i32::MAX, "host": host_name()});
+        std::fs::write(&dead, rec.to_string()).unwrap();
+        let lease = lease_path(dir.path(), "wrun_B").unwrap();
+        std::fs::hard_link(&dead, &lease).unwrap();
         assert!(
             acquire(dir.path(), "wrun_B", "b", 60_000).unwrap(),
             "dead pid"
         );
         // the same on another host is respected until it expires
-        let remote = json!({"owner": "x", "pid": i32::MAX, "host": "elsewhere", "expiresAt": now_ms() + 60_000.0});
-        std::fs::write(&path, remote.to_string()).unwrap();
-        assert!(!acquire(dir.path(), "wrun_B", "b", 60_000).unwrap());
+        let remote = owner_path(dir.path(), "remote").unwrap();
+        let rec = json!({"owner": "remote", "pid": i32::MAX, "host": "elsewhere"});
+        std::fs::write(&remote, rec.to_string()).unwrap();
+        let lease = lease_path(dir.path(), "wrun_C").unwrap();
+        std::fs::hard_link(&remote, &lease).unwrap();
+        assert!(!acquire(dir.path(), "wrun_C", "b", 60_000).unwrap());
     }
 
     #[test]
-    fn unsafe_run_ids_are_rejected() {
+    fn unsafe_ids_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
         let e = acquire(dir.path(), "../x", "a", 1).unwrap_err();
         assert_eq!(e.name(), "UnsafeEntityIdError");
+        assert!(acquire(dir.path(), "wrun_A", "../../x", 1).is_err());
     }
 }
