@@ -79,6 +79,24 @@ function record(name, off, mine, unit, extra = {}) {
   )
 }
 
+// ------------------------------------------- issue 4: the embedded engine
+// First, in a child process with its own fresh data directory and its own app server,
+// before the sections below fill the filesystem (see bench/engine-child.mjs).
+let perStep
+{
+  const { fork } = await import('node:child_process')
+  const child = fork(path.join(here, 'engine-child.mjs'), quick ? ['--quick'] : [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const res = await new Promise((resolve, reject) => {
+    child.once('message', resolve)
+    child.once('exit', (code) => reject(new Error(`engine bench exited (${code})`)))
+  })
+  await new Promise((r) => child.once('exit', r))
+  for (const r of res.records) record(r.name, r.official, r.ours, r.unit, r.extra || {})
+  perStep = res.perStep
+}
+
 // ------------------------------------------------------------------ status latency
 const allRuns = []
 for (const target of [10, 1000, 10000]) {
@@ -187,7 +205,6 @@ async function completionLatency(api, n) {
   })
 }
 
-let perStep
 // ------------------------------------------- start() against a real WDK 4.8.9 app
 // The app (official flow/step endpoints over the official local world, built with the
 // official toolchain) runs in a child process on the same data directory; both start()
@@ -221,43 +238,7 @@ let perStep
     // let the app finish the runs just started before it goes away
     for (const r of runs) await ours.getRun(r.runId).returnValue
 
-    // ------------------------------------------------ issue 4: the embedded engine
-    // The same workloads as the app's `simple` and `manySteps` workflows, declared with
-    // workflow-native/workflow and run in this process (durable writes included),
-    // against the official runtime on the app (its real flow and step endpoints).
-    const engine = (await import('../workflow.js')).default
-    const increment = engine.step('increment', async (x) => x + 1)
-    const manySteps = engine.workflow('bench-many-steps', async (n) => {
-      let acc = 0
-      for (let i = 0; i < n; i++) acc = await increment(acc)
-      return acc
-    })
-    const simple = engine.workflow('bench-simple', async (a, b) => a + b)
-    const STEPS = quick ? 200 : 1000
-    const many = async (api, w) => {
-      const run = await api.start(w, [STEPS])
-      const v = await run.returnValue
-      if (v !== STEPS) throw new Error(`returnValue ${v}`)
-    }
-    await many(ours, manySteps) // warm-up
-    const offMany = await timeEach(1, () => many(official, workflows.manySteps))
-    const mineMany = await timeEach(quick ? 3 : 5, () => many(ours, manySteps))
-    record(`${STEPS}-step workflow, start -> returnValue (engine vs official app)`, median(offMany), median(mineMany), 'ms')
-    const noStep = async (api, w) => {
-      const run = await api.start(w, [2, 3])
-      const v = await run.returnValue
-      if (v !== 5) throw new Error(`returnValue ${v}`)
-    }
-    for (let i = 0; i < 20; i++) await noStep(ours, simple)
-    const offSimple = await timeEach(quick ? 3 : 8, () => noStep(official, wf))
-    const mineSimple = await timeEach(quick ? 50 : 300, () => noStep(ours, simple))
-    record('no-step workflow, start -> returnValue (engine vs official app)', median(offSimple), median(mineSimple), 'ms', {
-      p90ours: pct(mineSimple, 0.9),
-    })
-    perStep = {
-      official: ((median(offMany) - median(offSimple)) / STEPS) * 1000,
-      ours: ((median(mineMany) - median(mineSimple)) / STEPS) * 1000,
-    }
+
   } finally {
     const exited = new Promise((r) => child.once('exit', r))
     child.send('close')

@@ -1,0 +1,103 @@
+// Engine benchmark (issue 4), run by bench/run.mjs in its own process and its own fresh
+// data directory: the same workloads as the test app's `simple` and `manySteps`
+// workflows, on workflow-native's embedded engine (in this process, durable writes
+// included) and on the official runtime (the app's real flow and step endpoints, served
+// by a child process on the same data directory). Reports the figures over IPC.
+import fs from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import { fork } from 'node:child_process'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const quick = process.argv.includes('--quick')
+const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'wfn-bench-engine-'))
+process.env.WORKFLOW_LOCAL_DATA_DIR = dataDir
+process.env.WORKFLOW_LOCAL_RECOVER_ACTIVE_RUNS = '0'
+
+const official = await import('workflow/api')
+const ours = (await import('../index.js')).default
+const engine = (await import('../workflow.js')).default
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const pct = (xs, p) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(s.length * p))]
+}
+async function timeEach(n, fn) {
+  const out = []
+  for (let i = 0; i < n; i++) {
+    const t = performance.now()
+    await fn(i)
+    out.push(performance.now() - t)
+  }
+  return out
+}
+
+const app = fork(path.join(here, 'app-server.mjs'), [dataDir], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
+const { baseUrl, workflows } = await new Promise((resolve, reject) => {
+  app.once('message', resolve)
+  app.once('exit', (code) => reject(new Error(`app server exited (${code})`)))
+})
+process.env.WORKFLOW_LOCAL_BASE_URL = baseUrl
+
+const increment = engine.step('increment', async (x) => x + 1)
+const manySteps = engine.workflow('bench-many-steps', async (n) => {
+  let acc = 0
+  for (let i = 0; i < n; i++) acc = await increment(acc)
+  return acc
+})
+const simple = engine.workflow('bench-simple', async (a, b) => a + b)
+const STEPS = quick ? 200 : 1000
+
+const records = []
+let perStep
+try {
+  const noStep = async (api, w) => {
+    const run = await api.start(w, [2, 3])
+    const v = await run.returnValue
+    if (v !== 5) throw new Error(`returnValue ${v}`)
+  }
+  const many = async (api, w) => {
+    const run = await api.start(w, [STEPS])
+    const v = await run.returnValue
+    if (v !== STEPS) throw new Error(`returnValue ${v}`)
+  }
+  // warm-up both
+  await noStep(official, workflows.simple)
+  for (let i = 0; i < 20; i++) await noStep(ours, simple)
+  await many(ours, manySteps)
+
+  const mineSimple = await timeEach(quick ? 50 : 300, () => noStep(ours, simple))
+  const mineMany = await timeEach(quick ? 3 : 5, () => many(ours, manySteps))
+  const offSimple = await timeEach(quick ? 3 : 8, () => noStep(official, workflows.simple))
+  const offMany = await timeEach(1, () => many(official, workflows.manySteps))
+  records.push({
+    name: `${STEPS}-step workflow, start -> returnValue (engine vs official app)`,
+    official: median(offMany),
+    ours: median(mineMany),
+    unit: 'ms',
+  })
+  records.push({
+    name: 'no-step workflow, start -> returnValue (engine vs official app)',
+    official: median(offSimple),
+    ours: median(mineSimple),
+    unit: 'ms',
+    extra: { p90ours: pct(mineSimple, 0.9) },
+  })
+  perStep = {
+    official: ((median(offMany) - median(offSimple)) / STEPS) * 1000,
+    ours: ((median(mineMany) - median(mineSimple)) / STEPS) * 1000,
+  }
+} finally {
+  const exited = new Promise((r) => app.once('exit', r))
+  app.send('close')
+  const timer = setTimeout(() => app.kill('SIGKILL'), 5000)
+  await exited
+  clearTimeout(timer)
+}
+process.send({ records, perStep }, () => {
+  fs.rmSync(dataDir, { recursive: true, force: true })
+  process.exit(0)
+})
