@@ -69,8 +69,10 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   }
   const framed = deploymentId === currentDeploymentId
   const runId = `wrun_${binding.newUlid()}`
-  const specVersion =
-    options.specVersion ?? (customWorld ? (customWorld.specVersion ?? 2) : SPEC_VERSION_CURRENT)
+  // Engine runs are always written in the current spec (the engine reads nothing older).
+  const specVersion = engineDef
+    ? SPEC_VERSION_CURRENT
+    : (options.specVersion ?? (customWorld ? (customWorld.specVersion ?? 2) : SPEC_VERSION_CURRENT))
   const legacy = specVersion <= 1
 
   // Serialize before anything is written: unserializable arguments leave no trace.

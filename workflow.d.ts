@@ -1,0 +1,137 @@
+// workflow-native/workflow: durable workflows and steps declared without a compiler, run
+// by the embedded engine in this process on the local data directory.
+
+import type { FatalError as FatalErrorClass, RetryableError as RetryableErrorClass } from './errors'
+
+/** A workflow declared with `workflow()`; `start()` from `workflow-native/api` accepts it. */
+export interface EngineWorkflow<TArgs extends unknown[], TResult> {
+  (...args: TArgs): Promise<TResult>
+  /** `workflow//native//<name>` unless `options.id` was given. */
+  readonly workflowId: string
+}
+
+export interface WorkflowOptions {
+  /** The workflow's name in the event log (default `workflow//native//<name>`). */
+  id?: string
+}
+
+export interface StepOptions {
+  /** Retries after the first attempt (default 3, as in WDK). */
+  maxRetries?: number
+  /** The step's name in the event log (default `step//native//<name>`). */
+  id?: string
+}
+
+/**
+ * Declares a workflow. `name`: letters, digits and `_ - . @ ( ) [ ] /`. Calling the
+ * returned function directly runs it as plain code; `start(wf, args)` runs it durably.
+ */
+export declare function workflow<TArgs extends unknown[], TResult>(
+  name: string,
+  fn: (...args: TArgs) => Promise<TResult> | TResult,
+  options?: WorkflowOptions,
+): EngineWorkflow<TArgs, TResult>
+
+/** Declares a step: durable inside a workflow, a plain call anywhere else. */
+export declare function step<TArgs extends unknown[], TResult>(
+  name: string,
+  fn: (...args: TArgs) => Promise<TResult> | TResult,
+  options?: StepOptions,
+): ((...args: TArgs) => Promise<TResult>) & { readonly stepId: string; readonly maxRetries?: number }
+
+/** A durable sleep: an `ms` duration string (`'1s'`, `'5m'`, `'1h'`), milliseconds, or a `Date`. */
+export declare function sleep(duration: string | number | Date): Promise<void>
+
+export interface HookOptions {
+  /** A token of your choice (default: 21 random URL-safe characters). */
+  token?: string
+  metadata?: unknown
+}
+
+export interface Hook<T = any> extends PromiseLike<T>, AsyncIterable<T> {
+  readonly token: string
+  /** `{ runId }` of the run holding the token when it was taken, else `null`. */
+  getConflict(): Promise<{ runId: string | null } | null>
+  dispose(): void
+  [Symbol.dispose](): void
+}
+
+export interface Webhook<T = Request> extends Hook<T> {
+  /** `<base URL>/.well-known/workflow/v1/webhook/<token>` */
+  readonly url: string
+}
+
+export interface WebhookOptions {
+  respondWith?: Response | 'manual'
+  metadata?: unknown
+}
+
+export declare function createHook<T = any>(options?: HookOptions): Hook<T>
+export declare function createWebhook(options?: WebhookOptions): Webhook<Request>
+
+/** A Standard Schema (https://standardschema.dev) validator. */
+export interface StandardSchemaV1<I = unknown, O = I> {
+  readonly '~standard': {
+    readonly version: 1
+    readonly vendor: string
+    validate(value: unknown): { value: O; issues?: undefined } | { issues: ReadonlyArray<{ message: string }> } | Promise<any>
+    readonly types?: { readonly input: I; readonly output: O }
+  }
+}
+
+export interface TypedHook<TInput, TOutput> {
+  create(options?: HookOptions): Hook<TOutput>
+  resume(token: string, payload: TInput): Promise<unknown>
+}
+
+export declare function defineHook<TInput, TOutput = TInput>(options?: {
+  schema?: StandardSchemaV1<TInput, TOutput>
+}): TypedHook<TInput, TOutput>
+
+/**
+ * The run's stream (`strm_<run>_user[_<namespace>]`): in a step a `WritableStream` whose
+ * values are appended as devalue frames; in the workflow body a handle to pass to a step.
+ */
+export declare function getWritable<W = any>(options?: { namespace?: string }): WritableStream<W>
+
+export interface StepMetadata {
+  stepName: string
+  stepId: string
+  /** When the step first started. */
+  stepStartedAt: Date
+  /** 1-based. */
+  attempt: number
+}
+export declare function getStepMetadata(): StepMetadata
+
+export interface WorkflowMetadata {
+  workflowName: string
+  workflowRunId: string
+  workflowStartedAt: Date
+  url: string
+}
+export declare function getWorkflowMetadata(): WorkflowMetadata
+
+/** `globalThis.fetch` as a step: recorded and retried like any step. */
+export declare function fetch(input: string | URL | Request, init?: RequestInit): Promise<Response>
+
+export declare const FatalError: typeof FatalErrorClass
+export declare const RetryableError: typeof RetryableErrorClass
+
+/**
+ * Resumes the pending and running runs of the workflows declared in this process (after
+ * a restart or a crash), by replaying their event logs. Returns the run ids now running here.
+ */
+export declare function resumeRuns(): string[]
+
+/**
+ * Virtual time for tests: durable sleeps and step retry delays stop waiting in real time.
+ * `auto` (default true): they complete as soon as nothing else in the engine is running,
+ * in due order. `{ auto: false }`: only `advanceTime()` moves the clock.
+ */
+export declare function useVirtualTime(options?: { auto?: boolean }): void
+export declare function useRealTime(): void
+/** Moves virtual time forward, firing every sleep and retry delay that falls due. */
+export declare function advanceTime(duration: string | number): Promise<void>
+/** Resolves once the run (executing in this process) is in a durable sleep. */
+export declare function nextSleep(run: string | { runId: string }): Promise<void>
