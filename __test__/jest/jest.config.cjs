@@ -3,5 +3,5 @@
 module.exports = {
   rootDir: __dirname,
   testEnvironment: 'node',
-  testMatch: ['<rootDir>/realm.test.js'],
+  testMatch: ['<rootDir>/realm.test.js', '<rootDir>/engine.test.js'],
 }
