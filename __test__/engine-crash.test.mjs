@@ -100,3 +100,18 @@ test('a resumed run whose code takes another path fails with ReplayDivergenceErr
   const side = fs.readFileSync(sideLog, 'utf8').trim().split('\n')
   assert.deepEqual(side, ['start 1', 'done 1', 'start 2', 'done 2'])
 })
+
+test('parallel branches replay in the order the log recorded them (no cross-wired results)', async () => {
+  const sideLog = path.join(dataDir, 'side-3.log')
+  fs.writeFileSync(sideLog, '')
+  const a = await runChild('start', { SIDE_LOG: sideLog, WF: 'parallel', STOP_AFTER: '1' }, /^BETWEEN 1$/)
+  const runId = a.lines.find((l) => l.startsWith('RUN ')).slice(4)
+  // recorded: fetch 2 completed before fetch 1, so "save 20" was created before "save 10"
+  assert.deepEqual(fs.readFileSync(sideLog, 'utf8').trim().split('\n'), ['fetch 2', 'save 20', 'fetch 1', 'save 10'])
+  const b = await runChild('resume', { SIDE_LOG: sideLog, WF: 'parallel' })
+  assert.equal(b.code, 0, b.lines.join('\n'))
+  assert.ok(b.lines.includes(`RESULT ${JSON.stringify([10, 20])}`), b.lines.join('\n'))
+  assert.deepEqual(await official.getRun(runId).returnValue, [10, 20])
+  // nothing ran again
+  assert.equal(fs.readFileSync(sideLog, 'utf8').trim().split('\n').length, 4)
+})

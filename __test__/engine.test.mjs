@@ -514,3 +514,48 @@ test('metadata: getWorkflowMetadata() in the workflow and in steps', async () =>
   assert.deepEqual(v.s, { id: run.runId, started: true })
   assert.ok(dataDir)
 })
+
+test('a workflow started from inside a step is durable on its own (not run as part of the step)', async () => {
+  const inner = step('inner', async (x) => x + 1)
+  const child = workflow('child-of-step', async (x) => {
+    await sleep(0)
+    return inner(x)
+  })
+  const spawnChild = step('spawn-child', async (x) => (await ours.start(child, [x])).runId)
+  const parent = workflow('parent-of-child', async () => spawnChild(41))
+  const run = await ours.start(parent, [])
+  const childId = await run.returnValue
+  assert.equal(await ours.getRun(childId).returnValue, 42)
+  const t = await types(childId)
+  assert.ok(t.includes('step_completed') && t.includes('wait_completed'), t.join(','))
+})
+
+test('dispose() of a hook whose token conflicted does not throw', async () => {
+  const token = `dispose-${process.pid}`
+  const a = workflow('dispose-holder', async () => {
+    const h = createHook({ token })
+    return await h
+  })
+  const b = workflow('dispose-rival', async () => {
+    const h = createHook({ token })
+    const c = await h.getConflict()
+    h.dispose()
+    return c ? 'dup' : 'free'
+  })
+  const ra = await ours.start(a, [])
+  for (;;) {
+    if (await ours.getHookByToken(token).catch(() => undefined)) break
+    await new Promise((r) => setImmediate(r))
+  }
+  const rb = await ours.start(b, [])
+  assert.equal(await rb.returnValue, 'dup')
+  await ours.resumeHook(token, 1)
+  assert.equal(await ra.returnValue, 1)
+})
+
+test('nextSleep() resolves when the run ends without sleeping', async () => {
+  const w = workflow('never-sleeps', async () => 'awake')
+  const run = await ours.start(w, [])
+  await nextSleep(run)
+  assert.equal(await run.returnValue, 'awake')
+})

@@ -41,11 +41,35 @@ const crashy = workflow('crashy', async (n) => {
   return out
 })
 
+// Parallel branches whose steps finish in reverse order (fetch 2 before fetch 1), then
+// park (STOP_AFTER=1) for the parent to kill; on resume the branches must get their own
+// results back (replay in the order the log recorded them).
+let fetched2
+const fetched2Done = new Promise((r) => (fetched2 = r))
+const fetchItem = step('fetch-item', async (id) => {
+  if (id === 1) await fetched2Done
+  fs.appendFileSync(side, `fetch ${id}\n`)
+  if (id === 2) setImmediate(fetched2)
+  return id * 10
+})
+const save = step('save', async (value) => {
+  fs.appendFileSync(side, `save ${value}\n`)
+  return value
+})
+const parallel = workflow('parallel-branches', async () => {
+  const out = await Promise.all([1, 2].map(async (id) => save(await fetchItem(id))))
+  if (stopAfter === 1) {
+    say('BETWEEN 1')
+    await new Promise(() => {})
+  }
+  return out
+})
+
 // Keeps the process alive while the workflow is parked for the parent to kill it.
 const keepAlive = setInterval(() => {}, 1 << 30)
 
 if (process.argv[2] === 'start') {
-  const run = await api.start(crashy, [5])
+  const run = process.env.WF === 'parallel' ? await api.start(parallel, []) : await api.start(crashy, [5])
   say(`RUN ${run.runId}`)
   say(`RESULT ${JSON.stringify(await run.returnValue)}`)
 } else {

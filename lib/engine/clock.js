@@ -51,6 +51,8 @@ class Clock {
     const t = { at, resolve, keepAlive, handle: null }
     this.#timers.add(t)
     const fire = () => {
+      // setTimeout caps delays at ~24.8 days: re-arm until the instant is reached
+      if (!this.#virtual && t.at > this.now()) return this.#arm(t)
       this.#timers.delete(t)
       if (t.handle) clearTimeout(t.handle)
       t.handle = null
@@ -85,6 +87,9 @@ class Clock {
       if (!next || next.at > target) break
       if (next.at > this.now()) this.#offset += next.at - this.now()
       next.fire()
+      await settle()
+      // let what the timer released (a step, its writes) run before looking again
+      while (this.#busy()) await settle()
       await settle()
     }
     if (target > this.now()) this.#offset += target - this.now()

@@ -9,6 +9,7 @@ const { resolveWorld, setLocalDispatcher } = require('../world.js')
 const { binding, fromNative } = require('../native.js')
 const { Clock } = require('./clock.js')
 const { Execution } = require('./execution.js')
+const { workflowStore, stepStore } = require('./context.js')
 
 const QUEUE_PREFIX = '__wkf_workflow_'
 
@@ -42,14 +43,21 @@ class Engine {
   launch(runId, def, fresh) {
     const running = this.executions.get(runId)
     if (running) return running
+    // a run started from a step or a workflow body runs in its own context
+    if (stepStore.getStore() || workflowStore.getStore()) {
+      return stepStore.exit(() => workflowStore.exit(() => this.launch(runId, def, fresh)))
+    }
     const world = this.world()
     if (!this.acquireLease(world, runId)) return null
     const exec = new Execution(this, world, runId, def, fresh)
     this.executions.set(runId, exec)
-    const renew = setInterval(() => this.renewLease(world, runId), LEASE_RENEW_MS)
+    const renew = setInterval(() => {
+      if (!this.renewLease(world, runId)) exec.stop('lease lost to another process')
+    }, LEASE_RENEW_MS)
     renew.unref()
     exec.run().catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
     exec.done.then(() => {
+      this.noteSleeping(runId) // nobody waits for a sleep of a run that ended
       clearInterval(renew)
       this.executions.delete(runId)
       this.releaseLease(world, runId)
@@ -65,11 +73,13 @@ class Engine {
     }
   }
 
+  /** False only when another process holds the lease now. */
   renewLease(world, runId) {
     try {
-      binding.acquireRunLease(world.dataDir, runId, this.leaseOwner, LEASE_TTL_MS)
+      return binding.acquireRunLease(world.dataDir, runId, this.leaseOwner, LEASE_TTL_MS)
     } catch (e) {
       console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, fromNative(e))
+      return true
     }
   }
 
@@ -95,7 +105,8 @@ class Engine {
       return false
     }
     if (typeof runId !== 'string') return false
-    setImmediate(() => this.notify(runId, def))
+    // outside the caller's workflow/step context (resumeHook() may be called in a step)
+    stepStore.exit(() => workflowStore.exit(() => setImmediate(() => this.notify(runId, def))))
     return true
   }
 
@@ -128,10 +139,11 @@ class Engine {
     for (const r of list) r()
   }
 
-  /** Resolves once `runId` is in a sleep here (at once if it already is). */
+  /** Resolves once `runId` is in a sleep here (at once if it is, or is not executing here). */
   nextSleep(runId) {
     const exec = this.executions.get(runId)
-    if (exec && exec.sleeping > 0) return Promise.resolve()
+    // not executing here (or ended): nothing to wait for
+    if (!exec || exec.sleeping > 0) return Promise.resolve()
     return new Promise((resolve) => {
       let list = this.sleepWaiters.get(runId)
       if (!list) this.sleepWaiters.set(runId, (list = []))

@@ -18,6 +18,10 @@ const errors = require('../../errors.js')
 const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
 const HALT = Symbol('workflow-native halt')
 const DEFAULT_MAX_RETRIES = 3
+/** Recorded events that settle an invocation (released in log order on replay). */
+const OUTCOMES = new Set(['step_completed', 'step_failed', 'wait_completed'])
+/** Writes that mean the run ended under us (cancelled or finished by another writer). */
+const RUN_GONE = new Set(['RunExpiredError', 'EntityConflictError'])
 
 /** `{"__type":"Uint8Array","data":<base64>}`: how world-local encodes bytes in JSON. */
 function tagged(buf) {
@@ -71,13 +75,18 @@ class Execution {
     this.runStartedAt = undefined
     this.terminal = false
     this.sleeping = 0 // sleeps in progress
+    this.outcomes = [] // recorded outcome events, in log order (replay)
+    this.outcomeCursor = 0
+    this.outcomeWaiters = new Map() // correlationId -> release
+    this.pumping = false
+    this.stallCheck = null
     const open = (name, start, mode) => world.openStream(name, start, mode)
     this.streams = worldStreams(world, globalThis)
     const base = externalRevivers(globalThis, (ref) => refReadable(globalThis, open, ref))
     this.revivers = {
       ...base,
       // A writable handed to a step (getWritable() in the workflow body) is the run's stream.
-      WritableStream: (ref) => this.stepWritable(ref.name),
+      WritableStream: (ref) => this.stepWritable(ref.name, stepStore.getStore()?.ops),
     }
     this.reducers = clientReducers({
       global: globalThis,
@@ -146,7 +155,64 @@ class Execution {
       this.known.add(ev.eventId)
       this.index(ev, true)
       if (ev.eventType === 'run_created') this.runCreated = ev
+      if (OUTCOMES.has(ev.eventType) && ev.correlationId) this.outcomes.push(ev)
     }
+  }
+
+  /**
+   * Replay hands recorded outcomes (step results, completed sleeps) back in the order the
+   * log recorded them, one per turn of the event loop, as the official events consumer
+   * does: parallel branches then reach their next calls in the recorded order.
+   */
+  replayOutcome(corr) {
+    return new Promise((resolve) => {
+      this.outcomeWaiters.set(corr, resolve)
+      this.pumpOutcomes()
+    })
+  }
+
+  pumpOutcomes() {
+    if (this.pumping || this.stopped) return
+    const ev = this.outcomes[this.outcomeCursor]
+    if (!ev) {
+      // nothing recorded is left: release whatever waits (cannot happen with a
+      // consistent log, but never hang)
+      for (const [corr, resolve] of this.outcomeWaiters) {
+        this.outcomeWaiters.delete(corr)
+        resolve()
+      }
+      return
+    }
+    const resolve = this.outcomeWaiters.get(ev.correlationId)
+    if (resolve) {
+      this.outcomeWaiters.delete(ev.correlationId)
+      this.outcomeCursor++
+      this.pumping = true
+      resolve()
+      setImmediate(() => {
+        this.pumping = false
+        this.pumpOutcomes()
+      })
+      return
+    }
+    // The next recorded outcome belongs to a call the code has not made yet. If the
+    // workflow stays stuck (nothing else can run), release the earliest outcome that is
+    // waited for, out of order, rather than hang.
+    if (this.outcomeWaiters.size === 0 || this.stallCheck) return
+    const at = this.outcomeCursor
+    this.stallCheck = setImmediate(() =>
+      setImmediate(() => {
+        this.stallCheck = null
+        if (this.outcomeCursor !== at || this.stopped) return this.pumpOutcomes()
+        const idx = this.outcomes.findIndex((e, i) => i >= at && this.outcomeWaiters.has(e.correlationId))
+        if (idx < 0) return
+        const [late] = this.outcomes.splice(idx, 1)
+        const r = this.outcomeWaiters.get(late.correlationId)
+        this.outcomeWaiters.delete(late.correlationId)
+        r()
+        this.pumpOutcomes()
+      }),
+    )
   }
 
   /**
@@ -270,7 +336,9 @@ class Execution {
       this.workflowName = data.workflowName
       const input = this.hydrate(data.input)
       const args = Array.isArray(input) ? input : []
-      const result = await workflowStore.run({ exec: this }, () => this.def.fn(...args))
+      // A run started from inside a step (or a hook resumed there) must not inherit the
+      // step's context: its body is a workflow body.
+      const result = await stepStore.exit(() => workflowStore.run({ exec: this }, () => this.def.fn(...args)))
       if (this.stopped) return
       if (this.divergence) return
       if (this.nextInvocation < this.invocations.length) {
@@ -331,14 +399,20 @@ class Execution {
       stepId = `step_${binding.newUlid()}`
       const input = this.serialize({ args, closureVars: undefined, thisVal: undefined }, 'step arguments')
       this.flushOps()
-      this.write('step_created', stepId, { stepName: def.stepName, workflowName: this.workflowName, input: tagged(input) })
+      if (!this.writeOrStop('step_created', stepId, { stepName: def.stepName, workflowName: this.workflowName, input: tagged(input) })) {
+        return this.halt()
+      }
     }
     const recorded = this.eventsByCorr.get(stepId) || []
     const created = recorded.find((e) => e.eventType === 'step_created')
     const completed = recorded.find((e) => e.eventType === 'step_completed')
-    if (completed) return this.hydrate(completed.eventData && completed.eventData.result)
     const failed = recorded.find((e) => e.eventType === 'step_failed')
-    if (failed) throw this.stepError(failed)
+    if (completed || failed) {
+      await this.replayOutcome(stepId)
+      if (this.stopped) return this.halt()
+      if (completed) return this.hydrate(completed.eventData && completed.eventData.result)
+      throw this.stepError(failed)
+    }
     let startedAt
     let lastRetry
     for (const e of recorded) {
@@ -349,9 +423,28 @@ class Execution {
       const at = Date.parse(lastRetry.eventData.retryAfter)
       if (at > this.engine.clock.now() && !(await this.wait(at))) return this.halt()
     }
-    const stored = created && this.hydrate(created.eventData && created.eventData.input)
-    const stepArgs = stored && Array.isArray(stored.args) ? stored.args : args
-    return this.attempts(def, stepId, stepArgs, startedAt)
+    // Each attempt gets its own copy of the arguments, from the recorded input.
+    const input = created && created.eventData && created.eventData.input
+    const argsOf = () => {
+      const stored = input && this.hydrate(input)
+      return stored && Array.isArray(stored.args) ? stored.args : args
+    }
+    return this.attempts(def, stepId, argsOf, startedAt)
+  }
+
+  /** An invocation's creation event; false when the run ended under us (stop quietly). */
+  writeOrStop(type, corr, data) {
+    try {
+      this.write(type, corr, data)
+      return true
+    } catch (e) {
+      if (e && RUN_GONE.has(e.name)) {
+        this.refresh()
+        if (!this.stopped) this.stop('run ended')
+        return false
+      }
+      throw e
+    }
   }
 
   stepError(ev) {
@@ -371,11 +464,27 @@ class Execution {
     return !this.stopped
   }
 
-  async attempts(def, stepId, args, firstStartedAt) {
+  async attempts(def, stepId, argsOf, firstStartedAt) {
     const maxRetries = def.maxRetries ?? DEFAULT_MAX_RETRIES
     for (;;) {
       if (this.stopped) return this.halt()
-      const started = this.write('step_started', stepId, { stepName: def.stepName })
+      let started
+      try {
+        started = this.write('step_started', stepId, { stepName: def.stepName })
+      } catch (e) {
+        if (e && e.name === 'TooEarlyError') {
+          // the timer fired a little before the world's clock reached retryAfter
+          const until = e.retryAfter ? new Date(e.retryAfter).getTime() : Date.now() + 1000
+          if (!(await this.wait(Math.max(until, Date.now()) + 5))) return this.halt()
+          continue
+        }
+        if (e && RUN_GONE.has(e.name)) {
+          this.refresh()
+          if (!this.stopped) this.stop('run ended')
+          return this.halt()
+        }
+        throw e
+      }
       const attempt = (started.step && started.step.attempt) || 1
       const stepStartedAt =
         firstStartedAt ?? (started.step && started.step.startedAt ? Date.parse(started.step.startedAt) : Date.now())
@@ -398,6 +507,7 @@ class Execution {
       let ok = false
       this.engine.busy++
       try {
+        const args = stepStore.run(meta, argsOf)
         result = await stepStore.run(meta, () => def.fn(...args))
         await Promise.all(ops)
         ok = true
@@ -504,10 +614,14 @@ class Execution {
     } else {
       resumeAt = durationToDate(param, this.engine.clock.now()).getTime()
       corr = `wait_${binding.newUlid()}`
-      this.write('wait_created', corr, { resumeAt: new Date(resumeAt).toISOString() })
+      if (!this.writeOrStop('wait_created', corr, { resumeAt: new Date(resumeAt).toISOString() })) return this.halt()
     }
     const recorded = this.eventsByCorr.get(corr) || []
-    if (recorded.some((e) => e.eventType === 'wait_completed')) return
+    if (recorded.some((e) => e.eventType === 'wait_completed')) {
+      await this.replayOutcome(corr)
+      if (this.stopped) return this.halt()
+      return
+    }
     let wake
     const woken = new Promise((r) => (wake = r))
     const t = this.timer(resumeAt)
@@ -554,7 +668,7 @@ class Execution {
       const eventData = { token }
       if (opts.metadata !== undefined) eventData.metadata = tagged(this.serialize(opts.metadata, 'hook metadata'))
       eventData.isWebhook = !!isWebhook
-      this.write('hook_created', corr, eventData)
+      if (!this.writeOrStop('hook_created', corr, eventData)) return new EngineHook(this, null, token, isWebhook)
     }
     return new EngineHook(this, corr, token, isWebhook)
   }
@@ -647,10 +761,11 @@ class EngineHook {
   dispose() {
     if (this.#disposed || this.#exec.stopped || this.#corr === null) return
     this.#disposed = true
+    if (this.#conflict) return // no hook entity was created
     try {
       this.#exec.write('hook_disposed', this.#corr, { token: this.token })
     } catch (e) {
-      if (!(e && e.name === 'EntityConflictError')) throw e
+      if (!(e && ['EntityConflictError', 'HookNotFoundError', 'RunExpiredError'].includes(e.name))) throw e
     }
     this.#exec.handlers.delete(this.#corr)
   }

@@ -84,11 +84,12 @@ fn ensure_owner(root: &Path, owner: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Whether the lease at `path` (a link to some owner's file) may be taken over now.
-fn stale(path: &Path, ttl: Duration, host: &str) -> Result<bool> {
+/// The inode of the lease at `path` (a link to some owner's file) if it may be taken over
+/// now, `None` while its owner is live.
+fn stale(path: &Path, ttl: Duration, host: &str) -> Result<Option<u64>> {
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(true),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(0)),
         Err(e) => return Err(Error::io(path, e)),
     };
     let beat = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
@@ -97,17 +98,17 @@ fn stale(path: &Path, ttl: Duration, host: &str) -> Result<bool> {
         .map(|age| age >= ttl)
         .unwrap_or(false);
     if expired {
-        return Ok(true);
+        return Ok(Some(meta.ino()));
     }
     let record: Option<Value> = std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let Some(record) = record else {
-        return Ok(false); // being written: treat as live until it expires
+        return Ok(None); // being written: treat as live until it expires
     };
     let same_host = record.get("host").and_then(Value::as_str) == Some(host);
     let pid = record.get("pid").and_then(Value::as_i64).unwrap_or(0);
-    Ok(same_host && !process_alive(pid))
+    Ok((same_host && !process_alive(pid)).then_some(meta.ino()))
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -133,18 +134,37 @@ pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bo
     if same_file(&mine, &path) {
         return Ok(true); // ours already; the owner file was touched above
     }
-    if !stale(&path, Duration::from_millis(ttl_ms), &host_name())? {
+    let Some(stale_ino) = stale(&path, Duration::from_millis(ttl_ms), &host_name())? else {
+        return Ok(false);
+    };
+    // Take over without a race: move the stale lease aside (only one process can), check
+    // that what moved is the lease judged stale, then link ours in (fails if taken).
+    let aside = path.with_extension(format!("json.stale.{}", crate::ids::monotonic_ulid()));
+    match std::fs::rename(&path, &aside) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            return link_new(&mine, &path);
+        }
+        Err(e) => return Err(Error::io(&path, e)),
+    }
+    let moved_ino = std::fs::metadata(&aside).map(|m| m.ino()).ok();
+    if moved_ino != Some(stale_ino) {
+        // Someone renewed or took it meanwhile: put theirs back.
+        let _ = std::fs::hard_link(&aside, &path);
+        let _ = std::fs::remove_file(&aside);
         return Ok(false);
     }
-    // Take over: link ours under a temp name, rename it over the stale lease.
-    let tmp = path.with_extension(format!("json.tmp.{}", crate::ids::monotonic_ulid()));
-    std::fs::hard_link(&mine, &tmp).map_err(|e| Error::io(&tmp, e))?;
-    if let Err(e) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(&path, e));
+    let _ = std::fs::remove_file(&aside);
+    link_new(&mine, &path)
+}
+
+/// Links our owner file at `path` unless something is there already.
+fn link_new(mine: &Path, path: &Path) -> Result<bool> {
+    match std::fs::hard_link(mine, path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(same_file(mine, path)),
+        Err(e) => Err(Error::io(path, e)),
     }
-    // Two processes taking over at once: the last rename wins.
-    Ok(same_file(&mine, &path))
 }
 
 /// Gives the lease up if `owner` holds it.
