@@ -142,7 +142,9 @@ export interface StartOptions {
 
 /**
  * Starts a workflow run: writes `run_created` and sends the first queue message to the
- * app's `/.well-known/workflow/v1/flow` endpoint (delivered in the background).
+ * app's `/.well-known/workflow/v1/flow` endpoint (delivered in the background). A workflow
+ * declared with `workflow()` from `workflow-native/workflow` runs in this process instead
+ * (the embedded engine; `options.world` and `options.specVersion` do not apply).
  */
 export declare function start<TArgs extends unknown[], TResult>(
   workflow: ((...args: TArgs) => Promise<TResult>) | WorkflowMetadata,
