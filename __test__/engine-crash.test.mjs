@@ -115,3 +115,30 @@ test('parallel branches replay in the order the log recorded them (no cross-wire
   // nothing ran again
   assert.equal(fs.readFileSync(sideLog, 'utf8').trim().split('\n').length, 4)
 })
+
+test('a hook resumed by ANOTHER process reaches the run executing in this one', async () => {
+  const { workflow, createHook } = (await import('../workflow.js')).default
+  const api = (await import('../index.js')).default
+  const token = `xproc-${process.pid}`
+  const w = workflow('cross-process-hook', async () => {
+    const h = createHook({ token })
+    return await h
+  })
+  const run = await api.start(w, [])
+  for (;;) {
+    if (await api.getHookByToken(token).catch(() => undefined)) break
+    await new Promise((r) => setImmediate(r))
+  }
+  const script = `const api = require(${JSON.stringify(path.join(path.dirname(child), '..', '..', 'index.js'))});
+    api.resumeHook(${JSON.stringify(token)}, { from: 'elsewhere' }).then(() => process.exit(0), (e) => { console.error(e); process.exit(1) })`
+  const code = await new Promise((resolve, reject) => {
+    const p = spawn(process.execPath, ['-e', script], {
+      env: { ...process.env, WORKFLOW_LOCAL_DATA_DIR: dataDir, WORKFLOW_LOCAL_BASE_URL: 'http://127.0.0.1:1' },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    })
+    p.on('error', reject)
+    p.on('close', resolve)
+  })
+  assert.equal(code, 0)
+  assert.deepEqual(await run.returnValue, { from: 'elsewhere' })
+})

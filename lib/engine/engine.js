@@ -22,6 +22,7 @@ class Engine {
     this.clock.setBusyProbe(() => this.busy > 0)
     this.sleepWaiters = new Map() // runId -> [resolve]
     this.leaseOwner = `${process.pid}:${require('node:os').hostname()}:${Date.now()}`
+    this.watcher = null
     setLocalDispatcher((message) => this.dispatch(message))
   }
 
@@ -55,14 +56,63 @@ class Engine {
       if (!this.renewLease(world, runId)) exec.stop('lease lost to another process')
     }, LEASE_RENEW_MS)
     renew.unref()
+    this.watchEvents(world)
     exec.run().catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
     exec.done.then(() => {
       this.noteSleeping(runId) // nobody waits for a sleep of a run that ended
       clearInterval(renew)
       this.executions.delete(runId)
       this.releaseLease(world, runId)
+      if (this.executions.size === 0 && this.watcher) {
+        this.watcher.close()
+        this.watcher = null
+      }
     })
     return exec
+  }
+
+  /**
+   * Events written by OTHER processes (a hook payload from an API route, a wakeUp(), a
+   * cancel()) for runs executing here: one unref'd watch on the events directory (it does
+   * not keep the process alive); an event this process wrote itself is recognised by its
+   * id and ignored.
+   */
+  watchEvents(world) {
+    if (this.watcher) return
+    const dir = require('node:path').join(world.dataDir, 'events')
+    const fs = require('node:fs')
+    try {
+      fs.mkdirSync(dir, { recursive: true })
+      this.watcher = fs.watch(dir, (_type, filename) => this.onEventFile(filename ? String(filename) : null))
+      this.watcher.on('error', () => {
+        this.watcher = null
+      })
+      this.watcher.unref()
+    } catch (e) {
+      this.watcher = null // no watch: same-process notifications still work
+    }
+  }
+
+  onEventFile(filename) {
+    const targets = []
+    if (filename === null) {
+      targets.push(...this.executions.values())
+    } else {
+      if (!filename.endsWith('.json') || filename.includes('.tmp.')) return
+      const cut = filename.indexOf('-evnt_')
+      if (cut < 0) return
+      const exec = this.executions.get(filename.slice(0, cut))
+      if (!exec || exec.known.has(filename.slice(cut + 1, -'.json'.length))) return
+      targets.push(exec)
+    }
+    for (const exec of targets) {
+      if (exec.handlers.size === 0 || exec.refreshQueued) continue
+      exec.refreshQueued = true
+      setImmediate(() => {
+        exec.refreshQueued = false
+        exec.refresh()
+      })
+    }
   }
 
   acquireLease(world, runId) {
