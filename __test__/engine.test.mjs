@@ -37,6 +37,15 @@ async function events(runId) {
 }
 const types = async (runId) => (await events(runId)).map((e) => e.eventType)
 
+/** Resolves with the hook once a run created it (the run reaches createHook() on its own). */
+async function hookExists(token) {
+  for (;;) {
+    const hook = await ours.getHookByToken(token).catch(() => undefined)
+    if (hook) return hook
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
 /** A promise plus its resolver: lets a test hold a step at a known point. */
 function gate() {
   let open
@@ -322,12 +331,7 @@ test('hooks: resumeHook() delivers payloads in order; getHookByToken sees the ho
   })
   const run = await ours.start(w, [])
   // the hook exists once the run created it
-  let hook
-  for (;;) {
-    hook = await ours.getHookByToken(token).catch(() => undefined)
-    if (hook) break
-    await new Promise((r) => setImmediate(r))
-  }
+  const hook = await hookExists(token)
   assert.equal(hook.runId, run.runId)
   const off = await official.getHookByToken(token)
   assert.deepEqual(off.metadata, { kind: 'approval' })
@@ -353,10 +357,7 @@ test('a hook token held by another run: awaiting the hook rejects with HookConfl
     }
   })
   const a = await ours.start(holder, [])
-  for (;;) {
-    if (await ours.getHookByToken(token).catch(() => undefined)) break
-    await new Promise((r) => setImmediate(r))
-  }
+  await hookExists(token)
   const b = await ours.start(rival, [])
   const res = await b.returnValue
   assert.equal(res.name, 'HookConflictError')
@@ -381,10 +382,7 @@ test('defineHook validates with a Standard Schema before resuming', async () => 
     return (await h).ok
   })
   const run = await ours.start(w, [])
-  for (;;) {
-    if (await ours.getHookByToken(token).catch(() => undefined)) break
-    await new Promise((r) => setImmediate(r))
-  }
+  await hookExists(token)
   await assert.rejects(approval.resume(token, { ok: 'yes' }), /ok must be boolean/)
   await approval.resume(token, { ok: true })
   assert.equal(await run.returnValue, true)
@@ -543,10 +541,7 @@ test('dispose() of a hook whose token conflicted does not throw', async () => {
     return c ? 'dup' : 'free'
   })
   const ra = await ours.start(a, [])
-  for (;;) {
-    if (await ours.getHookByToken(token).catch(() => undefined)) break
-    await new Promise((r) => setImmediate(r))
-  }
+  await hookExists(token)
   const rb = await ours.start(b, [])
   assert.equal(await rb.returnValue, 'dup')
   await ours.resumeHook(token, 1)

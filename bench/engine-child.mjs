@@ -9,6 +9,7 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { fork } from 'node:child_process'
+import { median, pct, timeEach } from './stats.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const quick = process.argv.includes('--quick')
@@ -19,21 +20,6 @@ process.env.WORKFLOW_LOCAL_RECOVER_ACTIVE_RUNS = '0'
 const official = await import('workflow/api')
 const ours = (await import('../index.js')).default
 const engine = (await import('../workflow.js')).default
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))]
-}
-async function timeEach(n, fn) {
-  const out = []
-  for (let i = 0; i < n; i++) {
-    const t = performance.now()
-    await fn(i)
-    out.push(performance.now() - t)
-  }
-  return out
-}
 
 const app = fork(path.join(here, 'app-server.mjs'), [dataDir], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] })
 const { baseUrl, workflows } = await new Promise((resolve, reject) => {

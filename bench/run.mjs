@@ -10,6 +10,7 @@ import os from 'node:os'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
+import { median, pct, timeEach } from './stats.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const quick = process.argv.includes('--quick')
@@ -49,25 +50,6 @@ async function createRun(status = 'pending') {
     })
   }
   return runId
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.floor(s.length / 2)]
-}
-const pct = (xs, p) => {
-  const s = [...xs].sort((a, b) => a - b)
-  return s[Math.min(s.length - 1, Math.floor(s.length * p))]
-}
-
-async function timeEach(n, fn) {
-  const out = []
-  for (let i = 0; i < n; i++) {
-    const t = performance.now()
-    await fn(i)
-    out.push(performance.now() - t)
-  }
-  return out
 }
 
 const results = []

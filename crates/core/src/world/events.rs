@@ -20,7 +20,7 @@ use crate::world::fsio::{
     read_json_sync, remove_if_exists_sync, to_compact_json, to_pretty_json, write_exclusive_sync,
     write_new_sync, write_replace_sync,
 };
-use crate::world::hooks::parse_hook;
+use crate::world::hooks::{live_hook_event, parse_hook};
 use crate::world::local::{sha256_hex, validate_run_id_time, LocalWorld, SPEC_VERSION_CURRENT};
 use crate::world::model::{parse_run, RunSnapshot, RunStatus};
 use serde_json::{json, Map, Value};
@@ -183,6 +183,27 @@ fn spread(base: &Map<String, Value>, changes: Vec<(&str, Option<Value>)>) -> Map
 }
 
 /// A JS object literal: `None` values (undefined) are left out.
+/// A new pending run as world-local creates it (key order included).
+fn new_run_entity(
+    run_id: &str,
+    event_data: &Map<String, Value>,
+    spec: &Value,
+    now: &str,
+) -> Map<String, Value> {
+    let ed = |k: &str| event_data.get(k).cloned();
+    literal(vec![
+        ("runId", Some(json!(run_id))),
+        ("deploymentId", ed("deploymentId")),
+        ("status", Some(json!("pending"))),
+        ("workflowName", ed("workflowName")),
+        ("specVersion", Some(spec.clone())),
+        ("executionContext", ed("executionContext")),
+        ("input", ed("input")),
+        ("createdAt", Some(json!(now))),
+        ("updatedAt", Some(json!(now))),
+    ])
+}
+
 fn literal(fields: Vec<(&str, Option<Value>)>) -> Map<String, Value> {
     let mut m = Map::new();
     for (k, v) in fields {
@@ -600,17 +621,7 @@ impl LocalWorld {
                 && event_data.contains_key("input")
             {
                 // Resilient start: the run is created first (compact JSON, create-once).
-                let created = literal(vec![
-                    ("runId", Some(json!(run_id))),
-                    ("deploymentId", ed("deploymentId")),
-                    ("status", Some(json!("pending"))),
-                    ("workflowName", ed("workflowName")),
-                    ("specVersion", Some(spec.clone())),
-                    ("executionContext", ed("executionContext")),
-                    ("input", ed("input")),
-                    ("createdAt", Some(json!(now))),
-                    ("updatedAt", Some(json!(now))),
-                ]);
+                let created = new_run_entity(&run_id, &event_data, &spec, &now);
                 let run_path = self.path_of("runs", &run_id)?;
                 let created_value = Value::Object(created.clone());
                 if write_exclusive_sync(&run_path, to_compact_json(&created_value).as_bytes())? {
@@ -738,17 +749,7 @@ impl LocalWorld {
 
         match ty {
             "run_created" if has_data => {
-                let run = literal(vec![
-                    ("runId", Some(json!(run_id))),
-                    ("deploymentId", ed("deploymentId")),
-                    ("status", Some(json!("pending"))),
-                    ("workflowName", ed("workflowName")),
-                    ("specVersion", Some(spec.clone())),
-                    ("executionContext", ed("executionContext")),
-                    ("input", ed("input")),
-                    ("createdAt", Some(json!(now))),
-                    ("updatedAt", Some(json!(now))),
-                ]);
+                let run = new_run_entity(&run_id, &event_data, &spec, &now);
                 let path = self.path_of("runs", &run_id)?;
                 if !write_exclusive_sync(
                     &path,
@@ -1355,27 +1356,7 @@ impl LocalWorld {
                 events.push((t, id, v));
             }
         }
-        events.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let mut live: Option<&Value> = None;
-        for (_, _, ev) in &events {
-            let ty = ev.get("eventType").and_then(Value::as_str).unwrap_or("");
-            if ty == "hook_created"
-                && ev.get("correlationId").and_then(Value::as_str).is_some()
-                && ev.pointer("/eventData/token").and_then(Value::as_str) == Some(token)
-            {
-                live = Some(ev);
-                continue;
-            }
-            if let Some(l) = live {
-                if ev.get("runId") == l.get("runId")
-                    && ((ty == "hook_disposed"
-                        && ev.get("correlationId") == l.get("correlationId"))
-                        || matches!(ty, "run_completed" | "run_failed" | "run_cancelled"))
-                {
-                    live = None;
-                }
-            }
-        }
+        let live = live_hook_event(&mut events, token);
         let Some(ev) = live else { return Ok(()) };
         let run_id = ev.get("runId").and_then(Value::as_str).unwrap_or("");
         let hook_id = ev

@@ -134,27 +134,7 @@ impl LocalWorld {
             };
             events.push((t, id, v));
         }
-        events.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        let mut live: Option<&Value> = None;
-        for (_, _, ev) in &events {
-            let ty = ev.get("eventType").and_then(Value::as_str).unwrap_or("");
-            if ty == "hook_created"
-                && ev.get("correlationId").and_then(Value::as_str).is_some()
-                && ev.pointer("/eventData/token").and_then(Value::as_str) == Some(token)
-            {
-                live = Some(ev);
-                continue;
-            }
-            if let Some(l) = live {
-                if ev.get("runId") == l.get("runId")
-                    && ((ty == "hook_disposed"
-                        && ev.get("correlationId") == l.get("correlationId"))
-                        || matches!(ty, "run_completed" | "run_failed" | "run_cancelled"))
-                {
-                    live = None;
-                }
-            }
-        }
+        let live = live_hook_event(&mut events, token);
         let Some(ev) = live else {
             return Ok(None);
         };
@@ -263,4 +243,34 @@ impl LocalWorld {
         self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)
             .await
     }
+}
+
+/// The `hook_created` event that holds `token` at the end of the log (world-local's
+/// rebuild from events): the last one for the token not followed by its disposal or by
+/// the end of its run. Sorts `events` (createdAt, eventId) first.
+pub(crate) fn live_hook_event<'a>(
+    events: &'a mut [(f64, String, Value)],
+    token: &str,
+) -> Option<&'a Value> {
+    events.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    let mut live: Option<&Value> = None;
+    for (_, _, ev) in events.iter() {
+        let ty = ev.get("eventType").and_then(Value::as_str).unwrap_or("");
+        if ty == "hook_created"
+            && ev.get("correlationId").and_then(Value::as_str).is_some()
+            && ev.pointer("/eventData/token").and_then(Value::as_str) == Some(token)
+        {
+            live = Some(ev);
+            continue;
+        }
+        if let Some(l) = live {
+            if ev.get("runId") == l.get("runId")
+                && ((ty == "hook_disposed" && ev.get("correlationId") == l.get("correlationId"))
+                    || matches!(ty, "run_completed" | "run_failed" | "run_cancelled"))
+            {
+                live = None;
+            }
+        }
+    }
+    live
 }
