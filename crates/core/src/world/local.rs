@@ -73,6 +73,11 @@ impl LocalWorld {
         Arc::clone(&self.chunks)
     }
 
+    /// The world's change feed (one OS watcher per world).
+    pub fn feed(&self) -> &Arc<ChangeFeed> {
+        &self.feed
+    }
+
     pub fn subscribe(&self, topic: Topic, key: &str) -> Subscription {
         self.feed.subscribe(topic, key)
     }
