@@ -122,7 +122,7 @@ export declare const RetryableError: typeof RetryableErrorClass
  * Resumes the pending and running runs of the workflows declared in this process (after
  * a restart or a crash), by replaying their event logs. Returns the run ids now running here.
  */
-export declare function resumeRuns(): string[]
+export declare function resumeRuns(): Promise<string[]>
 
 /**
  * Virtual time for tests: durable sleeps and step retry delays stop waiting in real time.

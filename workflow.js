@@ -158,7 +158,7 @@ function getWorkflowMetadata() {
   return {
     workflowName: w.exec.workflowName,
     workflowRunId: w.exec.runId,
-    workflowStartedAt: new Date(w.exec.runStartedAt),
+    workflowStartedAt: new Date(w.exec.log.runStartedAt),
     url,
   }
 }

@@ -2,6 +2,7 @@
 //! `workflow-core`. Errors cross the boundary as data (see [`to_napi`]) and become
 //! proper JS error classes in `lib/errors.js`.
 
+mod engine;
 mod lease;
 mod queue;
 mod stream;

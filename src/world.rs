@@ -11,7 +11,18 @@ use workflow_core::world::model::{Payload, RunSnapshot};
 
 #[napi]
 pub struct NativeWorld {
-    inner: Arc<LocalWorld>,
+    pub(crate) inner: Arc<LocalWorld>,
+    /// The engine's journal over this world (created on first use).
+    journal: std::sync::OnceLock<Arc<workflow_core::journal::Journal>>,
+}
+
+impl NativeWorld {
+    pub(crate) fn journal(&self) -> Arc<workflow_core::journal::Journal> {
+        Arc::clone(
+            self.journal
+                .get_or_init(|| workflow_core::journal::Journal::new(Arc::clone(&self.inner))),
+        )
+    }
 }
 
 /// A run as `runs.get` returns it; dates are epoch milliseconds.
@@ -93,6 +104,7 @@ impl NativeWorld {
     pub fn new(data_dir: String) -> napi::Result<Self> {
         Ok(NativeWorld {
             inner: Arc::new(LocalWorld::new(data_dir).map_err(to_napi)?),
+            journal: std::sync::OnceLock::new(),
         })
     }
 

@@ -41,19 +41,20 @@ const crashy = workflow('crashy', async (n) => {
   return out
 })
 
-// Parallel branches whose steps finish in reverse order (fetch 2 before fetch 1), then
-// park (STOP_AFTER=1) for the parent to kill; on resume the branches must get their own
-// results back (replay in the order the log recorded them).
-let fetched2
-const fetched2Done = new Promise((r) => (fetched2 = r))
+// Parallel branches whose steps finish in reverse order (fetch 2, then save 20, then
+// fetch 1: fetch 1 waits until save 20 runs), then park (STOP_AFTER=1) for the parent to
+// kill; on resume the branches must get their own results back (replay in the order the
+// log recorded them).
+let saved20
+const saved20Done = new Promise((r) => (saved20 = r))
 const fetchItem = step('fetch-item', async (id) => {
-  if (id === 1) await fetched2Done
+  if (id === 1) await saved20Done
   fs.appendFileSync(side, `fetch ${id}\n`)
-  if (id === 2) setImmediate(fetched2)
   return id * 10
 })
 const save = step('save', async (value) => {
   fs.appendFileSync(side, `save ${value}\n`)
+  if (value === 20) saved20()
   return value
 })
 const parallel = workflow('parallel-branches', async () => {
@@ -73,7 +74,7 @@ if (process.argv[2] === 'start') {
   say(`RUN ${run.runId}`)
   say(`RESULT ${JSON.stringify(await run.returnValue)}`)
 } else {
-  const ids = resumeRuns()
+  const ids = await resumeRuns()
   say(`RESUMED ${ids.join(',')}`)
   for (const id of ids) {
     try {

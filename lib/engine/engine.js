@@ -6,7 +6,7 @@
 // the workflow is registered in this process.
 
 const { resolveWorld, setLocalDispatcher } = require('../world.js')
-const { binding, fromNative } = require('../native.js')
+const { fromNative } = require('../native.js')
 const { Clock } = require('./clock.js')
 const { Execution } = require('./execution.js')
 const { workflowStore, stepStore } = require('./context.js')
@@ -22,7 +22,6 @@ class Engine {
     this.clock.setBusyProbe(() => this.busy > 0)
     this.sleepWaiters = new Map() // runId -> [resolve]
     this.leaseOwner = `${process.pid}:${require('node:os').hostname()}:${Date.now()}`
-    this.watcher = null
     setLocalDispatcher((message) => this.dispatch(message))
   }
 
@@ -40,7 +39,11 @@ class Engine {
     return world
   }
 
-  /** Starts executing `runId` here unless it already is (or another process holds it). */
+  /**
+   * Starts executing `runId` here unless it already is. Returns the Execution at once;
+   * it stops by itself (reason "held by another process") when another process holds
+   * the run's lease. Nothing here touches the disk on the JS thread.
+   */
   launch(runId, def, fresh) {
     const running = this.executions.get(runId)
     if (running) return running
@@ -49,93 +52,55 @@ class Engine {
       return stepStore.exit(() => workflowStore.exit(() => this.launch(runId, def, fresh)))
     }
     const world = this.world()
-    if (!this.acquireLease(world, runId)) return null
     const exec = new Execution(this, world, runId, def, fresh)
     this.executions.set(runId, exec)
-    const renew = setInterval(() => {
-      if (!this.renewLease(world, runId)) exec.stop('lease lost to another process')
-    }, LEASE_RENEW_MS)
-    renew.unref()
-    this.watchEvents(world)
-    exec.run().catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
-    exec.done.then(() => {
+    this.busy++
+    const leased = this.acquireLease(world, runId).finally(() => {
+      this.busy--
+      this.clock.poke()
+    })
+    exec.leased = leased
+    let renew = null
+    leased.then((held) => {
+      if (!held || exec.stopped) return
+      renew = setInterval(() => {
+        this.renewLease(world, runId).then((ok) => {
+          if (!ok) exec.stop('lease lost to another process')
+        })
+      }, LEASE_RENEW_MS)
+      renew.unref()
+    })
+    exec.run(leased).catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
+    exec.done.then(async () => {
       this.noteSleeping(runId) // nobody waits for a sleep of a run that ended
-      clearInterval(renew)
-      this.executions.delete(runId)
-      this.releaseLease(world, runId)
-      if (this.executions.size === 0 && this.watcher) {
-        this.watcher.close()
-        this.watcher = null
-      }
+      if (renew) clearInterval(renew)
+      if (this.executions.get(runId) === exec) this.executions.delete(runId)
+      if (await leased.catch(() => false)) await this.releaseLease(world, runId)
     })
     return exec
   }
 
-  /**
-   * Events written by OTHER processes (a hook payload from an API route, a wakeUp(), a
-   * cancel()) for runs executing here: one unref'd watch on the events directory (it does
-   * not keep the process alive); an event this process wrote itself is recognised by its
-   * id and ignored.
-   */
-  watchEvents(world) {
-    if (this.watcher) return
-    const dir = require('node:path').join(world.dataDir, 'events')
-    const fs = require('node:fs')
+  async acquireLease(world, runId) {
     try {
-      fs.mkdirSync(dir, { recursive: true })
-      this.watcher = fs.watch(dir, (_type, filename) => this.onEventFile(filename ? String(filename) : null))
-      this.watcher.on('error', () => {
-        this.watcher = null
-      })
-      this.watcher.unref()
-    } catch (e) {
-      this.watcher = null // no watch: same-process notifications still work
-    }
-  }
-
-  onEventFile(filename) {
-    const targets = []
-    if (filename === null) {
-      targets.push(...this.executions.values())
-    } else {
-      if (!filename.endsWith('.json') || filename.includes('.tmp.')) return
-      const cut = filename.indexOf('-evnt_')
-      if (cut < 0) return
-      const exec = this.executions.get(filename.slice(0, cut))
-      if (!exec || exec.known.has(filename.slice(cut + 1, -'.json'.length))) return
-      targets.push(exec)
-    }
-    for (const exec of targets) {
-      if (exec.handlers.size === 0 || exec.refreshQueued) continue
-      exec.refreshQueued = true
-      setImmediate(() => {
-        exec.refreshQueued = false
-        exec.refresh()
-      })
-    }
-  }
-
-  acquireLease(world, runId) {
-    try {
-      return binding.acquireRunLease(world.dataDir, runId, this.leaseOwner, LEASE_TTL_MS)
+      return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
     } catch (e) {
       throw fromNative(e)
     }
   }
 
   /** False only when another process holds the lease now. */
-  renewLease(world, runId) {
+  async renewLease(world, runId) {
     try {
-      return binding.acquireRunLease(world.dataDir, runId, this.leaseOwner, LEASE_TTL_MS)
+      return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
     } catch (e) {
       console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, fromNative(e))
       return true
     }
   }
 
-  releaseLease(world, runId) {
+  async releaseLease(world, runId) {
     try {
-      binding.releaseRunLease(world.dataDir, runId, this.leaseOwner)
+      await world.releaseLease(runId, this.leaseOwner)
     } catch (e) {
       console.error(`[workflow-native] Could not release the lease of run ${runId}:`, fromNative(e))
     }
@@ -164,7 +129,7 @@ class Engine {
   notify(runId, def) {
     const exec = this.executions.get(runId)
     if (exec) {
-      exec.refresh()
+      exec.leased.then(() => exec.refresh())
       return
     }
     if (def) {
@@ -203,23 +168,24 @@ class Engine {
 
   /**
    * Resumes every pending or running run of a workflow registered here (after a restart).
-   * Returns the run ids now executing in this process.
+   * Resolves to the run ids now executing in this process.
    */
-  resumeRuns() {
+  async resumeRuns() {
     const world = this.world()
     let runs
     try {
-      runs = JSON.parse(world.listRunsJson(['pending', 'running']))
+      runs = JSON.parse(await world.readRuns(['pending', 'running']))
     } catch (e) {
       throw fromNative(e)
     }
-    const resumed = []
+    const launched = []
     for (const run of runs) {
       const def = this.registry.get(run.workflowName)
       if (!def) continue
-      if (this.launch(run.runId, def)) resumed.push(run.runId)
+      const exec = this.launch(run.runId, def)
+      launched.push(exec.leased.then((held) => (held ? run.runId : null), () => null))
     }
-    return resumed
+    return (await Promise.all(launched)).filter((id) => id !== null)
   }
 }
 

@@ -7,6 +7,7 @@
 pub mod dirscan;
 pub mod error;
 pub mod ids;
+pub mod journal;
 pub mod lease;
 pub mod queue;
 pub mod run;

@@ -121,8 +121,25 @@ fn write_temp_sync(path: &Path, data: &[u8]) -> Result<PathBuf> {
 }
 
 /// Blocking twin of [`write_exclusive`], for callers that batch several small writes
-/// on one thread instead of paying a thread hop per file operation.
+/// on one thread instead of paying a thread hop per file operation. On Linux the file is
+/// written unnamed (`O_TMPFILE`) and then linked under its name: readers never see half a
+/// file, and no temp name is created and removed.
 pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
+    match anon::publish(path, data) {
+        Ok(Some(linked)) => return Ok(linked),
+        Ok(None) => {} // not supported here: temp file + link
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            match anon::publish(path, data) {
+                Ok(Some(linked)) => return Ok(linked),
+                Ok(None) => {}
+                Err(e) => return Err(Error::io(path, e)),
+            }
+        }
+        Err(e) => return Err(Error::io(path, e)),
+    }
     let tmp = write_temp_sync(path, data)?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
@@ -130,6 +147,90 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+#[cfg(target_os = "linux")]
+mod anon {
+    //! Create-once files written unnamed, then linked: `open(dir, O_TMPFILE)`, `write`,
+    //! `linkat(/proc/self/fd/N → name)`.
+    use std::io::{self, Write};
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::io::{AsRawFd, FromRawFd};
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// Cleared once the file system (or a missing /proc) refuses: then temp files are used.
+    static SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+    fn c_path(p: &Path) -> io::Result<std::ffi::CString> {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+    }
+
+    /// `Some(true)`: published; `Some(false)`: the name exists (left untouched); `None`:
+    /// unnamed files are not available here.
+    pub fn publish(path: &Path, data: &[u8]) -> io::Result<Option<bool>> {
+        if !SUPPORTED.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let Some(dir) = path.parent() else {
+            return Ok(None);
+        };
+        let cdir = c_path(dir)?;
+        // SAFETY: a NUL-terminated path; the returned fd is checked, then owned by a File.
+        let fd = unsafe {
+            libc::open(
+                cdir.as_ptr(),
+                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o666 as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return match e.raw_os_error() {
+                Some(libc::EISDIR | libc::EOPNOTSUPP | libc::EINVAL) => {
+                    SUPPORTED.store(false, Ordering::Relaxed);
+                    Ok(None)
+                }
+                _ => Err(e),
+            };
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+        file.write_all(data)?;
+        let proc_path = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
+        let target = c_path(path)?;
+        // SAFETY: NUL-terminated paths; AT_FDCWD is valid for both.
+        let rc = unsafe {
+            libc::linkat(
+                libc::AT_FDCWD,
+                proc_path.as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                libc::AT_SYMLINK_FOLLOW,
+            )
+        };
+        if rc == 0 {
+            return Ok(Some(true));
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => Ok(Some(false)),
+            // no /proc: fall back for good
+            Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => {
+                SUPPORTED.store(false, Ordering::Relaxed);
+                Ok(None)
+            }
+            _ => Err(e),
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod anon {
+    pub fn publish(_path: &std::path::Path, _data: &[u8]) -> std::io::Result<Option<bool>> {
+        Ok(None)
     }
 }
 
@@ -144,19 +245,33 @@ pub fn write_replace_sync(path: &Path, data: &[u8]) -> Result<()> {
 }
 
 /// world-local's `write` without `overwrite`: refuses (`EntityConflictError`, naming the
-/// file) when the target exists, otherwise temp file + rename.
+/// file) when the target exists. Published create-once (see [`write_exclusive_sync`]),
+/// so the check and the write are one atomic step.
 pub fn write_new_sync(path: &Path, data: &[u8]) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(_) => {
-            return Err(Error::EntityConflict(format!(
-                "File {} already exists and 'overwrite' is false",
-                path.display()
-            )))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(path, e)),
+    if write_exclusive_sync(path, data)? {
+        return Ok(());
     }
-    write_replace_sync(path, data)
+    Err(Error::EntityConflict(format!(
+        "File {} already exists and 'overwrite' is false",
+        path.display()
+    )))
+}
+
+/// The file-system floor of one engine step, for benchmarks: `steps` times three
+/// create-once files of `event_bytes` and one replaced file of `step_bytes` in `dir`,
+/// with the primitives the engine uses. Returns the elapsed milliseconds.
+pub fn step_floor(dir: &Path, steps: u32, event_bytes: usize, step_bytes: usize) -> Result<f64> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let event = vec![b'e'; event_bytes];
+    let step = vec![b's'; step_bytes];
+    let started = std::time::Instant::now();
+    for i in 0..steps {
+        for k in 0..3 {
+            write_exclusive_sync(&dir.join(format!("floor-{i}-{k}.json")), &event)?;
+        }
+        write_replace_sync(&dir.join(format!("floor-step-{i}.json")), &step)?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// Blocking twin of [`remove_if_exists`].

@@ -21,6 +21,9 @@ pub enum Topic {
     Run,
     /// `streams/chunks/<stream>-chnk_<ULID>.bin` (key: stream name)
     Stream,
+    /// `events/<runId>-evnt_<ULID>.json` (key: run id); subscribers also receive the
+    /// names of the new files (see [`ChangeFeed::take_event_names`]).
+    Event,
 }
 
 /// Backstop poll while the directory is watched (only matters without inotify).
@@ -32,8 +35,14 @@ type Subscribers = HashMap<(Topic, String), watch::Sender<u64>>;
 
 struct Shared {
     subs: Mutex<Subscribers>,
+    /// New event file names per subscribed run, until the subscriber takes them.
+    event_names: Mutex<HashMap<String, Vec<String>>>,
+    /// Bumped when the kernel dropped events (queue overflow): names may be missing, so
+    /// event subscribers must rescan the directory.
+    overflows: std::sync::atomic::AtomicU64,
     runs_dir: PathBuf,
     chunks_dir: PathBuf,
+    events_dir: PathBuf,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -53,6 +62,8 @@ impl Shared {
 
     /// Wakes every subscriber (events were lost: the kernel queue overflowed).
     fn notify_all(&self) {
+        self.overflows
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         for tx in lock(&self.subs).values() {
             tx.send_modify(|g| *g = g.wrapping_add(1));
         }
@@ -73,6 +84,23 @@ impl Shared {
                     self.notify(Topic::Stream, &name[..idx]);
                 }
             }
+            Topic::Event => {
+                let Some(idx) = name.find("-evnt_") else {
+                    return;
+                };
+                if !name.ends_with(".json") {
+                    return;
+                }
+                let run = &name[..idx];
+                {
+                    let mut names = lock(&self.event_names);
+                    match names.get_mut(run) {
+                        Some(list) => list.push(name.to_string()),
+                        None => return, // nobody follows this run
+                    }
+                }
+                self.notify(Topic::Event, run);
+            }
         }
     }
 
@@ -86,6 +114,8 @@ impl Shared {
             self.on_name(Topic::Run, name);
         } else if parent == self.chunks_dir {
             self.on_name(Topic::Stream, name);
+        } else if parent == self.events_dir {
+            self.on_name(Topic::Event, name);
         }
     }
 }
@@ -204,6 +234,7 @@ struct WatchState {
     watcher: Option<os::OsWatcher>,
     runs_watched: bool,
     chunks_watched: bool,
+    events_watched: bool,
 }
 
 /// The per-world watcher. Cheap to create; the OS watch starts on first subscription.
@@ -225,13 +256,17 @@ impl ChangeFeed {
         Arc::new(ChangeFeed {
             shared: Arc::new(Shared {
                 subs: Mutex::new(HashMap::new()),
+                event_names: Mutex::new(HashMap::new()),
+                overflows: std::sync::atomic::AtomicU64::new(0),
                 runs_dir: root.join("runs"),
                 chunks_dir: root.join("streams").join("chunks"),
+                events_dir: root.join("events"),
             }),
             state: Mutex::new(WatchState {
                 watcher: None,
                 runs_watched: false,
                 chunks_watched: false,
+                events_watched: false,
             }),
         })
     }
@@ -243,6 +278,7 @@ impl ChangeFeed {
         let already = match topic {
             Topic::Run => st.runs_watched,
             Topic::Stream => st.chunks_watched,
+            Topic::Event => st.events_watched,
         };
         if already {
             return true;
@@ -250,6 +286,7 @@ impl ChangeFeed {
         let dir = match topic {
             Topic::Run => self.shared.runs_dir.clone(),
             Topic::Stream => self.shared.chunks_dir.clone(),
+            Topic::Event => self.shared.events_dir.clone(),
         };
         if !dir.is_dir() {
             return false;
@@ -269,12 +306,18 @@ impl ChangeFeed {
             match topic {
                 Topic::Run => st.runs_watched = true,
                 Topic::Stream => st.chunks_watched = true,
+                Topic::Event => st.events_watched = true,
             }
         }
         ok
     }
 
     pub fn subscribe(self: &Arc<Self>, topic: Topic, key: &str) -> Subscription {
+        if topic == Topic::Event {
+            lock(&self.shared.event_names)
+                .entry(key.to_string())
+                .or_default();
+        }
         let rx = {
             let mut subs = lock(&self.shared.subs);
             subs.entry((topic, key.to_string()))
@@ -288,6 +331,30 @@ impl ChangeFeed {
             topic,
             key: key.to_string(),
         }
+    }
+}
+
+impl ChangeFeed {
+    /// The names of the event files of `run_id` created since the last call (only while
+    /// someone is subscribed to the run's [`Topic::Event`]).
+    pub fn take_event_names(&self, run_id: &str) -> Vec<String> {
+        lock(&self.shared.event_names)
+            .get_mut(run_id)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// How many times the kernel dropped change events so far: when this moves, names
+    /// may be missing and the directory must be rescanned.
+    pub fn overflow_count(&self) -> u64 {
+        self.shared
+            .overflows
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether the topic's directory is watched now (starting the watch if possible).
+    pub fn is_watching(&self, topic: Topic) -> bool {
+        self.ensure_watching(topic)
     }
 }
 
@@ -310,6 +377,24 @@ impl Subscription {
     }
 }
 
+impl Subscription {
+    /// Like [`changed`](Self::changed), and tells whether a change woke it (not the
+    /// backstop interval) and whether the directory is watched.
+    pub async fn wait_change(&mut self) -> (bool, bool) {
+        let watched = self.feed.ensure_watching(self.topic);
+        let backstop = if watched {
+            BACKSTOP_WATCHED
+        } else {
+            BACKSTOP_UNWATCHED
+        };
+        let notified = matches!(
+            tokio::time::timeout(backstop, self.rx.changed()).await,
+            Ok(Ok(()))
+        );
+        (notified, watched)
+    }
+}
+
 impl Drop for Subscription {
     fn drop(&mut self) {
         let mut subs = lock(&self.feed.shared.subs);
@@ -317,6 +402,9 @@ impl Drop for Subscription {
         // Our receiver is still alive here, so "1" means we are the last one.
         if subs.get(&key).is_some_and(|tx| tx.receiver_count() <= 1) {
             subs.remove(&key);
+            if key.0 == Topic::Event {
+                lock(&self.feed.shared.event_names).remove(&key.1);
+            }
         }
     }
 }

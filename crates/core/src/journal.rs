@@ -1,0 +1,341 @@
+//! The embedded engine's view of a run's event log: appends in batches and follows the
+//! events *other* writers add.
+//!
+//! * [`Journal::append`] writes several events of one run in one blocking call, in order,
+//!   through `events.create` (the same state machine as every other writer), stopping at
+//!   the first refusal. The engine sends a step's closing event together with the next
+//!   step's creation, so a step costs one call.
+//! * [`Journal::follow`] gives a [`RunFollower`]: the run's new event files, as the change
+//!   feed names them (no directory listing per change), minus the ones this journal wrote
+//!   itself, so the engine is woken only by other writers (an API route resuming a hook,
+//!   a `wakeUp()`, a `cancel()`, another process). A rescan of the run's files is the
+//!   backstop when the kernel dropped notifications or none can be had.
+//!
+//! Telling own files from foreign ones without a race: a name is classified only once no
+//! append of that run that had started when the name was seen is still running (an append
+//! records the ids it wrote before it counts as done).
+
+use crate::dirscan::for_each_name;
+use crate::error::{Error, Result};
+use crate::ids::assert_safe_entity_id;
+use crate::world::events::EventResult;
+use crate::world::fsio::parse_date_ms;
+use crate::world::local::LocalWorld;
+use crate::world::watch::{Subscription, Topic};
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Appends of one run by this journal: how many started / finished, and the event file
+/// names they wrote that no follower has seen yet.
+#[derive(Default)]
+struct RunAppends {
+    started: u64,
+    done: u64,
+    own: HashSet<String>,
+}
+
+pub struct Journal {
+    world: Arc<LocalWorld>,
+    runs: Mutex<HashMap<String, RunAppends>>,
+    /// Bumped after every append, so followers re-check names they could not classify.
+    appended: watch::Sender<u64>,
+}
+
+/// The outcome of one [`Journal::append`]: the results of the events written, in order,
+/// and the refusal that stopped the batch (the events after it were not attempted).
+#[derive(Debug)]
+pub struct AppendOutcome {
+    pub results: Vec<EventResult>,
+    pub failed: Option<(usize, Error)>,
+}
+
+impl Journal {
+    pub fn new(world: Arc<LocalWorld>) -> Arc<Journal> {
+        Arc::new(Journal {
+            world,
+            runs: Mutex::new(HashMap::new()),
+            appended: watch::channel(0).0,
+        })
+    }
+
+    pub fn world(&self) -> &Arc<LocalWorld> {
+        &self.world
+    }
+
+    /// Writes `requests` (`{ eventType, correlationId?, specVersion?, eventData? }` each)
+    /// for `run_id`, in order. Blocking: call it from a blocking thread.
+    pub fn append(&self, run_id: &str, requests: Vec<Map<String, Value>>) -> AppendOutcome {
+        if let Err(e) = assert_safe_entity_id("runId", run_id) {
+            return AppendOutcome {
+                results: Vec::new(),
+                failed: Some((0, e)),
+            };
+        }
+        lock(&self.runs)
+            .entry(run_id.to_string())
+            .or_default()
+            .started += 1;
+        let mut results = Vec::with_capacity(requests.len());
+        let mut failed = None;
+        let mut written = Vec::with_capacity(requests.len());
+        for (i, req) in requests.into_iter().enumerate() {
+            match self.world.create_event_value_sync(Some(run_id), req) {
+                Ok(r) => {
+                    if let Some(id) = r
+                        .event
+                        .as_ref()
+                        .and_then(|e| e.get("eventId"))
+                        .and_then(Value::as_str)
+                    {
+                        written.push(format!("{run_id}-{id}.json"));
+                    }
+                    results.push(r);
+                }
+                Err(e) => {
+                    failed = Some((i, e));
+                    break;
+                }
+            }
+        }
+        {
+            let mut runs = lock(&self.runs);
+            let entry = runs.entry(run_id.to_string()).or_default();
+            entry.own.extend(written);
+            entry.done += 1;
+        }
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        AppendOutcome { results, failed }
+    }
+
+    /// Follows the events other writers add to `run_id` from now on. Events already in the
+    /// log when this is called are not delivered unless a rescan meets them; call
+    /// [`RunFollower::known`] with the ids the caller has already read.
+    pub fn follow(self: &Arc<Self>, run_id: &str) -> Result<RunFollower> {
+        assert_safe_entity_id("runId", run_id)?;
+        let feed = self.world.feed();
+        let sub = feed.subscribe(Topic::Event, run_id);
+        Ok(RunFollower {
+            journal: Arc::clone(self),
+            run_id: run_id.to_string(),
+            events_dir: self.world.root().join("events"),
+            sub,
+            seen: HashSet::new(),
+            pending: Vec::new(),
+            overflows: feed.overflow_count(),
+            scanned_mtime: None,
+            appended: self.appended.subscribe(),
+        })
+    }
+
+    /// Forgets a run's bookkeeping (its execution here ended).
+    pub fn forget(&self, run_id: &str) {
+        let mut runs = lock(&self.runs);
+        if runs.get(run_id).is_some_and(|r| r.started == r.done) {
+            runs.remove(run_id);
+        }
+    }
+
+    /// Whether `name` was written by this journal (and forgets it), or `None` while an
+    /// append that started before `seen_at` may still claim it.
+    fn is_own(&self, run_id: &str, name: &str, seen_at: u64) -> Option<bool> {
+        let mut runs = lock(&self.runs);
+        let Some(r) = runs.get_mut(run_id) else {
+            return Some(false);
+        };
+        if r.own.remove(name) {
+            return Some(true);
+        }
+        if r.done < seen_at {
+            return None;
+        }
+        Some(false)
+    }
+
+    fn started(&self, run_id: &str) -> u64 {
+        lock(&self.runs).get(run_id).map_or(0, |r| r.started)
+    }
+}
+
+/// With OS notifications, one backstop interval in this many rescans the run's files.
+const BACKSTOP_RESCAN_EVERY: u32 = 10;
+
+/// A name seen in the directory or the feed, not yet classified.
+struct Pending {
+    name: String,
+    /// appends of the run started when the name was seen
+    seen_at: u64,
+}
+
+/// New events of one run written by others. See [`Journal::follow`].
+pub struct RunFollower {
+    journal: Arc<Journal>,
+    run_id: String,
+    events_dir: PathBuf,
+    sub: Subscription,
+    seen: HashSet<String>,
+    pending: Vec<Pending>,
+    overflows: u64,
+    scanned_mtime: Option<SystemTime>,
+    appended: watch::Receiver<u64>,
+}
+
+impl RunFollower {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Event ids the caller already has (read from the log): never delivered.
+    pub fn known(&mut self, event_ids: impl IntoIterator<Item = String>) {
+        for id in event_ids {
+            self.seen.insert(format!("{}-{id}.json", self.run_id));
+        }
+    }
+
+    /// Waits until other writers added events, and returns them in log order (createdAt,
+    /// then eventId). Never returns an empty list. Cancel-safe: dropping the future loses
+    /// nothing (names stay queued in the feed or in `pending`).
+    pub async fn next(&mut self) -> Result<Vec<Value>> {
+        let mut quiet_polls = 0u32;
+        let mut rescan = false;
+        loop {
+            self.sub.mark_seen();
+            self.appended.borrow_and_update();
+            let overflows = self.journal.world.feed().overflow_count();
+            if overflows != self.overflows {
+                self.overflows = overflows;
+                rescan = true;
+            }
+            let events = self.collect(rescan)?;
+            rescan = false;
+            if !events.is_empty() {
+                return Ok(events);
+            }
+            if !self.pending.is_empty() {
+                // Names an append in progress may own: decided when it finishes.
+                tokio::select! {
+                    _ = self.appended.changed() => {}
+                    _ = self.sub.wait_change() => {}
+                }
+                continue;
+            }
+            let (notified, watched) = self.sub.wait_change().await;
+            if notified {
+                quiet_polls = 0;
+                continue;
+            }
+            // The backstop: without OS notifications every poll rescans; with them, a
+            // rescan now and then (only if the directory changed) covers a lost one.
+            quiet_polls += 1;
+            if !watched || quiet_polls % BACKSTOP_RESCAN_EVERY == 0 {
+                rescan = true;
+            }
+        }
+    }
+
+    /// Events other writers added that are visible now (a rescan of the run's files):
+    /// used when something says "look now" (a queue message for the run).
+    pub fn poll_now(&mut self) -> Result<Vec<Value>> {
+        self.scanned_mtime = None;
+        self.collect(true)
+    }
+
+    /// Takes the names the feed queued (and rescans the directory when asked), classifies
+    /// them, and reads the foreign ones.
+    fn collect(&mut self, rescan: bool) -> Result<Vec<Value>> {
+        let seen_at = self.journal.started(&self.run_id);
+        for name in self.journal.world.feed().take_event_names(&self.run_id) {
+            if !self.seen.contains(&name) {
+                self.pending.push(Pending { name, seen_at });
+            }
+        }
+        if rescan {
+            self.rescan(seen_at)?;
+        }
+        Ok(self.take_ready()?.unwrap_or_default())
+    }
+
+    fn rescan(&mut self, seen_at: u64) -> Result<()> {
+        let mtime = std::fs::metadata(&self.events_dir)
+            .and_then(|m| m.modified())
+            .ok();
+        if mtime.is_some() && mtime == self.scanned_mtime {
+            return Ok(());
+        }
+        let prefix = format!("{}-", self.run_id);
+        let mut found = Vec::new();
+        for_each_name(&self.events_dir, |name| {
+            if name.starts_with(&prefix) && name.ends_with(".json") && !name.contains(".tmp.") {
+                found.push(name.to_string());
+            }
+        })
+        .map_err(|e| Error::io(&self.events_dir, e))?;
+        self.scanned_mtime = mtime;
+        for name in found {
+            if !self.seen.contains(&name) && !self.pending.iter().any(|p| p.name == name) {
+                self.pending.push(Pending { name, seen_at });
+            }
+        }
+        Ok(())
+    }
+
+    /// Classifies pending names; reads and returns the foreign events that are decided.
+    fn take_ready(&mut self) -> Result<Option<Vec<Value>>> {
+        let mut foreign = Vec::new();
+        let mut still = Vec::new();
+        for p in std::mem::take(&mut self.pending) {
+            if self.seen.contains(&p.name) {
+                continue;
+            }
+            match self.journal.is_own(&self.run_id, &p.name, p.seen_at) {
+                None => still.push(p),
+                Some(true) => {
+                    self.seen.insert(p.name);
+                }
+                Some(false) => {
+                    self.seen.insert(p.name.clone());
+                    foreign.push(p.name);
+                }
+            }
+        }
+        self.pending = still;
+        let mut events: Vec<(f64, String, Value)> = Vec::new();
+        for name in foreign {
+            let path = self.events_dir.join(&name);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(&path, e)),
+            };
+            // Files that are not events are skipped, as the log listing skips them.
+            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
+                continue;
+            };
+            let (Some(t), Some(id)) = (
+                v.get("createdAt").and_then(parse_date_ms),
+                v.get("eventId").and_then(Value::as_str).map(str::to_string),
+            ) else {
+                continue;
+            };
+            if v.get("eventType").and_then(Value::as_str).is_none() {
+                continue;
+            }
+            events.push((t, id, v));
+        }
+        if events.is_empty() {
+            return Ok(None);
+        }
+        events.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        Ok(Some(events.into_iter().map(|e| e.2).collect()))
+    }
+}

@@ -1,0 +1,180 @@
+'use strict'
+// A run's event log as the engine uses it: writes go to the Rust core off the JS thread,
+// in order, batched (everything queued during one turn of the event loop is one native
+// call: a step's closing event travels with the next step's creation), and the events
+// other writers add (a hook payload, a wakeUp(), a cancel()) arrive through the core's
+// change feed, which leaves out the journal's own writes.
+//
+// Ordering is the durability rule: a write is on disk before any write queued after it
+// is attempted, so the log never holds a later event without the earlier ones.
+
+const { errorFromData, fromNative } = require('../native.js')
+
+/** Refusals that mean the run ended under us (cancelled, or finished by another writer). */
+const RUN_GONE = new Set(['RunExpiredError', 'EntityConflictError'])
+
+/** What queued writes settle with once the run stopped here. */
+class Halted extends Error {
+  constructor() {
+    super('the run stopped executing in this process')
+    this.name = 'Halted'
+  }
+}
+
+class RunJournal {
+  #engine
+  #world
+  #runId
+  #queue = []
+  #scheduled = false
+  #inFlight = false
+  #closed = false
+  #halted = false
+  #follower = null
+  #onFault
+  #tail = Promise.resolve()
+
+  /**
+   * @param onFault (err, entry) for a refused write nobody awaits (a step's closing event):
+   *   the execution decides (the run ended under us, or a storage fault).
+   */
+  constructor(engine, world, runId, onFault) {
+    this.#engine = engine
+    this.#world = world
+    this.#runId = runId
+    this.#onFault = onFault
+  }
+
+  /**
+   * Queues one event; resolves to `{ event, run?, step? }` once it is written, rejects with
+   * the refusal (a JS error of the core's class). `background`: nobody awaits it; a
+   * refusal goes to `onFault`.
+   */
+  write(eventType, correlationId, eventData, background = false) {
+    const req = { eventType, specVersion: 3 }
+    if (correlationId !== undefined) req.correlationId = correlationId
+    if (eventData !== undefined) req.eventData = eventData
+    if (this.#halted) return Promise.reject(new Halted())
+    const p = new Promise((resolve, reject) => {
+      this.#queue.push({ req, resolve, reject, background })
+      this.#engine.busy++
+      this.#schedule()
+    })
+    this.#tail = p.then(
+      () => {},
+      () => {},
+    )
+    return p
+  }
+
+  /** Resolves once every write queued so far is settled (written or refused). */
+  settledUpTo() {
+    return this.#tail
+  }
+
+  #schedule() {
+    if (this.#scheduled || this.#inFlight || this.#queue.length === 0) return
+    this.#scheduled = true
+    // After the current turn: the workflow code has then run on to its next call, whose
+    // writes join this batch.
+    setImmediate(() => {
+      this.#scheduled = false
+      this.#flush()
+    })
+  }
+
+  async #flush() {
+    if (this.#inFlight || this.#halted || this.#queue.length === 0) return
+    this.#inFlight = true
+    const batch = this.#queue.splice(0)
+    let out
+    try {
+      out = JSON.parse(await this.#world.appendEvents(this.#runId, JSON.stringify(batch.map((e) => e.req))))
+    } catch (e) {
+      out = { results: [], failed: { index: 0, nativeError: fromNative(e) } }
+    }
+    this.#inFlight = false
+    const done = out.results.length
+    for (let i = 0; i < done; i++) this.#settled(batch[i], () => batch[i].resolve(out.results[i]))
+    if (out.failed) {
+      const { index } = out.failed
+      const err = out.failed.nativeError || errorFromData(out.failed.error)
+      const entry = batch[index]
+      // Writes after the refused one were not attempted: back to the head of the queue
+      // (a refusal that ends the run closes the journal and halts them).
+      this.#queue.unshift(...batch.slice(index + 1))
+      this.#settled(entry, () => {
+        if (entry.background) {
+          entry.resolve(undefined)
+          this.#onFault(err, entry.req)
+        } else entry.reject(err)
+      })
+    }
+    this.#schedule()
+  }
+
+  #settled(entry, fn) {
+    this.#engine.busy--
+    try {
+      fn()
+    } finally {
+      this.#engine.clock.poke()
+    }
+  }
+
+  /**
+   * Follows the events other writers add; `onEvents(events)` gets them in log order,
+   * `onError(err)` a fault reading them. `knownIds`: event ids already read.
+   */
+  follow(knownIds, onEvents, onError) {
+    if (this.#follower || this.#closed) return
+    this.#follower = this.#world.followRun(this.#runId, knownIds, (text) => {
+      if (this.#closed) return
+      let msg
+      try {
+        msg = JSON.parse(text)
+      } catch {
+        return
+      }
+      if (msg.error) onError(errorFromData(msg.error))
+      else if (msg.events && msg.events.length > 0) onEvents(msg.events)
+    })
+  }
+
+  /** Events other writers added that were not reported yet (looks now). */
+  async poll() {
+    if (!this.#follower || this.#closed) return []
+    const msg = JSON.parse(await this.#follower.poll())
+    if (msg.error) throw errorFromData(msg.error)
+    return msg.events || []
+  }
+
+  /** No more writes: queued ones are dropped (their callers halt). Idempotent. */
+  haltWrites() {
+    if (this.#halted) return
+    this.#halted = true
+    for (const entry of this.#queue.splice(0)) {
+      this.#settled(entry, () => {
+        if (entry.background) entry.resolve(undefined)
+        else entry.reject(new Halted())
+      })
+    }
+  }
+
+  /** The run stopped here: writes halt and following ends. */
+  close() {
+    this.haltWrites()
+    if (this.#closed) return
+    this.#closed = true
+    if (this.#follower) {
+      try {
+        this.#follower.close()
+      } catch {
+        // already closed
+      }
+      this.#follower = null
+    }
+  }
+}
+
+module.exports = { RunJournal, Halted, RUN_GONE }

@@ -1,0 +1,167 @@
+'use strict'
+// Steps called from a workflow body: creation, attempts, retries, and the recorded
+// outcome on replay. A step costs two round trips to the core: `step_created` and
+// `step_started` in one batch (the attempt is on disk before the step's code runs), and
+// the closing event (`step_completed`, `step_failed`, `step_retrying`), on disk before
+// the workflow sees the outcome — so a step whose result the workflow acted on never
+// runs again after a crash.
+
+const { binding } = require('../native.js')
+const { stepStore } = require('./context.js')
+const { tagged, errorText, HALT } = require('./values.js')
+const errors = require('../../errors.js')
+
+const DEFAULT_MAX_RETRIES = 3
+
+/** The error a failed step raises in the workflow (from its recorded event data). */
+function stepError(data) {
+  const d = data || {}
+  const msg = typeof d.error === 'string' ? d.error : (d.error && d.error.message) || 'Step failed'
+  const err = new errors.FatalError(msg)
+  const stack = typeof d.stack === 'string' ? d.stack : d.error && d.error.stack
+  if (stack) err.stack = stack
+  return err
+}
+
+/** A step called from the workflow body of `exec`. */
+async function callStep(exec, def, args) {
+  const inv = exec.claim('step', def.stepName, `step "${def.stepName}"`)
+  if (inv === HALT) return exec.halt()
+  let stepId
+  let freshInput
+  if (inv) {
+    stepId = inv.corr
+  } else {
+    stepId = `step_${binding.newUlid()}`
+    freshInput = tagged(exec.serialize({ args, closureVars: undefined, thisVal: undefined }, 'step arguments'))
+    exec.flushOps()
+    // Written in one batch with the step_started the attempt awaits below.
+    exec.writeBackground('step_created', stepId, {
+      stepName: def.stepName,
+      workflowName: exec.workflowName,
+      input: freshInput,
+    })
+  }
+  const recorded = exec.log.events(stepId)
+  const created = recorded.find((e) => e.eventType === 'step_created')
+  const completed = recorded.find((e) => e.eventType === 'step_completed')
+  const failed = recorded.find((e) => e.eventType === 'step_failed')
+  if (completed || failed) {
+    await exec.log.outcome(stepId, () => exec.stopped)
+    if (exec.stopped) return exec.halt()
+    if (completed) return exec.hydrate(completed.eventData && completed.eventData.result)
+    throw stepError(failed.eventData)
+  }
+  let startedAt
+  let lastRetry
+  for (const e of recorded) {
+    if (e.eventType === 'step_started' && startedAt === undefined) startedAt = Date.parse(e.createdAt)
+    if (e.eventType === 'step_retrying') lastRetry = e
+  }
+  if (lastRetry && lastRetry.eventData && lastRetry.eventData.retryAfter) {
+    const at = Date.parse(lastRetry.eventData.retryAfter)
+    if (at > exec.engine.clock.now() && !(await exec.wait(at))) return exec.halt()
+  }
+  // Each attempt gets its own copy of the arguments, from the recorded input.
+  const input = freshInput || (created && created.eventData && created.eventData.input)
+  const argsOf = () => {
+    const stored = input && exec.hydrate(input)
+    return stored && Array.isArray(stored.args) ? stored.args : args
+  }
+  return attempts(exec, def, stepId, argsOf, startedAt)
+}
+
+async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
+  const maxRetries = def.maxRetries ?? DEFAULT_MAX_RETRIES
+  for (;;) {
+    if (exec.stopped) return exec.halt()
+    let started
+    try {
+      started = await exec.record('step_started', stepId, { stepName: def.stepName })
+    } catch (e) {
+      if (e && e.name === 'TooEarlyError') {
+        // the timer fired a little before the world's clock reached retryAfter
+        const until = e.retryAfter ? new Date(e.retryAfter).getTime() : Date.now() + 1000
+        if (!(await exec.wait(Math.max(until, Date.now()) + 5))) return exec.halt()
+        continue
+      }
+      throw e
+    }
+    if (started === HALT) return exec.halt()
+    const step = started.step || {}
+    const attempt = step.attempt || 1
+    const stepStartedAt = firstStartedAt ?? (step.startedAt ? Date.parse(step.startedAt) : Date.now())
+    if (attempt > maxRetries + 1) {
+      const message = `Step "${def.stepName}" exceeded max retries (${maxRetries} ${maxRetries === 1 ? 'retry' : 'retries'})`
+      if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: message })) === HALT) {
+        return exec.halt()
+      }
+      throw new errors.FatalError(message)
+    }
+    const ops = []
+    const meta = { exec, stepName: def.stepName, stepId, stepStartedAt: new Date(stepStartedAt), attempt, ops }
+    let result
+    let failure
+    let ok = false
+    exec.engine.busy++
+    try {
+      const args = stepStore.run(meta, argsOf)
+      result = await stepStore.run(meta, () => def.fn(...args))
+      await Promise.all(ops)
+      ok = true
+    } catch (err) {
+      failure = err
+    } finally {
+      exec.engine.busy--
+      exec.engine.clock.poke()
+    }
+    if (exec.stopped) return exec.halt()
+    if (ok) {
+      let bytes
+      try {
+        bytes = exec.serialize(result, 'step return value')
+      } catch (e) {
+        failure = e
+        ok = false
+      }
+      if (ok) {
+        exec.flushOps()
+        const done = await exec.record('step_completed', stepId, {
+          stepName: def.stepName,
+          workflowName: exec.workflowName,
+          result: tagged(bytes),
+        })
+        if (done === HALT) return exec.halt()
+        return exec.hydrate(tagged(bytes))
+      }
+    }
+    const message = errorText(failure)
+    const stack = failure instanceof Error && failure.stack ? failure.stack : undefined
+    if (errors.FatalError.is(failure)) {
+      if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: message, stack })) === HALT) {
+        return exec.halt()
+      }
+      throw stepError({ error: message, stack })
+    }
+    if (attempt >= maxRetries + 1) {
+      const full = `Step "${def.stepName}" failed after ${maxRetries} ${maxRetries === 1 ? 'retry' : 'retries'}: ${message}`
+      if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: full, stack })) === HALT) {
+        return exec.halt()
+      }
+      throw stepError({ error: full, stack })
+    }
+    const retryable = errors.RetryableError.is(failure) && failure.retryAfter instanceof Date
+    const data = { stepName: def.stepName, error: message, stack }
+    // In virtual time the world (which checks retryAfter against the real clock) would
+    // refuse the early restart, so the delay is kept by the engine only.
+    if (retryable && !exec.engine.clock.virtual) data.retryAfter = failure.retryAfter.toISOString()
+    if ((await exec.record('step_retrying', stepId, data)) === HALT) return exec.halt()
+    // The official runtime redelivers after max(1 s, retryAfter - now).
+    const at = retryable
+      ? Math.max(failure.retryAfter.getTime(), exec.engine.clock.now() + 1000)
+      : exec.engine.clock.now() + 1000
+    if (!(await exec.wait(at))) return exec.halt()
+  }
+}
+
+module.exports = { callStep }

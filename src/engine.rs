@@ -1,0 +1,303 @@
+//! The embedded engine's native calls. All of them run off the JS thread: file work on
+//! the libuv pool (`AsyncTask`, one hop there and back), following a run's log on the
+//! tokio runtime, with an unref'd callback so a run waiting for others never keeps the
+//! process alive.
+
+use crate::to_napi;
+use crate::world::NativeWorld;
+use napi::bindgen_prelude::{AsyncTask, Env};
+use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
+use napi::{Status, Task};
+use napi_derive::napi;
+use serde_json::{json, Map, Value};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use workflow_core::journal::{Journal, RunFollower};
+use workflow_core::world::events::EventResult;
+
+/// Blocking work for the libuv pool; a panic inside becomes a rejected promise.
+pub struct Blocking {
+    work: Option<Box<dyn FnOnce() -> napi::Result<String> + Send>>,
+}
+
+impl Blocking {
+    fn task(f: impl FnOnce() -> napi::Result<String> + Send + 'static) -> AsyncTask<Blocking> {
+        AsyncTask::new(Blocking {
+            work: Some(Box::new(f)),
+        })
+    }
+}
+
+impl Task for Blocking {
+    type Output = String;
+    type JsValue = String;
+
+    fn compute(&mut self) -> napi::Result<String> {
+        let Some(work) = self.work.take() else {
+            return Err(napi::Error::from_reason("task already ran"));
+        };
+        match catch_unwind(AssertUnwindSafe(work)) {
+            Ok(r) => r,
+            Err(p) => Err(to_napi(workflow_core::Error::Plain(format!(
+                "internal error (panic): {}",
+                panic_text(&p)
+            )))),
+        }
+    }
+
+    fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
+        Ok(output)
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_string()
+    }
+}
+
+/// `{ name, message, ...fields }` of a core error, as the JS layer rebuilds it.
+fn error_data(e: &workflow_core::Error) -> Value {
+    let mut o = e.fields();
+    o.insert("name".into(), e.name().into());
+    o.insert("message".into(), e.to_string().into());
+    Value::Object(o)
+}
+
+/// What the engine needs back from an event it wrote: the event's identity, the run's
+/// start time and the step's attempt (payloads stay in Rust).
+fn brief(r: &EventResult) -> Value {
+    let mut out = Map::new();
+    if let Some(Value::Object(ev)) = &r.event {
+        let mut e = Map::new();
+        for k in ["eventId", "eventType", "correlationId", "createdAt"] {
+            if let Some(v) = ev.get(k) {
+                e.insert(k.into(), v.clone());
+            }
+        }
+        out.insert("event".into(), Value::Object(e));
+    }
+    let pick = |v: &Option<Value>, keys: &[&str]| -> Option<Value> {
+        let Some(Value::Object(m)) = v else {
+            return None;
+        };
+        let mut o = Map::new();
+        for k in keys {
+            if let Some(x) = m.get(*k) {
+                o.insert((*k).into(), x.clone());
+            }
+        }
+        Some(Value::Object(o))
+    };
+    if let Some(run) = pick(&r.run, &["status", "startedAt"]) {
+        out.insert("run".into(), run);
+    }
+    if let Some(step) = pick(&r.step, &["status", "attempt", "startedAt"]) {
+        out.insert("step".into(), step);
+    }
+    Value::Object(out)
+}
+
+#[napi]
+impl NativeWorld {
+    /// Writes the events of `requests` (JSON array text of `{ eventType, correlationId?,
+    /// specVersion?, eventData? }`) for `runId`, in order, in one call off the JS thread.
+    /// Resolves to the JSON text of `{ results: [{ event, run?, step? }], failed?: {
+    /// index, error: { name, message, ... } } }`: a refusal stops the batch.
+    #[napi]
+    pub fn append_events(&self, run_id: String, requests: String) -> AsyncTask<Blocking> {
+        let journal = self.journal();
+        Blocking::task(move || {
+            let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(&requests) {
+                Ok(Value::Array(items)) => items
+                    .into_iter()
+                    .map(|v| match v {
+                        Value::Object(m) => Ok(m),
+                        _ => Err(workflow_core::Error::InvalidArgument(
+                            "each event request must be a JSON object".into(),
+                        )),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(to_napi)?,
+                _ => {
+                    return Err(to_napi(workflow_core::Error::InvalidArgument(
+                        "event requests must be a JSON array".into(),
+                    )))
+                }
+            };
+            let out = journal.append(&run_id, reqs);
+            let mut res = Map::new();
+            res.insert(
+                "results".into(),
+                Value::Array(out.results.iter().map(brief).collect()),
+            );
+            if let Some((index, e)) = &out.failed {
+                res.insert(
+                    "failed".into(),
+                    json!({ "index": index, "error": error_data(e) }),
+                );
+            }
+            Ok(Value::Object(res).to_string())
+        })
+    }
+
+    /// Every event of the run, as stored, in log order: one JSON array text (off the JS
+    /// thread).
+    #[napi]
+    pub fn read_events(&self, run_id: String) -> AsyncTask<Blocking> {
+        let world = Arc::clone(&self.inner);
+        Blocking::task(move || world.list_events_json_sync(&run_id).map_err(to_napi))
+    }
+
+    /// The runs (as stored) whose status is in `statuses`: one JSON array text (off the JS
+    /// thread).
+    #[napi]
+    pub fn read_runs(&self, statuses: Option<Vec<String>>) -> AsyncTask<Blocking> {
+        let world = Arc::clone(&self.inner);
+        Blocking::task(move || {
+            world
+                .list_runs_json_sync(statuses.as_deref())
+                .map_err(to_napi)
+        })
+    }
+
+    /// Takes or renews a run's lease for `owner`; resolves to "true" or "false" (another
+    /// live owner holds it).
+    #[napi]
+    pub fn acquire_lease(&self, run_id: String, owner: String, ttl_ms: u32) -> AsyncTask<Blocking> {
+        let root: PathBuf = self.inner.root().to_path_buf();
+        Blocking::task(move || {
+            workflow_core::lease::acquire(&root, &run_id, &owner, u64::from(ttl_ms))
+                .map(|b| b.to_string())
+                .map_err(to_napi)
+        })
+    }
+
+    /// Gives a run's lease up if `owner` holds it.
+    #[napi]
+    pub fn release_lease(&self, run_id: String, owner: String) -> AsyncTask<Blocking> {
+        let root: PathBuf = self.inner.root().to_path_buf();
+        Blocking::task(move || {
+            workflow_core::lease::release(&root, &run_id, &owner)
+                .map(|()| String::new())
+                .map_err(to_napi)
+        })
+    }
+
+    /// Follows the events other writers add to `runId` (the engine's own appends are not
+    /// reported). `callback` receives the JSON text of `{ events: [...] }` (log order) or
+    /// `{ error: { name, message, ... } }`; it does not keep the process alive.
+    /// `knownIds`: event ids already read from the log.
+    #[napi]
+    pub fn follow_run(
+        &self,
+        run_id: String,
+        known_ids: Vec<String>,
+        callback: ThreadsafeFunction<String, (), String, Status, false, true>,
+    ) -> napi::Result<RunEventFollower> {
+        let journal = self.journal();
+        let mut follower = journal.follow(&run_id).map_err(to_napi)?;
+        follower.known(known_ids);
+        let (tx, rx) = mpsc::unbounded_channel();
+        napi::bindgen_prelude::spawn(follow_loop(follower, rx, callback));
+        Ok(RunEventFollower {
+            tx,
+            journal,
+            run_id,
+        })
+    }
+}
+
+enum FollowRequest {
+    Poll(oneshot::Sender<String>),
+}
+
+async fn follow_loop(
+    mut follower: RunFollower,
+    mut rx: mpsc::UnboundedReceiver<FollowRequest>,
+    callback: ThreadsafeFunction<String, (), String, Status, false, true>,
+) {
+    loop {
+        tokio::select! {
+            req = rx.recv() => match req {
+                // closed: the JS side is done with this run
+                None => return,
+                Some(FollowRequest::Poll(reply)) => {
+                    let text = match follower.poll_now() {
+                        Ok(evs) => json!({ "events": evs }).to_string(),
+                        Err(e) => json!({ "error": error_data(&e) }).to_string(),
+                    };
+                    let _ = reply.send(text);
+                }
+            },
+            got = follower.next() => {
+                let (text, failed) = match got {
+                    Ok(evs) => (json!({ "events": evs }).to_string(), false),
+                    Err(e) => (json!({ "error": error_data(&e) }).to_string(), true),
+                };
+                if callback.call(text, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing {
+                    return;
+                }
+                if failed {
+                    // a storage fault: reported; try again later rather than spin
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A run's follower (see `NativeWorld#followRun`).
+#[napi]
+pub struct RunEventFollower {
+    tx: mpsc::UnboundedSender<FollowRequest>,
+    journal: Arc<Journal>,
+    run_id: String,
+}
+
+#[napi]
+impl RunEventFollower {
+    /// Looks now (a rescan of the run's files) and resolves to the JSON text of
+    /// `{ events }` / `{ error }` with what other writers added and was not reported yet.
+    #[napi]
+    pub async fn poll(&self) -> napi::Result<String> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(FollowRequest::Poll(reply)).is_err() {
+            return Ok(json!({ "events": [] }).to_string());
+        }
+        Ok(answer
+            .await
+            .unwrap_or_else(|_| json!({ "events": [] }).to_string()))
+    }
+
+    /// Stops following (idempotent).
+    #[napi]
+    pub fn close(&mut self) {
+        let (tx, _) = mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.tx, tx));
+        self.journal.forget(&self.run_id);
+    }
+}
+
+/// The file-system floor of one engine step, for the benchmark: `steps` times, three
+/// create-once files of `event_bytes` and one replaced file of `step_bytes` in `dir`,
+/// written the way the engine writes them. Resolves to the elapsed milliseconds.
+#[napi]
+pub fn fs_floor(dir: String, steps: u32, event_bytes: u32, step_bytes: u32) -> AsyncTask<Blocking> {
+    Blocking::task(move || {
+        workflow_core::world::fsio::step_floor(
+            std::path::Path::new(&dir),
+            steps,
+            event_bytes as usize,
+            step_bytes as usize,
+        )
+        .map(|ms| ms.to_string())
+        .map_err(to_napi)
+    })
+}
