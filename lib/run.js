@@ -160,6 +160,8 @@ class Run {
 
   /** Cancels the run (a `run_cancelled` event, with world-local's effects). */
   async cancel() {
+    // The native outcome ('cancelled' | 'alreadyCancelled' | 'legacyCancelled') is not
+    // public: WDK's cancel() resolves to undefined whichever happened.
     await this.#with((w) => w.cancel(this.runId))
     // A run executing in this process stops at once.
     peekEngine()?.notify(this.runId)
