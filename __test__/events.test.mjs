@@ -14,7 +14,7 @@ const require = createRequire(import.meta.url)
 const { NativeWorld } = require('../binding.js')
 const native = new NativeWorld(dataDir)
 
-const MARKER = '\u0001WFN:'
+const MARKER = require('../binding.js').errorMarker()
 const sha256 = (s) => createHash('sha256').update(s).digest('hex')
 const bytes = (s) => new TextEncoder().encode(s)
 

@@ -1,7 +1,7 @@
 'use strict'
 // getHookByToken / resumeHook / resumeWebhook over the local world.
 
-const { binding, call, fromNative } = require('./native.js')
+const { binding } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams, stopPipeInto, clientRevivers } = require('./streams.js')
@@ -25,8 +25,8 @@ function revivers(world) {
 async function lookup(token) {
   if (typeof token !== 'string') throw new TypeError(`token must be a string, received ${typeof token}`)
   const world = worldOrThrow()
-  const info = await call(() => world.getHookByToken(token))
-  const run = await call(() => world.getRunSync(info.runId))
+  const info = await world.getHookByToken(token)
+  const run = world.getRunSync(info.runId)
   const hook = {
     runId: info.runId,
     hookId: info.hookId,
@@ -55,7 +55,7 @@ async function resumeHook(tokenOrHook, payload) {
   } else {
     world = worldOrThrow()
     hook = tokenOrHook
-    run = await call(() => world.getRunSync(hook.runId))
+    run = world.getRunSync(hook.runId)
   }
   const legacy = hook.specVersion === undefined || hook.specVersion === null || hook.specVersion <= 1
   const ops = []
@@ -77,13 +77,8 @@ async function resumeHook(tokenOrHook, payload) {
       console.warn(`[workflow-native] Background flush of hook payload ops failed (hook ${hook.hookId}):`, e)
     })
   }
-  await call(() => world.hookReceived(hook.runId, hook.hookId, legacy ? undefined : hook.token, data.bytes, data.json))
-  let queueName
-  try {
-    queueName = binding.workflowQueueName(run.workflowName, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
-  } catch (e) {
-    throw fromNative(e)
-  }
+  await world.hookReceived(hook.runId, hook.hookId, legacy ? undefined : hook.token, data.bytes, data.json)
+  const queueName = binding.workflowQueueName(run.workflowName, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
   const message = { runId: hook.runId }
   const tc = run.executionContext && run.executionContext.traceCarrier
   if (tc !== undefined && tc !== null) message.traceCarrier = tc

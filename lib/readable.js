@@ -4,8 +4,6 @@
 // Nothing is read before the first pull; after it the addon reads ahead into a bounded
 // buffer (2048 chunks / 4 MiB), so a slow reader never makes it hold the whole stream.
 
-const { fromNative } = require('./native.js')
-
 const BATCH = 512
 
 /**
@@ -42,7 +40,7 @@ function nativeReadable(global, openReader, decode) {
           finished = true
           if (reader) reader.close()
           reader = null
-          controller.error(fromNative(e))
+          controller.error(e)
         }
       },
       cancel() {

@@ -1,7 +1,7 @@
 'use strict'
 // The Run handle: a run's metadata, return value, streams, wake-up and cancellation.
 
-const { binding, call, errorFromData } = require('./native.js')
+const { binding, errorFromData } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { hydratePayload } = require('./hydrate.js')
 const { refReadable, clientRevivers } = require('./streams.js')
@@ -31,12 +31,11 @@ class Run {
     this.#world = resolveWorld()
   }
 
-  /** Runs `fn(world)` with binding errors turned into JS error classes. */
+  /** Runs `fn(world)`; every failure, a bad run id included, is a rejection. */
   async #with(fn) {
     checkRunId(this.runId)
     if (this.#world.error) throw this.#world.error
-    const world = this.#world.world
-    return call(() => fn(world))
+    return fn(this.#world.world)
   }
 
   // Metadata getters read one small file synchronously in the addon (~10 µs, less than
@@ -161,6 +160,8 @@ class Run {
 
   /** Cancels the run (a `run_cancelled` event, with world-local's effects). */
   async cancel() {
+    // The native outcome ('cancelled' | 'alreadyCancelled' | 'legacyCancelled') is not
+    // public: WDK's cancel() resolves to undefined whichever happened.
     await this.#with((w) => w.cancel(this.runId))
     // A run executing in this process stops at once.
     peekEngine()?.notify(this.runId)

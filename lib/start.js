@@ -2,7 +2,7 @@
 // start(): a new run — `run_created` written in world-local's format and the first queue
 // message delivered over HTTP to the app's workflow endpoint.
 
-const { binding, call, fromNative } = require('./native.js')
+const { binding } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams } = require('./streams.js')
@@ -103,17 +103,17 @@ async function start(workflow, argsOrOptions, maybeOptions) {
           { v1Compat: legacy },
         ),
       )
-    : call(() =>
-    world.createRunSync({
-      runId,
-      deploymentId,
-      workflowName: String(workflowName),
-      specVersion,
-      executionContext,
-      input: input.bytes,
-      inputJson: input.json,
-    }),
-  )
+    : // Written now (an async arrow runs synchronously up to its end); a failure rejects.
+      (async () =>
+        world.createRunSync({
+          runId,
+          deploymentId,
+          workflowName: String(workflowName),
+          specVersion,
+          executionContext,
+          input: input.bytes,
+          inputJson: input.json,
+        }))()
   created.catch(() => {}) // observed below; never an unhandled rejection
 
   // Like WDK, the queue name is validated only after run_created was issued.
@@ -124,7 +124,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
     // WDK issues run_created before validating the name, leaving a pending run behind;
     // wait for that write so the outcome does not depend on timing.
     await created.catch(() => {})
-    throw fromNative(e)
+    throw e
   }
   const message = { runId, traceCarrier: {} }
   if (specVersion >= SPEC_VERSION_CURRENT) {

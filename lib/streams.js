@@ -1,7 +1,7 @@
 'use strict'
 // Plumbing between JS streams inside serialized values and World streams.
 
-const { binding, fromNative } = require('./native.js')
+const { binding } = require('./native.js')
 const { nativeReadable } = require('./readable.js')
 const { externalRevivers, parse } = require('./hydrate.js')
 
@@ -58,8 +58,6 @@ function worldStreams(world, global) {
         }
         await flush()
         await world.closeStream(name, runId)
-      } catch (e) {
-        throw fromNative(e)
       } finally {
         reader.releaseLock()
       }

@@ -4,7 +4,7 @@
 // VERCEL_DEPLOYMENT_ID is set) and WORKFLOW_LOCAL_DATA_DIR (default ".workflow-data").
 
 const path = require('node:path')
-const { binding, fromNative } = require('./native.js')
+const { binding } = require('./native.js')
 const { WorkflowRuntimeError } = require('../errors.js')
 
 let resolved = null
@@ -32,7 +32,7 @@ function createWorld() {
   try {
     return { world: new binding.NativeWorld(dir) }
   } catch (e) {
-    return { error: fromNative(e) }
+    return { error: e }
   }
 }
 

@@ -2,6 +2,7 @@
 //! JS layer waits between attempts (so a redelivery the handler scheduled with
 //! `timeoutSeconds` can wait on an unref'd timer).
 
+use crate::guarded;
 use napi_derive::napi;
 use workflow_core::queue::{deliver_attempt, Next, QueueMessage, Target};
 
@@ -29,24 +30,42 @@ pub struct JsQueueTarget {
     pub base_path: Option<String>,
 }
 
-/// `next`: `"done"`, `"again"` (after `delayMs`; `scheduled` when the handler asked for
-/// it) or `"give-up"`.
+/// What to do after a delivery attempt.
+#[napi(string_enum = "kebab-case")]
+pub enum AttemptNext {
+    /// Delivered (or nothing more to do).
+    Done,
+    /// Try again after `delayMs` (`scheduled` when the handler asked for it).
+    Again,
+    /// Stop trying.
+    GiveUp,
+}
+
 #[napi(object)]
 pub struct JsAttempt {
-    pub next: String,
+    pub next: AttemptNext,
     pub delay_ms: f64,
     pub scheduled: bool,
     pub connect_failures: u32,
     pub log: Option<String>,
 }
 
-#[napi]
+#[napi(catch_unwind)]
 pub async fn deliver_attempt_js(
     message: JsQueueMessage,
     target: JsQueueTarget,
     attempt: u32,
     connect_failures: u32,
-) -> JsAttempt {
+) -> napi::Result<JsAttempt> {
+    guarded(deliver(message, target, attempt, connect_failures)).await
+}
+
+async fn deliver(
+    message: JsQueueMessage,
+    target: JsQueueTarget,
+    attempt: u32,
+    connect_failures: u32,
+) -> napi::Result<JsAttempt> {
     let msg = QueueMessage {
         queue_name: message.queue_name,
         message_id: message.message_id,
@@ -59,15 +78,17 @@ pub async fn deliver_attempt_js(
     };
     let a = deliver_attempt(&target, &msg, attempt, connect_failures).await;
     let (next, delay_ms, scheduled) = match a.next {
-        Next::Done => ("done", 0.0, false),
-        Next::Again { delay, scheduled } => ("again", delay.as_millis() as f64, scheduled),
-        Next::GiveUp => ("give-up", 0.0, false),
+        Next::Done => (AttemptNext::Done, 0.0, false),
+        Next::Again { delay, scheduled } => {
+            (AttemptNext::Again, delay.as_millis() as f64, scheduled)
+        }
+        Next::GiveUp => (AttemptNext::GiveUp, 0.0, false),
     };
-    JsAttempt {
-        next: next.to_string(),
+    Ok(JsAttempt {
+        next,
         delay_ms,
         scheduled,
         connect_failures: a.connect_failures,
         log: a.log,
-    }
+    })
 }

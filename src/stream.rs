@@ -2,7 +2,7 @@
 //! The core reads ahead into a bounded buffer; `nextManySync` takes what is ready without
 //! leaving the JS thread, `nextMany` waits for more.
 
-use crate::to_napi;
+use crate::{guard, guarded, to_napi};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use std::sync::Arc;
@@ -17,6 +17,27 @@ pub struct NativeStreamReader {
 /// One batch. Object streams: the devalue texts joined into one string (`text`) with the
 /// end offset of each (UTF-16 units, `ends`) — one JS string per batch instead of one per
 /// chunk. Byte streams: `buffers`.
+/// How a stream's chunks are decoded.
+#[napi(string_enum = "kebab-case")]
+pub enum StreamReadMode {
+    /// devalue-framed object stream: items are the frame texts.
+    Objects,
+    /// raw byte stream: items are the chunk bytes as stored.
+    Bytes,
+    /// `framed-v1` byte stream: items are the frame payloads.
+    BytesFramed,
+}
+
+impl From<StreamReadMode> for StreamMode {
+    fn from(m: StreamReadMode) -> Self {
+        match m {
+            StreamReadMode::Objects => StreamMode::Objects,
+            StreamReadMode::Bytes => StreamMode::BytesRaw,
+            StreamReadMode::BytesFramed => StreamMode::BytesFramed,
+        }
+    }
+}
+
 #[napi(object)]
 pub struct StreamBatch {
     pub text: String,
@@ -26,13 +47,13 @@ pub struct StreamBatch {
 }
 
 impl NativeStreamReader {
-    pub fn open(world: &Arc<LocalWorld>, name: &str, start: i64, mode: &str) -> napi::Result<Self> {
-        let mode = match mode {
-            "bytes" => StreamMode::BytesRaw,
-            "bytes-framed" => StreamMode::BytesFramed,
-            _ => StreamMode::Objects,
-        };
-        let reader = StreamReader::open(world, name, start, mode).map_err(to_napi)?;
+    pub fn open(
+        world: &Arc<LocalWorld>,
+        name: &str,
+        start: i64,
+        mode: StreamReadMode,
+    ) -> napi::Result<Self> {
+        let reader = StreamReader::open(world, name, start, mode.into()).map_err(to_napi)?;
         Ok(NativeStreamReader {
             inner: Arc::new(PrefetchReader::new(reader)),
         })
@@ -69,29 +90,35 @@ fn to_js(batch: Batch) -> StreamBatch {
 #[napi]
 impl NativeStreamReader {
     /// Ready items, or `null` when none are ready yet (then call `nextMany`).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn next_many_sync(&self, max: u32) -> napi::Result<Option<StreamBatch>> {
-        match self.inner.try_next_many(max as usize) {
+        guard(|| match self.inner.try_next_many(max as usize) {
             Some(Ok(b)) => Ok(Some(to_js(b))),
             Some(Err(e)) => Err(to_napi(e)),
             None => Ok(None),
-        }
+        })
     }
 
     /// Up to `max` items; waits for writers while the stream is open and drained.
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn next_many(&self, max: u32) -> napi::Result<StreamBatch> {
         let inner = Arc::clone(&self.inner);
-        inner
-            .next_many(max as usize)
-            .await
-            .map(to_js)
-            .map_err(to_napi)
+        guarded(async move {
+            inner
+                .next_many(max as usize)
+                .await
+                .map(to_js)
+                .map_err(to_napi)
+        })
+        .await
     }
 
     /// Stops the reader and releases its resources, also while a `nextMany` is waiting.
-    #[napi]
-    pub fn close(&self) {
-        self.inner.close();
+    #[napi(catch_unwind)]
+    pub fn close(&self) -> napi::Result<()> {
+        guard(|| {
+            self.inner.close();
+            Ok(())
+        })
     }
 }

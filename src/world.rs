@@ -1,13 +1,14 @@
 //! `NativeWorld`: one data directory, the operations the `Run` handle needs.
 
-use crate::stream::NativeStreamReader;
-use crate::to_napi;
+use crate::stream::{NativeStreamReader, StreamReadMode};
+use crate::{error_json, guard, guarded, join_error, to_napi};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use std::sync::Arc;
 use workflow_core::queue::QueueMessage;
-use workflow_core::world::local::{CreateRun, LocalWorld};
+use workflow_core::world::local::{CancelOutcome as CoreCancelOutcome, CreateRun, LocalWorld};
 use workflow_core::world::model::{Payload, RunSnapshot};
+use workflow_core::Error as CoreError;
 
 #[napi]
 pub struct NativeWorld {
@@ -89,6 +90,27 @@ pub struct StreamInfo {
     pub done: bool,
 }
 
+/// What `cancel` did.
+#[napi(string_enum = "camelCase")]
+pub enum CancelOutcome {
+    /// The run moved to `cancelled` (or did not exist: an orphan event was stored).
+    Cancelled,
+    /// The run was already cancelled; another `run_cancelled` event was appended.
+    AlreadyCancelled,
+    /// A legacy (spec ≤ 1) run was cancelled in place, no event stored.
+    LegacyCancelled,
+}
+
+impl From<CoreCancelOutcome> for CancelOutcome {
+    fn from(o: CoreCancelOutcome) -> Self {
+        match o {
+            CoreCancelOutcome::Cancelled => CancelOutcome::Cancelled,
+            CoreCancelOutcome::AlreadyCancelled => CancelOutcome::AlreadyCancelled,
+            CoreCancelOutcome::LegacyCancelled => CancelOutcome::LegacyCancelled,
+        }
+    }
+}
+
 #[napi(object)]
 pub struct WakeUpResult {
     pub stopped_count: u32,
@@ -100,78 +122,96 @@ pub struct WakeUpResult {
 
 #[napi]
 impl NativeWorld {
-    #[napi(constructor)]
+    #[napi(constructor, catch_unwind)]
     pub fn new(data_dir: String) -> napi::Result<Self> {
-        Ok(NativeWorld {
-            inner: Arc::new(LocalWorld::new(data_dir).map_err(to_napi)?),
-            journal: std::sync::OnceLock::new(),
+        guard(|| {
+            Ok(NativeWorld {
+                inner: Arc::new(LocalWorld::new(data_dir).map_err(to_napi)?),
+                journal: std::sync::OnceLock::new(),
+            })
         })
     }
 
     /// Absolute data directory.
-    #[napi(getter)]
-    pub fn data_dir(&self) -> String {
-        self.inner.root().display().to_string()
+    #[napi(getter, catch_unwind)]
+    pub fn data_dir(&self) -> napi::Result<String> {
+        guard(|| Ok(self.inner.root().display().to_string()))
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn get_run(&self, run_id: String, with_data: bool) -> napi::Result<RunInfo> {
         let w = Arc::clone(&self.inner);
-        w.get_run(&run_id, with_data)
-            .await
-            .map(RunInfo::from)
-            .map_err(to_napi)
+        guarded(async move {
+            w.get_run(&run_id, with_data)
+                .await
+                .map(RunInfo::from)
+                .map_err(to_napi)
+        })
+        .await
     }
 
     /// The run's status: the hot path of `run.status`, converted as a plain string.
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn run_status(&self, run_id: String) -> napi::Result<String> {
         let w = Arc::clone(&self.inner);
-        w.get_run(&run_id, false)
-            .await
-            .map(|r| r.status.as_str().to_string())
-            .map_err(to_napi)
+        guarded(async move {
+            w.get_run(&run_id, false)
+                .await
+                .map(|r| r.status.as_str().to_string())
+                .map_err(to_napi)
+        })
+        .await
     }
 
     /// Synchronous `runs.get`: one small file read and parse on the calling thread
     /// (~10 µs), cheaper than any thread hop. Used by the metadata getters.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn get_run_sync(&self, run_id: String) -> napi::Result<RunInfo> {
-        self.inner
-            .get_run_sync(&run_id, false)
-            .map(RunInfo::from)
-            .map_err(to_napi)
+        guard(|| {
+            self.inner
+                .get_run_sync(&run_id, false)
+                .map(RunInfo::from)
+                .map_err(to_napi)
+        })
     }
 
     /// Synchronous status read (the hot path of `run.status`).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn run_status_sync(&self, run_id: String) -> napi::Result<String> {
-        self.inner
-            .get_run_sync(&run_id, false)
-            .map(|r| r.status.as_str().to_string())
-            .map_err(to_napi)
+        guard(|| {
+            self.inner
+                .get_run_sync(&run_id, false)
+                .map(|r| r.status.as_str().to_string())
+                .map_err(to_napi)
+        })
     }
 
     /// Resolves once the run is terminal (woken by the filesystem watcher).
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn wait_terminal(&self, run_id: String) -> napi::Result<RunInfo> {
         let w = Arc::clone(&self.inner);
-        workflow_core::run::wait_until_terminal(&w, &run_id)
-            .await
-            .map(RunInfo::from)
-            .map_err(to_napi)
+        guarded(async move {
+            workflow_core::run::wait_until_terminal(&w, &run_id)
+                .await
+                .map(RunInfo::from)
+                .map_err(to_napi)
+        })
+        .await
     }
 
-    #[napi]
-    pub async fn cancel(&self, run_id: String) -> napi::Result<String> {
+    #[napi(catch_unwind)]
+    pub async fn cancel(&self, run_id: String) -> napi::Result<CancelOutcome> {
         let w = Arc::clone(&self.inner);
-        w.cancel_run(&run_id)
-            .await
-            .map(|o| format!("{o:?}"))
-            .map_err(to_napi)
+        guarded(async move {
+            w.cancel_run(&run_id)
+                .await
+                .map(CancelOutcome::from)
+                .map_err(to_napi)
+        })
+        .await
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn wake_up(
         &self,
         run_id: String,
@@ -179,84 +219,86 @@ impl NativeWorld {
         queue_namespace: Option<String>,
     ) -> napi::Result<WakeUpResult> {
         let w = Arc::clone(&self.inner);
-        let out = workflow_core::run::wake_up(
-            &w,
-            &run_id,
-            correlation_ids.as_deref(),
-            queue_namespace.as_deref(),
-        )
-        .await
-        .map_err(to_napi)?;
-        Ok(WakeUpResult {
-            stopped_count: out.stopped_count,
-            pending_count: out.pending_count,
-            errors: out
-                .errors
-                .into_iter()
-                .map(|e| {
-                    let mut o = e.fields();
-                    o.insert("name".into(), e.name().into());
-                    o.insert("message".into(), e.to_string().into());
-                    serde_json::Value::Object(o).to_string()
-                })
-                .collect(),
-            message: out.message.map(|m: QueueMessage| m.into()),
+        guarded(async move {
+            let out = workflow_core::run::wake_up(
+                &w,
+                &run_id,
+                correlation_ids.as_deref(),
+                queue_namespace.as_deref(),
+            )
+            .await
+            .map_err(to_napi)?;
+            Ok(WakeUpResult {
+                stopped_count: out.stopped_count,
+                pending_count: out.pending_count,
+                errors: out.errors.iter().map(error_json).collect(),
+                message: out.message.map(|m: QueueMessage| m.into()),
+            })
         })
+        .await
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn stream_info(&self, name: String) -> napi::Result<StreamInfo> {
         let index = self.inner.chunk_index();
-        let (tail_index, done) = tokio::task::spawn_blocking(move || index.stream_info(&name))
-            .await
-            .map_err(|e| napi::Error::from_reason(e.to_string()))?
-            .map_err(to_napi)?;
-        Ok(StreamInfo { tail_index, done })
+        guarded(async move {
+            let (tail_index, done) = tokio::task::spawn_blocking(move || index.stream_info(&name))
+                .await
+                .map_err(join_error)?
+                .map_err(to_napi)?;
+            Ok(StreamInfo { tail_index, done })
+        })
+        .await
     }
 
     /// Writes the run and its `run_created` event (two small create-once files) on the
     /// calling thread: cheaper than the thread hops of an async call.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn create_run_sync(&self, req: CreateRunRequest) -> napi::Result<()> {
-        let create = CreateRun {
-            run_id: req.run_id,
-            deployment_id: req.deployment_id,
-            workflow_name: req.workflow_name,
-            spec_version: req.spec_version,
-            execution_context: req.execution_context,
-            input: payload_from(req.input, req.input_json)?,
-        };
-        self.inner.create_run_sync(&create).map_err(to_napi)
-    }
-
-    #[napi]
-    pub async fn get_hook_by_token(&self, token: String) -> napi::Result<HookInfo> {
-        let w = Arc::clone(&self.inner);
-        let h = w.get_hook_by_token(&token).await.map_err(to_napi)?;
-        let has_metadata = h.metadata.is_some();
-        let (metadata, metadata_json) = match h.metadata {
-            Some(Payload::Bytes(b)) => (Some(Buffer::from(b)), None),
-            Some(Payload::Json(v)) => (None, Some(v.to_string())),
-            None => (None, None),
-        };
-        Ok(HookInfo {
-            run_id: h.run_id,
-            hook_id: h.hook_id,
-            token: h.token,
-            owner_id: h.owner_id,
-            project_id: h.project_id,
-            environment: h.environment,
-            metadata,
-            metadata_json,
-            has_metadata,
-            created_at: h.created_at,
-            spec_version: h.spec_version,
-            is_webhook: h.is_webhook,
+        guard(|| {
+            let create = CreateRun {
+                run_id: req.run_id,
+                deployment_id: req.deployment_id,
+                workflow_name: req.workflow_name,
+                spec_version: req.spec_version,
+                execution_context: req.execution_context,
+                input: payload_from(req.input, req.input_json)?,
+            };
+            self.inner.create_run_sync(&create).map_err(to_napi)
         })
     }
 
+    #[napi(catch_unwind)]
+    pub async fn get_hook_by_token(&self, token: String) -> napi::Result<HookInfo> {
+        let w = Arc::clone(&self.inner);
+        guarded(async move {
+            let h = w.get_hook_by_token(&token).await.map_err(to_napi)?;
+            let has_metadata = h.metadata.is_some();
+            let (metadata, metadata_json) = match h.metadata {
+                Some(Payload::Bytes(b)) => (Some(Buffer::from(b)), None),
+                Some(Payload::Json(v)) => (None, Some(v.to_string())),
+                None => (None, None),
+            };
+            Ok(HookInfo {
+                run_id: h.run_id,
+                hook_id: h.hook_id,
+                token: h.token,
+                owner_id: h.owner_id,
+                project_id: h.project_id,
+                environment: h.environment,
+                metadata,
+                metadata_json,
+                has_metadata,
+                created_at: h.created_at,
+                spec_version: h.spec_version,
+                is_webhook: h.is_webhook,
+            })
+        })
+        .await
+    }
+
     /// The `hook_received` event; returns the event id.
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn hook_received(
         &self,
         run_id: String,
@@ -266,13 +308,16 @@ impl NativeWorld {
         payload_json: Option<String>,
     ) -> napi::Result<String> {
         let w = Arc::clone(&self.inner);
-        let payload = payload_from(payload, payload_json)?;
-        w.hook_received(&run_id, &hook_id, token.as_deref(), &payload)
-            .await
-            .map_err(to_napi)
+        guarded(async move {
+            let payload = payload_from(payload, payload_json)?;
+            w.hook_received(&run_id, &hook_id, token.as_deref(), &payload)
+                .await
+                .map_err(to_napi)
+        })
+        .await
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn write_stream_chunks(
         &self,
         name: String,
@@ -280,71 +325,81 @@ impl NativeWorld {
         chunks: Vec<Buffer>,
     ) -> napi::Result<()> {
         let w = Arc::clone(&self.inner);
-        let chunks: Vec<Vec<u8>> = chunks.into_iter().map(|b| b.to_vec()).collect();
-        w.write_stream_chunks(&name, &run_id, &chunks)
-            .await
-            .map_err(to_napi)
+        guarded(async move {
+            let chunks: Vec<Vec<u8>> = chunks.into_iter().map(|b| b.to_vec()).collect();
+            w.write_stream_chunks(&name, &run_id, &chunks)
+                .await
+                .map_err(to_napi)
+        })
+        .await
     }
 
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn close_stream(&self, name: String, run_id: String) -> napi::Result<()> {
         let w = Arc::clone(&self.inner);
-        w.close_stream(&name, &run_id).await.map_err(to_napi)
+        guarded(async move { w.close_stream(&name, &run_id).await.map_err(to_napi) }).await
     }
 
     /// world-local's `events.create(runId, request)`: `request` is the JSON text of
     /// `{ eventType, correlationId?, specVersion?, eventData? }` in world-local's JSON
     /// encoding; returns the JSON text of `{ event?, run?, step?, hook?, wait? }`.
     /// `runId` is null only for `run_created` (the id is generated then).
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn create_event_sync(
         &self,
         run_id: Option<String>,
         request: String,
     ) -> napi::Result<String> {
-        self.inner
-            .create_event_sync(run_id.as_deref(), &request)
-            .map(|r| r.to_json())
-            .map_err(to_napi)
+        guard(|| {
+            self.inner
+                .create_event_sync(run_id.as_deref(), &request)
+                .map(|r| r.to_json())
+                .map_err(to_napi)
+        })
     }
 
     /// Async form of `createEventSync` (runs on a blocking thread).
-    #[napi]
+    #[napi(catch_unwind)]
     pub async fn create_event(
         &self,
         run_id: Option<String>,
         request: String,
     ) -> napi::Result<String> {
         let w = Arc::clone(&self.inner);
-        w.create_event(run_id, request)
-            .await
-            .map(|r| r.to_json())
-            .map_err(to_napi)
+        guarded(async move {
+            w.create_event(run_id, request)
+                .await
+                .map(|r| r.to_json())
+                .map_err(to_napi)
+        })
+        .await
     }
 
     /// All events of the run, as stored, in log order: one JSON array text.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn list_events_json(&self, run_id: String) -> napi::Result<String> {
-        self.inner.list_events_json_sync(&run_id).map_err(to_napi)
+        guard(|| self.inner.list_events_json_sync(&run_id).map_err(to_napi))
     }
 
     /// All runs (as stored) whose status is in `statuses` (all when null): one JSON array text.
-    #[napi]
+    #[napi(catch_unwind)]
     pub fn list_runs_json(&self, statuses: Option<Vec<String>>) -> napi::Result<String> {
-        self.inner
-            .list_runs_json_sync(statuses.as_deref())
-            .map_err(to_napi)
+        guard(|| {
+            self.inner
+                .list_runs_json_sync(statuses.as_deref())
+                .map_err(to_napi)
+        })
     }
 
-    /// `mode`: `"objects"`, `"bytes"` or `"bytes-framed"`.
-    #[napi]
+    /// A reader of stream `name` from chunk `startIndex`, decoded as `mode` says.
+    #[napi(catch_unwind)]
     pub fn open_stream(
         &self,
         name: String,
         start_index: i64,
-        mode: String,
+        mode: StreamReadMode,
     ) -> napi::Result<NativeStreamReader> {
-        NativeStreamReader::open(&self.inner, &name, start_index, &mode)
+        guard(|| NativeStreamReader::open(&self.inner, &name, start_index, mode))
     }
 }
 
@@ -382,30 +437,42 @@ pub struct HookInfo {
 fn payload_from(bytes: Option<Buffer>, json: Option<String>) -> napi::Result<Payload> {
     match (bytes, json) {
         (Some(b), _) => Ok(Payload::Bytes(b.to_vec())),
-        (None, Some(j)) => serde_json::from_str(&j)
-            .map(Payload::Json)
-            .map_err(|e| napi::Error::from_reason(format!("invalid legacy payload: {e}"))),
-        (None, None) => Err(napi::Error::from_reason("a payload is required")),
+        (None, Some(j)) => serde_json::from_str(&j).map(Payload::Json).map_err(|e| {
+            to_napi(CoreError::InvalidArgument(format!(
+                "invalid legacy payload: {e}"
+            )))
+        }),
+        (None, None) => Err(to_napi(CoreError::InvalidArgument(
+            "a payload is required".into(),
+        ))),
     }
 }
 
 /// `strm_<run ULID>_user[_<base64url(namespace)>]`
-#[napi]
-pub fn run_stream_name(run_id: String, namespace: Option<String>) -> String {
-    workflow_core::ids::run_stream_name(&run_id, namespace.as_deref())
+#[napi(catch_unwind)]
+pub fn run_stream_name(run_id: String, namespace: Option<String>) -> napi::Result<String> {
+    guard(|| {
+        Ok(workflow_core::ids::run_stream_name(
+            &run_id,
+            namespace.as_deref(),
+        ))
+    })
 }
 
 /// A process-wide monotonic ULID (for run and stream ids).
-#[napi]
-pub fn new_ulid() -> String {
-    workflow_core::ids::monotonic_ulid()
+#[napi(catch_unwind)]
+pub fn new_ulid() -> napi::Result<String> {
+    guard(|| Ok(workflow_core::ids::monotonic_ulid()))
 }
 
 /// `__wkf_workflow_<name>` (validates the workflow name like WDK).
-#[napi]
+#[napi(catch_unwind)]
 pub fn workflow_queue_name(
     workflow_name: String,
     namespace: Option<String>,
 ) -> napi::Result<String> {
-    workflow_core::queue::workflow_queue_name(&workflow_name, namespace.as_deref()).map_err(to_napi)
+    guard(|| {
+        workflow_core::queue::workflow_queue_name(&workflow_name, namespace.as_deref())
+            .map_err(to_napi)
+    })
 }
