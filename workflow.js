@@ -7,7 +7,7 @@
 //   const sum = workflow('sum', async (a, b) => { await sleep('1s'); return add(a, b) })
 //   const run = await start(sum, [1, 2])   // start from workflow-native/api
 
-const { binding, fromNative } = require('./lib/native.js')
+const { binding } = require('./lib/native.js')
 const { workflowStore, stepStore } = require('./lib/engine/context.js')
 const { getEngine } = require('./lib/engine/engine.js')
 const { resumeHook } = require('./lib/hooks.js')
@@ -34,11 +34,7 @@ function workflow(name, fn, options = {}) {
   checkName('Workflow', name)
   if (typeof fn !== 'function') throw new TypeError('workflow() needs a function')
   const workflowId = options.id ?? `workflow//native//${name}`
-  try {
-    binding.workflowQueueName(workflowId, undefined)
-  } catch (e) {
-    throw fromNative(e)
-  }
+  binding.workflowQueueName(workflowId, undefined) // validates the name like WDK
   const def = { workflowId, name, fn }
   const wf = function (...args) {
     return fn.apply(this, args)

@@ -6,7 +6,6 @@
 // the workflow is registered in this process.
 
 const { resolveWorld, setLocalDispatcher } = require('../world.js')
-const { fromNative } = require('../native.js')
 const { Clock } = require('./clock.js')
 const { Execution } = require('./execution.js')
 const { workflowStore, stepStore } = require('./context.js')
@@ -81,11 +80,7 @@ class Engine {
   }
 
   async acquireLease(world, runId) {
-    try {
-      return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
-    } catch (e) {
-      throw fromNative(e)
-    }
+    return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
   }
 
   /** False only when another process holds the lease now. */
@@ -93,7 +88,7 @@ class Engine {
     try {
       return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
     } catch (e) {
-      console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, fromNative(e))
+      console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, e)
       return true
     }
   }
@@ -102,7 +97,7 @@ class Engine {
     try {
       await world.releaseLease(runId, this.leaseOwner)
     } catch (e) {
-      console.error(`[workflow-native] Could not release the lease of run ${runId}:`, fromNative(e))
+      console.error(`[workflow-native] Could not release the lease of run ${runId}:`, e)
     }
   }
 
@@ -172,12 +167,7 @@ class Engine {
    */
   async resumeRuns() {
     const world = this.world()
-    let runs
-    try {
-      runs = JSON.parse(await world.readRuns(['pending', 'running']))
-    } catch (e) {
-      throw fromNative(e)
-    }
+    const runs = JSON.parse(await world.readRuns(['pending', 'running']))
     const launched = []
     for (const run of runs) {
       const def = this.registry.get(run.workflowName)

@@ -11,7 +11,6 @@
 // run's life cycle and the one place that handles "the run ended under us".
 
 const { stringify } = require('../vendor/devalue.cjs')
-const { fromNative } = require('../native.js')
 const { clientReducers, serializeValue, frame } = require('../serialize.js')
 const { externalRevivers, hydratePayload } = require('../hydrate.js')
 const { refReadable, worldStreams } = require('../streams.js')
@@ -166,12 +165,7 @@ class Execution {
 
   /** Loads the whole log (on resume). */
   async load() {
-    let events
-    try {
-      events = JSON.parse(await this.world.readEvents(this.runId))
-    } catch (e) {
-      throw fromNative(e)
-    }
+    const events = JSON.parse(await this.world.readEvents(this.runId))
     for (const ev of events) this.log.add(ev, true)
   }
 
@@ -370,16 +364,12 @@ class Execution {
       async write(value) {
         const chunk = frame(Buffer.from(`devl${stringify(value, reducers)}`, 'utf8'))
         exec.flushOps()
-        const p = world.writeStreamChunks(name, runId, [chunk]).catch((e) => {
-          throw fromNative(e)
-        })
+        const p = world.writeStreamChunks(name, runId, [chunk])
         if (ops) ops.push(p.catch(() => {}))
         await p
       },
       async close() {
-        const p = world.closeStream(name, runId).catch((e) => {
-          throw fromNative(e)
-        })
+        const p = world.closeStream(name, runId)
         if (ops) ops.push(p.catch(() => {}))
         await p
       },

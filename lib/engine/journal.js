@@ -8,7 +8,7 @@
 // Ordering is the durability rule: a write is on disk before any write queued after it
 // is attempted, so the log never holds a later event without the earlier ones.
 
-const { errorFromData, fromNative } = require('../native.js')
+const { errorFromData } = require('../native.js')
 
 /** Refusals that mean the run ended under us (cancelled, or finished by another writer). */
 const RUN_GONE = new Set(['RunExpiredError', 'EntityConflictError'])
@@ -91,7 +91,7 @@ class RunJournal {
     try {
       out = JSON.parse(await this.#world.appendEvents(this.#runId, JSON.stringify(batch.map((e) => e.req))))
     } catch (e) {
-      out = { results: [], failed: { index: 0, nativeError: fromNative(e) } }
+      out = { results: [], failed: { index: 0, nativeError: e } }
     }
     this.#inFlight = false
     const done = out.results.length
