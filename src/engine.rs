@@ -3,8 +3,8 @@
 //! tokio runtime, with an unref'd callback so a run waiting for others never keeps the
 //! process alive.
 
-use crate::{error_json, guard, panic_error, to_napi};
 use crate::world::NativeWorld;
+use crate::{error_json, guard, panic_error, to_napi};
 use napi::bindgen_prelude::{AsyncTask, Env};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{Status, Task};

@@ -1,0 +1,210 @@
+//! The engine's journal: batched appends through `events.create`, and a follower that
+//! reports the events other writers add to a run but never the journal's own.
+
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use workflow_core::journal::Journal;
+use workflow_core::world::local::LocalWorld;
+
+fn req(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("test requests are objects"),
+    }
+}
+
+/// A fresh world with one pending run; returns (world, journal, run id).
+fn setup() -> (tempfile::TempDir, Arc<LocalWorld>, Arc<Journal>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let world = Arc::new(LocalWorld::new(dir.path()).unwrap());
+    let created = world
+        .create_event_sync(
+            None,
+            &json!({
+                "eventType": "run_created",
+                "specVersion": 3,
+                "eventData": {
+                    "deploymentId": "dpl_test",
+                    "workflowName": "workflow//native//journal-test",
+                    "input": {"__type": "Uint8Array", "data": "ZGV2bFtbXV0="}
+                }
+            })
+            .to_string(),
+        )
+        .unwrap();
+    let run_id = created.event.as_ref().unwrap()["runId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let journal = Journal::new(Arc::clone(&world));
+    (dir, world, journal, run_id)
+}
+
+fn step_created(step: &str) -> Map<String, Value> {
+    req(json!({
+        "eventType": "step_created",
+        "specVersion": 3,
+        "correlationId": step,
+        "eventData": {"stepName": "s", "input": {"__type": "Uint8Array", "data": "ZGV2bFtd"}}
+    }))
+}
+
+fn step_started(step: &str) -> Map<String, Value> {
+    req(
+        json!({"eventType": "step_started", "specVersion": 3, "correlationId": step, "eventData": {"stepName": "s"}}),
+    )
+}
+
+fn event_types(world: &LocalWorld, run_id: &str) -> Vec<String> {
+    let list: Value = serde_json::from_str(&world.list_events_json_sync(run_id).unwrap()).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventType"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_batch_is_written_in_order_and_stops_at_the_first_refusal() {
+    let (_dir, world, journal, run) = setup();
+    let out = journal.append(
+        &run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created("step_A"),
+            step_started("step_A"),
+            // refused: no such step
+            step_started("step_missing"),
+            // never attempted
+            step_created("step_B"),
+        ],
+    );
+    assert_eq!(out.results.len(), 3);
+    let (index, err) = out.failed.expect("the fourth request is refused");
+    assert_eq!(index, 3);
+    assert_eq!(err.to_string(), "Step \"step_missing\" not found");
+    assert_eq!(out.results[2].step.as_ref().unwrap()["attempt"], json!(1));
+    assert_eq!(
+        event_types(&world, &run),
+        ["run_created", "run_started", "step_created", "step_started"]
+    );
+}
+
+#[test]
+fn an_unsafe_run_id_is_refused_before_anything_is_written() {
+    let (_dir, _world, journal, _run) = setup();
+    let out = journal.append("../x", vec![step_created("step_A")]);
+    assert!(out.results.is_empty());
+    let (index, err) = out.failed.unwrap();
+    assert_eq!(index, 0);
+    assert_eq!(err.name(), "UnsafeEntityIdError");
+}
+
+#[tokio::test]
+async fn the_follower_reports_other_writers_events_and_never_the_journals_own() {
+    let (_dir, world, journal, run) = setup();
+    let mut follower = journal.follow(&run).unwrap();
+    follower.known(ids_in_log(&world, &run));
+    // our own writes, before and after a foreign one
+    let own = journal.append(
+        &run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created("step_A"),
+            step_started("step_A"),
+        ],
+    );
+    assert!(own.failed.is_none());
+    let foreign = world
+        .create_event_sync(Some(&run), &json!({"eventType": "wait_created", "specVersion": 3, "correlationId": "wait_X", "eventData": {"resumeAt": "2030-01-01T00:00:00.000Z"}}).to_string())
+        .unwrap();
+    let foreign_id = foreign.event.unwrap()["eventId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let more = journal.append(&run, vec![step_created("step_B")]);
+    assert!(more.failed.is_none());
+
+    let got = tokio::time::timeout(Duration::from_secs(10), follower.next())
+        .await
+        .expect("the foreign event is reported")
+        .unwrap();
+    let ids: Vec<&str> = got.iter().map(|e| e["eventId"].as_str().unwrap()).collect();
+    assert_eq!(ids, [foreign_id.as_str()]);
+    // nothing else is pending: a rescan finds no other foreign event
+    assert!(follower.poll_now().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn poll_now_sees_a_foreign_event_at_once_and_skips_known_ones() {
+    let (_dir, world, journal, run) = setup();
+    let first: Value = serde_json::from_str(&world.list_events_json_sync(&run).unwrap()).unwrap();
+    let run_created_id = first[0]["eventId"].as_str().unwrap().to_string();
+    let mut follower = journal.follow(&run).unwrap();
+    follower.known([run_created_id]);
+    assert!(follower.poll_now().unwrap().is_empty());
+    world
+        .create_event_sync(
+            Some(&run),
+            &json!({"eventType": "run_started", "specVersion": 3}).to_string(),
+        )
+        .unwrap();
+    let got = follower.poll_now().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["eventType"], json!("run_started"));
+    // reported once only
+    assert!(follower.poll_now().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn events_of_other_runs_are_not_reported() {
+    let (_dir, world, journal, run) = setup();
+    let other = setup_second_run(&world);
+    let mut follower = journal.follow(&run).unwrap();
+    world
+        .create_event_sync(
+            Some(&other),
+            &json!({"eventType": "run_started", "specVersion": 3}).to_string(),
+        )
+        .unwrap();
+    world
+        .create_event_sync(
+            Some(&run),
+            &json!({"eventType": "run_started", "specVersion": 3}).to_string(),
+        )
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), follower.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0]["runId"], json!(run));
+}
+
+fn ids_in_log(world: &LocalWorld, run_id: &str) -> Vec<String> {
+    let list: Value = serde_json::from_str(&world.list_events_json_sync(run_id).unwrap()).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn setup_second_run(world: &LocalWorld) -> String {
+    let created = world
+        .create_event_sync(
+            None,
+            &json!({
+                "eventType": "run_created",
+                "specVersion": 3,
+                "eventData": {"deploymentId": "d", "workflowName": "w", "input": {"__type": "Uint8Array", "data": ""}}
+            })
+            .to_string(),
+        )
+        .unwrap();
+    created.event.unwrap()["runId"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
