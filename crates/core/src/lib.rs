@@ -8,6 +8,7 @@ pub mod dirscan;
 pub mod error;
 pub mod ids;
 pub mod lease;
+pub mod machine;
 pub mod queue;
 pub mod run;
 pub mod stream;
