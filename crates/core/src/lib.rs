@@ -11,6 +11,7 @@ pub mod lease;
 pub mod machine;
 pub mod queue;
 pub mod run;
+pub mod storage;
 pub mod stream;
 pub mod world;
 

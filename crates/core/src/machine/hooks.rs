@@ -3,7 +3,8 @@
 //! other hook gets a `hook_conflict` event instead); `hook_disposed` happens once.
 
 use super::json::literal;
-use super::{Created, Ctx, EventResult, EventStore, Once, TokenClaim};
+use super::request::{Created, Ctx, EventResult};
+use super::store::{EventStore, Once, TokenClaim};
 use crate::error::{Error, Result};
 use crate::ids::ulid_time_ms;
 use crate::world::fsio::{iso_from_ms, to_compact_json};

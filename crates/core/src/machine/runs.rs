@@ -2,62 +2,21 @@
 //! `run_started`, the terminal transitions with their hook/wait cleanup, what a terminal
 //! run refuses, and the pre-event-sourcing (legacy, spec ≤ 1) rules.
 
-use super::json::{
-    error_message, error_stack, js_number_text, js_truthy, literal, zod_view, RUN_SCHEMA,
-};
-use super::{Applied, Created, Ctx, EventResult, EventStore};
+use super::entities::RunState;
+use super::json::{error_message, error_stack, js_number_text, js_truthy, literal};
+use super::request::{Applied, Created, Ctx, EventResult};
+use super::store::EventStore;
 use crate::error::{Error, Result};
 use crate::ids::prefixed_id;
 use crate::world::fsio::now_iso;
-use crate::world::model::{parse_run, RunSnapshot, RunStatus, SPEC_VERSION_CURRENT};
+use crate::world::model::{parse_run, RunStatus, SPEC_VERSION_CURRENT};
 use serde_json::{json, Map, Value};
-use std::path::Path;
 
-/// A stored run as the rules see it.
-pub struct RunState {
-    pub snap: RunSnapshot,
-    /// the run as `WorkflowRunSchema` yields it
-    pub view: Map<String, Value>,
-}
-
-impl RunState {
-    /// Validates a stored run (`path` names it in corruption errors).
-    pub fn parse(path: &Path, v: &Value) -> Result<RunState> {
-        let snap = parse_run(path, v, false)?;
-        let view = match v {
-            Value::Object(m) => zod_view(m, RUN_SCHEMA),
-            _ => Map::new(),
-        };
-        Ok(RunState { snap, view })
-    }
-}
+pub use super::request::validate_run_id_time;
 
 /// Every event reads the current run except these three (world-local skips the read).
 pub(crate) fn reads_run(ty: &str) -> bool {
     !matches!(ty, "run_created" | "step_completed" | "step_retrying")
-}
-
-/// A client-supplied run id must be a ULID from the last 24 h or the next 5 min.
-pub fn validate_run_id_time(run_id: &str) -> Result<()> {
-    let raw = run_id.strip_prefix("wrun_").unwrap_or(run_id);
-    let Some(ts) = crate::ids::ulid_time_ms(raw) else {
-        return Err(Error::World(format!(
-            "Invalid runId: \"{run_id}\" is not a valid ULID"
-        )));
-    };
-    let now = crate::world::fsio::now_ms();
-    let diff = now - ts as f64;
-    let (past, future) = (24.0 * 3600.0 * 1000.0, 5.0 * 60.0 * 1000.0);
-    if (diff > 0.0 && diff <= past) || (diff <= 0.0 && -diff <= future) {
-        return Ok(());
-    }
-    let direction = if diff > 0.0 { "past" } else { "future" };
-    let threshold = if diff > 0.0 { past } else { future };
-    Err(Error::World(format!(
-        "Invalid runId timestamp: embedded timestamp is {}s in the {direction} (threshold: {}s)",
-        (diff.abs() / 1000.0).round() as i64,
-        (threshold / 1000.0).round() as i64
-    )))
 }
 
 /// A new pending run as world-local creates it (key order included).

@@ -2,65 +2,13 @@
 //! terminal, and a terminal run only lets a running step finish), `step_started` with
 //! its retry delay, the once-only terminal transition, and retries.
 
-use super::json::{error_message, literal, number, spread, zod_view, STEP_SCHEMA};
-use super::{Ctx, EventStore, Once};
+use super::entities::{RunState, StepState};
+use super::json::{error_message, literal, number, spread};
+use super::request::Ctx;
+use super::store::{EventStore, Once};
 use crate::error::{Error, Result};
-use crate::world::fsio::{now_ms, parse_date_ms};
-use serde_json::{json, Map, Value};
-use std::path::Path;
-
-/// A stored step as the rules see it.
-pub struct StepState {
-    /// the step as `StepSchema` yields it
-    pub view: Map<String, Value>,
-    pub status: String,
-    pub attempt: f64,
-    /// `retryAfter` as epoch ms
-    pub retry_after: Option<f64>,
-}
-
-impl StepState {
-    /// Validates a stored step (`path` names it in corruption errors).
-    pub fn parse(path: &Path, m: &Map<String, Value>) -> Result<StepState> {
-        for k in ["runId", "stepId", "stepName"] {
-            if !m.get(k).is_some_and(Value::is_string) {
-                return Err(Error::corrupt(
-                    path,
-                    format!("field \"{k}\" must be a string"),
-                ));
-            }
-        }
-        let status = m
-            .get("status")
-            .and_then(Value::as_str)
-            .filter(|s| {
-                matches!(
-                    *s,
-                    "pending" | "running" | "completed" | "failed" | "cancelled"
-                )
-            })
-            .ok_or_else(|| Error::corrupt(path, "field \"status\" is not a step status"))?
-            .to_string();
-        let attempt = m
-            .get("attempt")
-            .and_then(Value::as_f64)
-            .ok_or_else(|| Error::corrupt(path, "field \"attempt\" must be a number"))?;
-        for k in ["createdAt", "updatedAt"] {
-            if m.get(k).and_then(parse_date_ms).is_none() {
-                return Err(Error::corrupt(
-                    path,
-                    format!("field \"{k}\" is not a valid date"),
-                ));
-            }
-        }
-        Ok(StepState {
-            view: zod_view(m, STEP_SCHEMA),
-            status,
-            attempt,
-            retry_after: m.get("retryAfter").and_then(parse_date_ms),
-        })
-    }
-}
+use crate::world::fsio::now_ms;
+use serde_json::{json, Value};
 
 fn is_terminal(status: &str) -> bool {
     matches!(status, "completed" | "failed" | "cancelled")
@@ -75,7 +23,7 @@ fn terminal_conflict(status: &str) -> Error {
 pub(crate) fn check<S: EventStore + ?Sized>(
     store: &S,
     ctx: &Ctx,
-    run: Option<&super::RunState>,
+    run: Option<&RunState>,
 ) -> Result<Option<StepState>> {
     if !matches!(
         ctx.ty,

@@ -1,33 +1,10 @@
 //! Wait rules: a wait is created once per correlation id and completed once.
 
-use super::json::{literal, spread, zod_view, WAIT_SCHEMA};
-use super::{Ctx, EventStore, Once};
+use super::json::{literal, spread};
+use super::request::Ctx;
+use super::store::{EventStore, Once};
 use crate::error::{Error, Result};
-use serde_json::{json, Map, Value};
-use std::path::Path;
-
-/// Validates a stored wait and returns it as `WaitSchema` yields it (`path` names it in
-/// corruption errors).
-pub fn parse_wait(path: &Path, m: &Map<String, Value>) -> Result<Map<String, Value>> {
-    for k in ["waitId", "runId"] {
-        if !m.get(k).is_some_and(Value::is_string) {
-            return Err(Error::corrupt(
-                path,
-                format!("field \"{k}\" must be a string"),
-            ));
-        }
-    }
-    if !matches!(
-        m.get("status").and_then(Value::as_str),
-        Some("waiting" | "completed")
-    ) {
-        return Err(Error::corrupt(
-            path,
-            "field \"status\" is not a wait status",
-        ));
-    }
-    Ok(zod_view(m, WAIT_SCHEMA))
-}
+use serde_json::{json, Value};
 
 /// `wait_created`: a waiting wait, refused when one exists.
 pub(crate) fn created<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<Value> {

@@ -175,7 +175,8 @@ async fn produce(mut reader: StreamReader, shared: Arc<PrefetchShared>) {
 mod tests {
     use super::*;
     use crate::stream::fixtures::{frame, ulid_at, write_chunk};
-    use crate::stream::{ChunkIndex, StreamMode};
+    use crate::stream::frames::StreamMode;
+    use crate::stream::index::ChunkIndex;
     use crate::world::watch::{ChangeFeed, Topic};
     use std::path::Path;
 

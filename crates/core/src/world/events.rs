@@ -634,7 +634,7 @@ impl EventStore for LocalWorld {
         let path = self.path_of("waits", wait_key)?;
         match read_object(&path)? {
             None => Ok(None),
-            Some(m) => machine::waits::parse_wait(&path, &m).map(Some),
+            Some(m) => machine::entities::parse_wait(&path, &m).map(Some),
         }
     }
 

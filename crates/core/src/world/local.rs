@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use crate::machine::runs::validate_run_id_time;
+pub use crate::machine::request::validate_run_id_time;
+pub use crate::storage::CancelOutcome;
 pub use crate::world::model::{payload_json, SPEC_VERSION_CURRENT};
 
 /// Cheap to clone: the change feed and the chunk index are shared.
@@ -23,17 +24,6 @@ pub struct LocalWorld {
     root: PathBuf,
     feed: Arc<ChangeFeed>,
     chunks: Arc<ChunkIndex>,
-}
-
-/// Result of creating a `run_cancelled` event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// The run moved to `cancelled` (or did not exist: an orphan event was stored).
-    Cancelled,
-    /// The run was already cancelled; another `run_cancelled` event was appended.
-    AlreadyCancelled,
-    /// A legacy (spec ≤ 1) run was mutated directly, no event stored.
-    LegacyCancelled,
 }
 
 impl LocalWorld {
