@@ -9,8 +9,10 @@ pub mod error;
 pub mod ids;
 pub mod journal;
 pub mod lease;
+pub mod machine;
 pub mod queue;
 pub mod run;
+pub mod storage;
 pub mod stream;
 pub mod world;
 

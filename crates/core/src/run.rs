@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::queue::{workflow_queue_name, QueueMessage};
-use crate::world::local::LocalWorld;
+use crate::storage::Storage;
 use crate::world::model::RunSnapshot;
 use crate::world::watch::Topic;
 use serde_json::json;
@@ -13,7 +13,7 @@ use std::sync::Arc;
 /// Waits until the run is completed, failed or cancelled and returns that snapshot (with
 /// its output). Woken by the change feed when the run file is replaced, by this process
 /// or any other. Unknown runs and unreadable files fail at once, like the official poll.
-pub async fn wait_until_terminal(world: &Arc<LocalWorld>, run_id: &str) -> Result<RunSnapshot> {
+pub async fn wait_until_terminal<S: Storage>(world: &Arc<S>, run_id: &str) -> Result<RunSnapshot> {
     crate::ids::assert_safe_entity_id("runId", run_id)?;
     let mut sub = world.subscribe(Topic::Run, run_id);
     loop {
@@ -42,8 +42,8 @@ pub struct WakeUpOutcome {
 ///
 /// Errors that the official code wraps in `Failed to wake up run …` are returned as `Err`;
 /// per-wait failures are collected in `errors`.
-pub async fn wake_up(
-    world: &Arc<LocalWorld>,
+pub async fn wake_up<S: Storage>(
+    world: &Arc<S>,
     run_id: &str,
     correlation_ids: Option<&[String]>,
     queue_namespace: Option<&str>,

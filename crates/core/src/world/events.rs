@@ -1,261 +1,29 @@
-//! `events.create(runId, data)` of @workflow/world-local 4.4.1 for every event type, with
-//! its entity effects, checks, lock files and key orders, plus the raw listings the JS
-//! engine replays from.
+//! The local World's side of `events.create`: the storage primitives the shared state
+//! machine ([`crate::machine`]) runs on — files, create-once links and lock files, in
+//! world-local 4.4.1's layout — the token-claim recovery world-local performs, and the
+//! raw listings the JS engine replays from.
 //!
 //! Everything here is blocking (small files, a few syscalls each); the async entry point
-//! runs it on a blocking thread. Requests and results use world-local's JSON encoding:
-//! binary payloads as `{"__type":"Uint8Array","data":<base64>}`, dates as ISO strings.
-//!
-//! Two JavaScript details decide the byte layout and are reproduced on purpose:
-//! * the event is `{...request, runId, eventId, createdAt, specVersion}`: the request's
-//!   keys first, in the caller's order;
-//! * an updated entity is `{...stored, changes}` where `stored` went through a zod schema:
-//!   its keys are in *schema* order (unknown keys dropped, dates re-printed), keys that
-//!   were already there keep their place and new keys go to the end.
+//! runs it on a blocking thread.
 
 use crate::error::{Error, Result};
-use crate::ids::{assert_safe_entity_id, prefixed_id, ulid_time_ms};
+use crate::ids::assert_safe_entity_id;
+use crate::machine::json::literal;
+use crate::machine::{self, Created, EventStore, Once, Request, RunState, StepState, TokenClaim};
 use crate::world::fsio::{
-    iso_from_ms, list_dir_sync, normalize_date, now_iso, now_ms, parse_date_ms, parse_json,
-    read_json_sync, remove_if_exists_sync, to_compact_json, to_pretty_json, write_exclusive_sync,
-    write_new_sync, write_replace_sync,
+    list_dir_sync, normalize_date, parse_date_ms, parse_json, read_json_sync,
+    remove_if_exists_sync, to_compact_json, to_pretty_json, write_exclusive_sync, write_new_sync,
+    write_replace_sync,
 };
 use crate::world::hooks::{live_hook_event, parse_hook};
-use crate::world::local::{sha256_hex, validate_run_id_time, LocalWorld, SPEC_VERSION_CURRENT};
-use crate::world::model::{parse_run, RunSnapshot, RunStatus};
+use crate::world::local::{sha256_hex, LocalWorld};
+use crate::world::model::parse_run;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// What `events.create` returns with `resolveData: 'all'`, in the on-disk encoding.
-/// `event` is absent only for the idempotent `run_started` on a running run and for a
-/// legacy `run_cancelled`, as in world-local.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct EventResult {
-    pub event: Option<Value>,
-    pub run: Option<Value>,
-    pub step: Option<Value>,
-    pub hook: Option<Value>,
-    pub wait: Option<Value>,
-}
-
-impl EventResult {
-    /// `{ event?, run?, step?, hook?, wait? }`.
-    pub fn to_value(&self) -> Value {
-        let mut m = Map::new();
-        for (k, v) in [
-            ("event", &self.event),
-            ("run", &self.run),
-            ("step", &self.step),
-            ("hook", &self.hook),
-            ("wait", &self.wait),
-        ] {
-            if let Some(v) = v {
-                m.insert(k.into(), v.clone());
-            }
-        }
-        Value::Object(m)
-    }
-
-    pub fn to_json(&self) -> String {
-        to_compact_json(&self.to_value())
-    }
-}
-
-// ------------------------------------------------------------------ zod views
-
-#[derive(Clone, Copy)]
-enum Field {
-    /// kept as is (strings, numbers, payloads, records)
-    Any,
-    /// `z.coerce.date()`: re-printed as an ISO string
-    Date,
-    /// `StructuredErrorSchema`: `{ message, stack?, code? }`
-    Error,
-}
-
-use Field::{Any, Date, Error as Err_};
-
-const RUN_SCHEMA: &[(&str, Field)] = &[
-    ("runId", Any),
-    ("status", Any),
-    ("deploymentId", Any),
-    ("workflowName", Any),
-    ("specVersion", Any),
-    ("executionContext", Any),
-    ("input", Any),
-    ("output", Any),
-    ("error", Err_),
-    ("expiredAt", Date),
-    ("startedAt", Date),
-    ("completedAt", Date),
-    ("createdAt", Date),
-    ("updatedAt", Date),
-];
-
-const STEP_SCHEMA: &[(&str, Field)] = &[
-    ("runId", Any),
-    ("stepId", Any),
-    ("stepName", Any),
-    ("status", Any),
-    ("input", Any),
-    ("output", Any),
-    ("error", Err_),
-    ("attempt", Any),
-    ("startedAt", Date),
-    ("completedAt", Date),
-    ("createdAt", Date),
-    ("updatedAt", Date),
-    ("retryAfter", Date),
-    ("specVersion", Any),
-];
-
-const WAIT_SCHEMA: &[(&str, Field)] = &[
-    ("waitId", Any),
-    ("runId", Any),
-    ("status", Any),
-    ("resumeAt", Date),
-    ("completedAt", Date),
-    ("createdAt", Date),
-    ("updatedAt", Date),
-    ("specVersion", Any),
-];
-
-/// The object a zod schema parse yields, as JSON: schema key order, unknown keys
-/// dropped, dates normalised.
-fn zod_view(obj: &Map<String, Value>, schema: &[(&str, Field)]) -> Map<String, Value> {
-    let mut out = Map::new();
-    for (key, field) in schema {
-        let Some(v) = obj.get(*key) else { continue };
-        match field {
-            Field::Any => {
-                out.insert((*key).into(), v.clone());
-            }
-            Field::Date => {
-                if let Some(d) = normalize_date(v) {
-                    out.insert((*key).into(), d);
-                }
-            }
-            Field::Error => match v {
-                Value::Object(e) => {
-                    let mut err = Map::new();
-                    for k in ["message", "stack", "code"] {
-                        if let Some(x) = e.get(k) {
-                            err.insert(k.into(), x.clone());
-                        }
-                    }
-                    out.insert((*key).into(), Value::Object(err));
-                }
-                other => {
-                    out.insert((*key).into(), other.clone());
-                }
-            },
-        }
-    }
-    out
-}
-
-/// `{...base, k1: v1, ...}`: existing keys keep their place, new keys are appended, and
-/// `None` (JS `undefined`) makes the key disappear from the JSON.
-fn spread(base: &Map<String, Value>, changes: Vec<(&str, Option<Value>)>) -> Map<String, Value> {
-    let mut m = base.clone();
-    let mut removed: Vec<&str> = Vec::new();
-    for (k, v) in changes {
-        match v {
-            Some(v) => {
-                m.insert(k.into(), v);
-                removed.retain(|r| *r != k);
-            }
-            None => {
-                if m.contains_key(k) {
-                    removed.push(k);
-                }
-            }
-        }
-    }
-    if removed.is_empty() {
-        return m;
-    }
-    m.into_iter()
-        .filter(|(k, _)| !removed.contains(&k.as_str()))
-        .collect()
-}
-
-/// A JS object literal: `None` values (undefined) are left out.
-/// A new pending run as world-local creates it (key order included).
-fn new_run_entity(
-    run_id: &str,
-    event_data: &Map<String, Value>,
-    spec: &Value,
-    now: &str,
-) -> Map<String, Value> {
-    let ed = |k: &str| event_data.get(k).cloned();
-    literal(vec![
-        ("runId", Some(json!(run_id))),
-        ("deploymentId", ed("deploymentId")),
-        ("status", Some(json!("pending"))),
-        ("workflowName", ed("workflowName")),
-        ("specVersion", Some(spec.clone())),
-        ("executionContext", ed("executionContext")),
-        ("input", ed("input")),
-        ("createdAt", Some(json!(now))),
-        ("updatedAt", Some(json!(now))),
-    ])
-}
-
-fn literal(fields: Vec<(&str, Option<Value>)>) -> Map<String, Value> {
-    let mut m = Map::new();
-    for (k, v) in fields {
-        if let Some(v) = v {
-            m.insert(k.into(), v);
-        }
-    }
-    m
-}
-
-fn js_truthy(v: &Value) -> bool {
-    match v {
-        Value::Null => false,
-        Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64().is_some_and(|f| f != 0.0 && !f.is_nan()),
-        Value::String(s) => !s.is_empty(),
-        _ => true,
-    }
-}
-
-/// `String(n)` for the numbers world-local prints in messages.
-fn js_number_text(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e21 {
-        format!("{}", n as i64)
-    } else {
-        format!("{n}")
-    }
-}
-
-/// `typeof e === 'string' ? e : (e?.message ?? 'Unknown error')`
-fn error_message(e: Option<&Value>) -> Value {
-    match e {
-        Some(Value::String(s)) => Value::String(s.clone()),
-        Some(Value::Object(o)) => match o.get("message") {
-            Some(m) if !m.is_null() => m.clone(),
-            _ => json!("Unknown error"),
-        },
-        _ => json!("Unknown error"),
-    }
-}
-
-/// `e?.stack` (strings have no `stack`).
-fn error_stack(e: Option<&Value>) -> Option<Value> {
-    match e {
-        Some(Value::Object(o)) => o.get("stack").cloned(),
-        _ => None,
-    }
-}
-
-fn step_is_terminal(status: &str) -> bool {
-    matches!(status, "completed" | "failed" | "cancelled")
-}
+pub use crate::machine::EventResult;
 
 /// world-local's tag suffix on a file id (`.vitest-0`); an untagged world ignores tagged
 /// files when it rebuilds hooks from the log.
@@ -271,21 +39,6 @@ fn has_tag(stem: &str) -> bool {
     }
 }
 
-// -------------------------------------------------------------- stored state
-
-struct RunState {
-    snap: RunSnapshot,
-    /// the run as `WorkflowRunSchema` yields it
-    view: Map<String, Value>,
-}
-
-struct StepState {
-    view: Map<String, Value>,
-    status: String,
-    attempt: f64,
-    retry_after: Option<f64>,
-}
-
 /// A token claim (`hooks/tokens/<sha256>.json`) that passes world-local's schema.
 struct Claim {
     run_id: String,
@@ -299,67 +52,6 @@ fn read_object(path: &Path) -> Result<Option<Map<String, Value>>> {
         Some(Value::Object(m)) => Ok(Some(m)),
         Some(_) => Err(Error::corrupt(path, "expected a JSON object")),
     }
-}
-
-fn parse_step(path: &Path, m: &Map<String, Value>) -> Result<StepState> {
-    for k in ["runId", "stepId", "stepName"] {
-        if !m.get(k).is_some_and(Value::is_string) {
-            return Err(Error::corrupt(
-                path,
-                format!("field \"{k}\" must be a string"),
-            ));
-        }
-    }
-    let status = m
-        .get("status")
-        .and_then(Value::as_str)
-        .filter(|s| {
-            matches!(
-                *s,
-                "pending" | "running" | "completed" | "failed" | "cancelled"
-            )
-        })
-        .ok_or_else(|| Error::corrupt(path, "field \"status\" is not a step status"))?
-        .to_string();
-    let attempt = m
-        .get("attempt")
-        .and_then(Value::as_f64)
-        .ok_or_else(|| Error::corrupt(path, "field \"attempt\" must be a number"))?;
-    for k in ["createdAt", "updatedAt"] {
-        if m.get(k).and_then(parse_date_ms).is_none() {
-            return Err(Error::corrupt(
-                path,
-                format!("field \"{k}\" is not a valid date"),
-            ));
-        }
-    }
-    Ok(StepState {
-        view: zod_view(m, STEP_SCHEMA),
-        status,
-        attempt,
-        retry_after: m.get("retryAfter").and_then(parse_date_ms),
-    })
-}
-
-fn parse_wait(path: &Path, m: &Map<String, Value>) -> Result<Map<String, Value>> {
-    for k in ["waitId", "runId"] {
-        if !m.get(k).is_some_and(Value::is_string) {
-            return Err(Error::corrupt(
-                path,
-                format!("field \"{k}\" must be a string"),
-            ));
-        }
-    }
-    if !matches!(
-        m.get("status").and_then(Value::as_str),
-        Some("waiting" | "completed")
-    ) {
-        return Err(Error::corrupt(
-            path,
-            "field \"status\" is not a wait status",
-        ));
-    }
-    Ok(zod_view(m, WAIT_SCHEMA))
 }
 
 fn read_claim(path: &Path) -> Result<Option<Claim>> {
@@ -450,56 +142,6 @@ impl LocalWorld {
             .join(format!("{key}.recovery.json"))
     }
 
-    fn read_run_state(&self, run_id: &str) -> Result<Option<RunState>> {
-        let path = self.path_of("runs", run_id)?;
-        let Some(v) = read_json_sync(&path)? else {
-            return Ok(None);
-        };
-        let snap = parse_run(&path, &v, false)?;
-        let view = match &v {
-            Value::Object(m) => zod_view(m, RUN_SCHEMA),
-            _ => Map::new(),
-        };
-        Ok(Some(RunState { snap, view }))
-    }
-
-    fn read_step_state(&self, key: &str) -> Result<Option<StepState>> {
-        let path = self.path_of("steps", key)?;
-        match read_object(&path)? {
-            None => Ok(None),
-            Some(m) => parse_step(&path, &m).map(Some),
-        }
-    }
-
-    /// A hook entity that passes `HookSchema`, as stored.
-    fn read_hook_value(&self, hook_id: &str) -> Result<Option<Map<String, Value>>> {
-        let path = self.path_of("hooks", hook_id)?;
-        match read_json_sync(&path)? {
-            None => Ok(None),
-            Some(v) => {
-                parse_hook(&path, &v)?;
-                match v {
-                    Value::Object(m) => Ok(Some(m)),
-                    _ => Ok(None),
-                }
-            }
-        }
-    }
-
-    /// world-local's `write` of a new event file (refuses to overwrite).
-    fn store_event_file(
-        &self,
-        run_id: &str,
-        event_id: &str,
-        event: &Map<String, Value>,
-    ) -> Result<()> {
-        let path = self.path_of("events", &format!("{run_id}-{event_id}"))?;
-        write_new_sync(
-            &path,
-            to_pretty_json(&Value::Object(event.clone())).as_bytes(),
-        )
-    }
-
     /// `events.create(runId, request)` where `request` is the JSON text of
     /// `{ eventType, correlationId?, specVersion?, eventData? }`.
     pub fn create_event_sync(&self, run_id: Option<&str>, request: &str) -> Result<EventResult> {
@@ -537,707 +179,81 @@ impl LocalWorld {
         run_id: Option<&str>,
         data: Map<String, Value>,
     ) -> Result<EventResult> {
-        let run_id = run_id.filter(|r| !r.is_empty());
-        if let Some(r) = run_id {
-            assert_safe_entity_id("runId", r)?;
-        }
-        let event_type = match data.get("eventType") {
-            Some(Value::String(s)) => s.clone(),
-            _ => {
-                return Err(Error::InvalidArgument(
-                    "event request needs a string \"eventType\"".into(),
-                ))
-            }
-        };
-        let corr = match data.get("correlationId") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                assert_safe_entity_id("correlationId", s)?;
-                Some(s.clone())
-            }
-            Some(_) => {
-                return Err(Error::InvalidArgument(
-                    "\"correlationId\" must be a string".into(),
-                ))
-            }
-        };
-        if let (true, Some(r), Some(c)) = (event_type == "hook_created", run_id, &corr) {
-            let key = format!("{}\0{r}-{c}.hook", self.root().display());
-            return with_hook_lock(key, || {
-                self.create_impl(run_id, &event_type, corr.as_deref(), data)
-            });
-        }
-        self.create_impl(run_id, &event_type, corr.as_deref(), data)
+        self.apply_event_sync(run_id, data).map(|c| c.result)
     }
 
-    fn create_impl(
+    /// `events.create` through the state machine, telling how the event was applied.
+    pub(crate) fn apply_event_sync(
         &self,
-        run_id_in: Option<&str>,
-        ty: &str,
-        corr: Option<&str>,
+        run_id: Option<&str>,
         data: Map<String, Value>,
-    ) -> Result<EventResult> {
-        let mut event_id = prefixed_id("evnt");
-        let now = now_iso();
-        let run_id = match run_id_in {
-            None if ty == "run_created" => prefixed_id("wrun"),
-            None => {
-                return Err(Error::Plain(
-                    "runId is required for non-run_created events".into(),
-                ))
-            }
-            Some(r) => r.to_string(),
-        };
-        if ty == "run_created" && run_id_in.is_some() {
-            validate_run_id_time(&run_id)?;
-        }
-        // `${data.correlationId}` as JS interpolates it into file names and messages.
-        let corr_text = match data.get("correlationId") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) => "null".to_string(),
-            _ => "undefined".to_string(),
-        };
-        let corr_raw = data.get("correlationId").cloned();
-        let spec = match data.get("specVersion") {
-            None | Some(Value::Null) => json!(SPEC_VERSION_CURRENT),
-            Some(v) => v.clone(),
-        };
-        let has_data = data.contains_key("eventData");
-        let event_data: Map<String, Value> = match data.get("eventData") {
-            Some(Value::Object(m)) => m.clone(),
-            _ => Map::new(),
-        };
-        let ed = |k: &str| event_data.get(k).cloned();
-
-        // ---- current run (not read for run_created, step_completed, step_retrying)
-        let mut current: Option<RunState> = None;
-        if !matches!(ty, "run_created" | "step_completed" | "step_retrying") {
-            current = self.read_run_state(&run_id)?;
-            if ty == "run_started"
-                && current.is_none()
-                && data.get("eventData").is_some_and(js_truthy)
-                && event_data.get("deploymentId").is_some_and(js_truthy)
-                && event_data.get("workflowName").is_some_and(js_truthy)
-                && event_data.contains_key("input")
-            {
-                // Resilient start: the run is created first (compact JSON, create-once).
-                let created = new_run_entity(&run_id, &event_data, &spec, &now);
-                let run_path = self.path_of("runs", &run_id)?;
-                let created_value = Value::Object(created.clone());
-                if write_exclusive_sync(&run_path, to_compact_json(&created_value).as_bytes())? {
-                    let rc_id = prefixed_id("evnt");
-                    let rc = literal(vec![
-                        ("eventType", Some(json!("run_created"))),
-                        ("runId", Some(json!(run_id))),
-                        ("eventId", Some(json!(rc_id))),
-                        ("createdAt", Some(json!(now))),
-                        ("specVersion", Some(spec.clone())),
-                        (
-                            "eventData",
-                            Some(Value::Object(literal(vec![
-                                ("deploymentId", ed("deploymentId")),
-                                ("workflowName", ed("workflowName")),
-                                ("input", ed("input")),
-                                ("executionContext", ed("executionContext")),
-                            ]))),
-                        ),
-                    ]);
-                    self.store_event_file(&run_id, &rc_id, &rc)?;
-                    let snap = parse_run(&run_path, &created_value, false)?;
-                    current = Some(RunState {
-                        snap,
-                        view: created,
-                    });
-                } else {
-                    current = self.read_run_state(&run_id)?;
-                }
-            }
-        }
-
-        // ---- spec version routing
-        if let Some(cur) = &current {
-            cur.snap.check_supported()?;
-            if cur.snap.is_legacy() {
-                return self.legacy_event(&run_id, ty, data, cur);
-            }
-        }
-
-        // ---- terminal run checks
-        if let Some(cur) = &current {
-            let status = cur.snap.status;
-            if status.is_terminal() {
-                if ty == "run_cancelled" && status == RunStatus::Cancelled {
-                    let event = self.event_of(&data, &run_id, &event_id, &now, &spec);
-                    self.store_event_file(&run_id, &event_id, &event)?;
-                    return Ok(EventResult {
-                        event: Some(Value::Object(event)),
-                        run: Some(Value::Object(cur.view.clone())),
-                        ..EventResult::default()
-                    });
-                }
-                if ty == "run_started" {
-                    return Err(Error::RunExpired(format!(
-                        "Workflow run \"{run_id}\" is already in terminal state \"{}\"",
-                        status.as_str()
-                    )));
-                }
-                if matches!(
-                    ty,
-                    "run_started" | "run_completed" | "run_failed" | "run_cancelled"
-                ) {
-                    return Err(Error::EntityConflict(format!(
-                        "Cannot transition run from terminal state \"{}\"",
-                        status.as_str()
-                    )));
-                }
-                if matches!(ty, "step_created" | "hook_created" | "wait_created") {
-                    return Err(Error::EntityConflict(format!(
-                        "Cannot create new entities on run in terminal state \"{}\"",
-                        status.as_str()
-                    )));
-                }
-            }
-        }
-
-        // ---- step checks
-        let mut validated_step: Option<StepState> = None;
-        if matches!(
-            ty,
-            "step_started" | "step_completed" | "step_failed" | "step_retrying"
+    ) -> Result<Created> {
+        let req = Request::parse(run_id, data)?;
+        if let (true, Some(r), Some(c)) = (
+            req.event_type == "hook_created",
+            &req.run_id,
+            &req.correlation_id,
         ) {
-            if let Some(c) = corr {
-                let st = self
-                    .read_step_state(&format!("{run_id}-{c}"))?
-                    .ok_or_else(|| Error::World(format!("Step \"{c}\" not found")))?;
-                if step_is_terminal(&st.status) {
-                    return Err(Error::EntityConflict(format!(
-                        "Cannot modify step in terminal state \"{}\"",
-                        st.status
-                    )));
-                }
-                if let Some(cur) = &current {
-                    if cur.snap.status.is_terminal() && st.status != "running" {
-                        return Err(Error::RunExpired(format!(
-                            "Cannot modify non-running step on run in terminal state \"{}\"",
-                            cur.snap.status.as_str()
-                        )));
-                    }
-                }
-                validated_step = Some(st);
-            }
+            let key = format!("{}\0{r}-{c}.hook", self.root().display());
+            return with_hook_lock(key, || machine::apply(self, &req));
         }
-
-        // ---- hook existence
-        if matches!(ty, "hook_disposed" | "hook_received") {
-            if let Some(c) = corr {
-                if self.read_hook_value(c)?.is_none() {
-                    return Err(Error::HookNotFound {
-                        token: c.to_string(),
-                    });
-                }
-            }
-        }
-
-        let mut event = self.event_of(&data, &run_id, &event_id, &now, &spec);
-        if ty == "run_started" {
-            event = spread(&event, vec![("eventData", None)]);
-        }
-
-        let mut result = EventResult::default();
-        let mut hook_write: Option<(Map<String, Value>, bool)> = None;
-        let step_key = format!("{run_id}-{corr_text}");
-
-        match ty {
-            "run_created" if has_data => {
-                let run = new_run_entity(&run_id, &event_data, &spec, &now);
-                let path = self.path_of("runs", &run_id)?;
-                if !write_exclusive_sync(
-                    &path,
-                    to_pretty_json(&Value::Object(run.clone())).as_bytes(),
-                )? {
-                    return Err(Error::EntityConflict(format!(
-                        "Workflow run \"{run_id}\" already exists"
-                    )));
-                }
-                result.run = Some(Value::Object(run));
-            }
-            "run_started" => {
-                if let Some(cur) = &current {
-                    if cur.snap.status == RunStatus::Running {
-                        // Idempotent: nothing is written, no event.
-                        return Ok(EventResult {
-                            run: Some(Value::Object(cur.view.clone())),
-                            ..EventResult::default()
-                        });
-                    }
-                    let v = &cur.view;
-                    let run = literal(vec![
-                        ("runId", v.get("runId").cloned()),
-                        ("deploymentId", v.get("deploymentId").cloned()),
-                        ("workflowName", v.get("workflowName").cloned()),
-                        ("specVersion", v.get("specVersion").cloned()),
-                        ("executionContext", v.get("executionContext").cloned()),
-                        ("input", v.get("input").cloned()),
-                        ("createdAt", v.get("createdAt").cloned()),
-                        ("expiredAt", v.get("expiredAt").cloned()),
-                        ("status", Some(json!("running"))),
-                        (
-                            "startedAt",
-                            Some(v.get("startedAt").cloned().unwrap_or_else(|| json!(now))),
-                        ),
-                        ("updatedAt", Some(json!(now))),
-                    ]);
-                    self.write_run(&run_id, &run)?;
-                    result.run = Some(Value::Object(run));
-                }
-            }
-            "run_completed" | "run_failed" | "run_cancelled"
-                if has_data || ty == "run_cancelled" =>
-            {
-                if let Some(cur) = &current {
-                    let run = self.terminal_run(cur, ty, &event_data, &now);
-                    self.write_run(&run_id, &run)?;
-                    self.delete_hooks_of_run_sync(&run_id)?;
-                    self.delete_waits_of_run_sync(&run_id)?;
-                    result.run = Some(Value::Object(run));
-                }
-            }
-            "step_created" if has_data => {
-                let step = literal(vec![
-                    ("runId", Some(json!(run_id))),
-                    ("stepId", corr_raw.clone()),
-                    ("stepName", ed("stepName")),
-                    ("status", Some(json!("pending"))),
-                    ("input", ed("input")),
-                    ("attempt", Some(json!(0))),
-                    ("createdAt", Some(json!(now))),
-                    ("updatedAt", Some(json!(now))),
-                    ("specVersion", Some(spec.clone())),
-                ]);
-                let path = self.path_of("steps", &step_key)?;
-                write_new_sync(
-                    &path,
-                    to_pretty_json(&Value::Object(step.clone())).as_bytes(),
-                )?;
-                result.step = Some(Value::Object(step));
-            }
-            "step_started" => {
-                if let Some(st) = &validated_step {
-                    if let Some(ra) = st.retry_after {
-                        let wall = now_ms();
-                        if ra > wall {
-                            return Err(Error::TooEarly {
-                                message: format!(
-                                    "Cannot start step \"{corr_text}\": retryAfter timestamp has not been reached yet"
-                                ),
-                                retry_after: ((ra - wall) / 1000.0).ceil() as i64,
-                            });
-                        }
-                    }
-                    // Re-read: the step may have become terminal meanwhile.
-                    if let Some(fresh) = self.read_step_state(&step_key)? {
-                        if step_is_terminal(&fresh.status) {
-                            return Err(Error::EntityConflict(format!(
-                                "Cannot modify step in terminal state \"{}\"",
-                                fresh.status
-                            )));
-                        }
-                    }
-                    let started = st
-                        .view
-                        .get("startedAt")
-                        .cloned()
-                        .unwrap_or_else(|| json!(now));
-                    let step = spread(
-                        &st.view,
-                        vec![
-                            ("status", Some(json!("running"))),
-                            ("startedAt", Some(started)),
-                            ("attempt", Some(number(st.attempt + 1.0))),
-                            ("retryAfter", None),
-                            ("updatedAt", Some(json!(now))),
-                        ],
-                    );
-                    write_replace_sync(
-                        &self.path_of("steps", &step_key)?,
-                        to_pretty_json(&Value::Object(step.clone())).as_bytes(),
-                    )?;
-                    result.step = Some(Value::Object(step));
-                }
-            }
-            "step_completed" | "step_failed" if has_data => {
-                if let Some(st) = &validated_step {
-                    let lock = self
-                        .root()
-                        .join(".locks")
-                        .join("steps")
-                        .join(format!("{step_key}.terminal"));
-                    if !write_exclusive_sync(&lock, b"")? {
-                        return Err(Error::EntityConflict(
-                            "Cannot modify step in terminal state".into(),
-                        ));
-                    }
-                    let step = if ty == "step_completed" {
-                        spread(
-                            &st.view,
-                            vec![
-                                ("status", Some(json!("completed"))),
-                                ("output", ed("result")),
-                                ("completedAt", Some(json!(now))),
-                                ("updatedAt", Some(json!(now))),
-                            ],
-                        )
-                    } else {
-                        let error = literal(vec![
-                            ("message", Some(error_message(event_data.get("error")))),
-                            ("stack", ed("stack")),
-                        ]);
-                        spread(
-                            &st.view,
-                            vec![
-                                ("status", Some(json!("failed"))),
-                                ("error", Some(Value::Object(error))),
-                                ("completedAt", Some(json!(now))),
-                                ("updatedAt", Some(json!(now))),
-                            ],
-                        )
-                    };
-                    write_replace_sync(
-                        &self.path_of("steps", &step_key)?,
-                        to_pretty_json(&Value::Object(step.clone())).as_bytes(),
-                    )?;
-                    result.step = Some(Value::Object(step));
-                }
-            }
-            "step_retrying" if has_data => {
-                if let Some(st) = &validated_step {
-                    let error = literal(vec![
-                        ("message", Some(error_message(event_data.get("error")))),
-                        ("stack", ed("stack")),
-                    ]);
-                    let step = spread(
-                        &st.view,
-                        vec![
-                            ("status", Some(json!("pending"))),
-                            ("error", Some(Value::Object(error))),
-                            ("retryAfter", ed("retryAfter")),
-                            ("updatedAt", Some(json!(now))),
-                        ],
-                    );
-                    write_replace_sync(
-                        &self.path_of("steps", &step_key)?,
-                        to_pretty_json(&Value::Object(step.clone())).as_bytes(),
-                    )?;
-                    result.step = Some(Value::Object(step));
-                }
-            }
-            "hook_created" if has_data => {
-                let token = match event_data.get("token") {
-                    Some(Value::String(t)) => t.clone(),
-                    other => {
-                        return Err(Error::InvalidArgument(format!(
-                            "The \"data\" argument must be of type string or an instance of Buffer, TypedArray, or DataView. Received {}",
-                            match other {
-                                None => "undefined".to_string(),
-                                Some(v) => to_compact_json(v),
-                            }
-                        )))
-                    }
-                };
-                let claim_path = self.token_claim_path(&token);
-                if read_claim(&claim_path)?.is_none() {
-                    // No claim: the log is the only record of a live hook for this token.
-                    self.rebuild_live_hook_sync(&token)?;
-                }
-                let claim = literal(vec![
-                    ("token", Some(json!(token))),
-                    ("hookId", corr_raw.clone()),
-                    ("runId", Some(json!(run_id))),
-                    ("eventId", Some(json!(event_id))),
-                ]);
-                let claimed = write_exclusive_sync(
-                    &claim_path,
-                    to_compact_json(&Value::Object(claim)).as_bytes(),
-                )?;
-                let mut overwrite = false;
-                if !claimed {
-                    let existing = read_claim(&claim_path)?;
-                    let same_hook = existing
-                        .as_ref()
-                        .is_some_and(|c| c.run_id == run_id && c.hook_id.as_deref() == corr);
-                    if let (true, Some(existing)) = (same_hook, &existing) {
-                        // A retry of this very hook: converge on the claim's event id.
-                        let canonical = match &existing.event_id {
-                            Some(id) => id.clone(),
-                            None => {
-                                self.pin_legacy_claim(&token, &run_id, &corr_text, &event_id)?
-                            }
-                        };
-                        event_id = canonical;
-                        let created = event_id
-                            .strip_prefix("evnt_")
-                            .and_then(ulid_time_ms)
-                            .map(|ms| iso_from_ms(ms as f64))
-                            .unwrap_or_else(|| now.clone());
-                        event = self.event_of(&data, &run_id, &event_id, &created, &spec);
-                        overwrite = true;
-                    } else {
-                        // The token belongs to another live hook.
-                        let mut conflict_data = Map::new();
-                        conflict_data.insert("token".into(), json!(token));
-                        if let Some(c) = &existing {
-                            conflict_data.insert("conflictingRunId".into(), json!(c.run_id));
-                        }
-                        let conflict = literal(vec![
-                            ("eventType", Some(json!("hook_conflict"))),
-                            ("correlationId", corr_raw.clone()),
-                            ("eventData", Some(Value::Object(conflict_data))),
-                            ("runId", Some(json!(run_id))),
-                            ("eventId", Some(json!(event_id))),
-                            ("createdAt", Some(json!(now))),
-                            ("specVersion", Some(spec.clone())),
-                        ]);
-                        self.store_event_file(&run_id, &event_id, &conflict)?;
-                        return Ok(EventResult {
-                            event: Some(Value::Object(conflict)),
-                            ..EventResult::default()
-                        });
-                    }
-                }
-                let hook = literal(vec![
-                    ("runId", Some(json!(run_id))),
-                    ("hookId", corr_raw.clone()),
-                    ("token", Some(json!(token))),
-                    ("metadata", ed("metadata")),
-                    ("ownerId", Some(json!("local-owner"))),
-                    ("projectId", Some(json!("local-project"))),
-                    ("environment", Some(json!("local"))),
-                    ("createdAt", event.get("createdAt").cloned()),
-                    ("specVersion", Some(spec.clone())),
-                    (
-                        "isWebhook",
-                        Some(match event_data.get("isWebhook") {
-                            None | Some(Value::Null) => json!(false),
-                            Some(v) => v.clone(),
-                        }),
-                    ),
-                ]);
-                hook_write = Some((hook, overwrite));
-            }
-            "hook_disposed" => {
-                let lock = self
-                    .root()
-                    .join(".locks")
-                    .join("hooks")
-                    .join(format!("{corr_text}.disposed"));
-                assert_safe_entity_id("fileId", &corr_text)?;
-                if !write_exclusive_sync(&lock, b"")? {
-                    return Err(Error::EntityConflict(format!(
-                        "Hook \"{corr_text}\" already disposed"
-                    )));
-                }
-                let hook_path = self.path_of("hooks", &corr_text)?;
-                if let Some(h) = self.read_hook_value(&corr_text)? {
-                    let s = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-                    let (token, h_run, h_id) = (s("token"), s("runId"), s("hookId"));
-                    remove_if_exists_sync(&self.token_claim_path(&token))?;
-                    remove_if_exists_sync(&self.recovery_marker_path(&token, &h_run, &h_id))?;
-                }
-                remove_if_exists_sync(&hook_path)?;
-            }
-            "wait_created" if has_data => {
-                let path = self.path_of("waits", &step_key)?;
-                if let Some(m) = read_object(&path)? {
-                    parse_wait(&path, &m)?;
-                    return Err(Error::EntityConflict(format!(
-                        "Wait \"{corr_text}\" already exists"
-                    )));
-                }
-                let wait = literal(vec![
-                    ("waitId", Some(json!(step_key))),
-                    ("runId", Some(json!(run_id))),
-                    ("status", Some(json!("waiting"))),
-                    ("resumeAt", ed("resumeAt")),
-                    ("createdAt", Some(json!(now))),
-                    ("updatedAt", Some(json!(now))),
-                    ("specVersion", Some(spec.clone())),
-                ]);
-                write_new_sync(
-                    &path,
-                    to_pretty_json(&Value::Object(wait.clone())).as_bytes(),
-                )?;
-                result.wait = Some(Value::Object(wait));
-            }
-            "wait_completed" => {
-                let path = self.path_of("waits", &step_key)?;
-                let lock = self
-                    .root()
-                    .join(".locks")
-                    .join("waits")
-                    .join(format!("{step_key}.completed"));
-                if !write_exclusive_sync(&lock, b"")? {
-                    return Err(Error::EntityConflict(format!(
-                        "Wait \"{corr_text}\" already completed"
-                    )));
-                }
-                let Some(m) = read_object(&path)? else {
-                    let _ = remove_if_exists_sync(&lock);
-                    return Err(Error::World(format!("Wait \"{corr_text}\" not found")));
-                };
-                let view = parse_wait(&path, &m)?;
-                let wait = spread(
-                    &view,
-                    vec![
-                        ("status", Some(json!("completed"))),
-                        ("completedAt", Some(json!(now))),
-                        ("updatedAt", Some(json!(now))),
-                    ],
-                );
-                write_replace_sync(
-                    &path,
-                    to_pretty_json(&Value::Object(wait.clone())).as_bytes(),
-                )?;
-                result.wait = Some(Value::Object(wait));
-            }
-            // hook_received, hook_conflict and anything else: the event only.
-            _ => {}
-        }
-
-        // ---- publish the event exactly once
-        let event_path = self.path_of("events", &format!("{run_id}-{event_id}"))?;
-        if !write_exclusive_sync(
-            &event_path,
-            to_pretty_json(&Value::Object(event.clone())).as_bytes(),
-        )? {
-            if ty == "hook_created" {
-                if let Some(c) = corr {
-                    self.repair_hook_from_event(&run_id, c, &event_id)?;
-                }
-            }
-            return Err(Error::EntityConflict(format!(
-                "Event \"{event_id}\" already exists for run \"{run_id}\""
-            )));
-        }
-
-        // ---- the hook entity, only once its event is committed
-        if let Some((hook, overwrite)) = hook_write {
-            let path = self.path_of("hooks", &corr_text)?;
-            let body = to_pretty_json(&Value::Object(hook.clone()));
-            if overwrite {
-                write_replace_sync(&path, body.as_bytes())?;
-            } else {
-                write_new_sync(&path, body.as_bytes())?;
-            }
-            result.hook = Some(Value::Object(hook));
-        }
-
-        result.event = Some(Value::Object(event));
-        Ok(result)
+        machine::apply(self, &req)
     }
 
-    /// `{...data, runId, eventId, createdAt, specVersion}`
-    fn event_of(
+    /// world-local's `write` of a new event file (refuses to overwrite).
+    fn store_event_file(
         &self,
-        data: &Map<String, Value>,
         run_id: &str,
         event_id: &str,
-        created_at: &str,
-        spec: &Value,
-    ) -> Map<String, Value> {
-        let mut ev = data.clone();
-        ev.insert("runId".into(), json!(run_id));
-        ev.insert("eventId".into(), json!(event_id));
-        ev.insert("createdAt".into(), json!(created_at));
-        ev.insert("specVersion".into(), spec.clone());
-        ev
-    }
-
-    fn write_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
-        write_replace_sync(
-            &self.path_of("runs", run_id)?,
-            to_pretty_json(&Value::Object(run.clone())).as_bytes(),
+        event: &Map<String, Value>,
+    ) -> Result<()> {
+        let path = self.path_of("events", &format!("{run_id}-{event_id}"))?;
+        write_new_sync(
+            &path,
+            to_pretty_json(&Value::Object(event.clone())).as_bytes(),
         )
     }
 
-    /// The run file of `run_completed` / `run_failed` / `run_cancelled`.
-    fn terminal_run(
-        &self,
-        cur: &RunState,
-        ty: &str,
-        event_data: &Map<String, Value>,
-        now: &str,
-    ) -> Map<String, Value> {
-        let v = &cur.view;
-        let g = |k: &str| v.get(k).cloned();
-        let (status, output, error) = match ty {
-            "run_completed" => ("completed", event_data.get("output").cloned(), None),
-            "run_failed" => {
-                let e = event_data.get("error");
-                let error = literal(vec![
-                    ("message", Some(error_message(e))),
-                    ("stack", error_stack(e)),
-                    ("code", event_data.get("errorCode").cloned()),
-                ]);
-                ("failed", None, Some(Value::Object(error)))
-            }
-            _ => ("cancelled", None, None),
-        };
-        literal(vec![
-            ("runId", g("runId")),
-            ("deploymentId", g("deploymentId")),
-            ("workflowName", g("workflowName")),
-            ("specVersion", g("specVersion")),
-            ("executionContext", g("executionContext")),
-            ("input", g("input")),
-            ("createdAt", g("createdAt")),
-            ("expiredAt", g("expiredAt")),
-            ("startedAt", g("startedAt")),
-            ("status", Some(json!(status))),
-            ("output", output),
-            ("error", error),
-            ("completedAt", Some(json!(now))),
-            ("updatedAt", Some(json!(now))),
-        ])
+    fn write_entity(&self, dir: &str, id: &str, entity: &Map<String, Value>) -> Result<()> {
+        write_replace_sync(
+            &self.path_of(dir, id)?,
+            to_pretty_json(&Value::Object(entity.clone())).as_bytes(),
+        )
     }
 
-    /// Events on pre-event-sourcing runs (spec ≤ 1).
-    fn legacy_event(
-        &self,
-        run_id: &str,
-        ty: &str,
-        data: Map<String, Value>,
-        cur: &RunState,
-    ) -> Result<EventResult> {
-        match ty {
-            "run_cancelled" => {
-                let now = now_iso();
-                let run = self.terminal_run(cur, ty, &Map::new(), &now);
-                self.write_run(run_id, &run)?;
-                self.delete_hooks_of_run_sync(run_id)?;
-                Ok(EventResult {
-                    run: Some(Value::Object(run)),
-                    ..EventResult::default()
-                })
-            }
-            "wait_completed" | "hook_received" => {
-                let event_id = prefixed_id("evnt");
-                let now = now_iso();
-                let event =
-                    self.event_of(&data, run_id, &event_id, &now, &json!(SPEC_VERSION_CURRENT));
-                self.store_event_file(run_id, &event_id, &event)?;
-                Ok(EventResult {
-                    event: Some(Value::Object(event)),
-                    ..EventResult::default()
-                })
-            }
-            _ => {
-                let spec = match cur.snap.spec_version {
-                    Some(v) if v != 0.0 && !v.is_nan() => js_number_text(v),
-                    _ => "undefined".to_string(),
-                };
-                Err(Error::Plain(format!(
-                    "Event type '{ty}' not supported for legacy runs (specVersion: {spec}). Please upgrade 'workflow' package."
-                )))
+    fn write_new_entity(&self, dir: &str, id: &str, entity: &Map<String, Value>) -> Result<()> {
+        write_new_sync(
+            &self.path_of(dir, id)?,
+            to_pretty_json(&Value::Object(entity.clone())).as_bytes(),
+        )
+    }
+
+    /// `.locks/<kind>/<id>.<suffix>`
+    fn marker_path(&self, marker: &Once) -> Result<PathBuf> {
+        let (kind, id, suffix) = match marker {
+            Once::StepTerminal(k) => ("steps", k, "terminal"),
+            Once::HookDisposed(k) => ("hooks", k, "disposed"),
+            Once::WaitCompleted(k) => ("waits", k, "completed"),
+        };
+        assert_safe_entity_id("fileId", id)?;
+        Ok(self
+            .root()
+            .join(".locks")
+            .join(kind)
+            .join(format!("{id}.{suffix}")))
+    }
+
+    /// A hook entity that passes `HookSchema`, as stored.
+    fn read_hook_value(&self, hook_id: &str) -> Result<Option<Map<String, Value>>> {
+        let path = self.path_of("hooks", hook_id)?;
+        match read_json_sync(&path)? {
+            None => Ok(None),
+            Some(v) => {
+                parse_hook(&path, &v)?;
+                match v {
+                    Value::Object(m) => Ok(Some(m)),
+                    _ => Ok(None),
+                }
             }
         }
     }
@@ -1284,9 +300,7 @@ impl LocalWorld {
         }
         if let Some((_, published)) = newest {
             self.repair_hook_from_event(run_id, hook_id, &published)?;
-            return Err(Error::EntityConflict(format!(
-                "Hook \"{hook_id}\" already created"
-            )));
+            return Err(machine::hooks::already_created(hook_id));
         }
         let marker = self.recovery_marker_path(token, run_id, hook_id);
         let body = to_compact_json(&json!({ "eventId": candidate }));
@@ -1300,7 +314,7 @@ impl LocalWorld {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::io(&marker, e)),
         };
-        pinned.ok_or_else(|| Error::EntityConflict(format!("Hook \"{hook_id}\" already created")))
+        pinned.ok_or_else(|| machine::hooks::already_created(hook_id))
     }
 
     /// Rewrites a missing hook entity from its persisted `hook_created` event (never from
@@ -1368,7 +382,7 @@ impl LocalWorld {
         {
             return Ok(());
         }
-        if let Some(run) = self.read_run_state(run_id)? {
+        if let Some(run) = EventStore::load_run(self, run_id)? {
             if run.snap.status.is_terminal() {
                 return Ok(());
             }
@@ -1500,6 +514,164 @@ impl LocalWorld {
     }
 }
 
+/// The rules' storage primitives on world-local's files: entities as pretty JSON,
+/// create-once files by hard link, once-only markers as lock files.
+impl EventStore for LocalWorld {
+    fn run_location(&self, run_id: &str) -> Result<PathBuf> {
+        self.path_of("runs", run_id)
+    }
+
+    fn load_run(&self, run_id: &str) -> Result<Option<RunState>> {
+        let path = self.path_of("runs", run_id)?;
+        match read_json_sync(&path)? {
+            None => Ok(None),
+            Some(v) => RunState::parse(&path, &v).map(Some),
+        }
+    }
+
+    fn create_run(&self, run_id: &str, run: &Map<String, Value>, implicit: bool) -> Result<bool> {
+        let run = Value::Object(run.clone());
+        // world-local writes the run of a resilient start without indentation.
+        let body = if implicit {
+            to_compact_json(&run)
+        } else {
+            to_pretty_json(&run)
+        };
+        write_exclusive_sync(&self.path_of("runs", run_id)?, body.as_bytes())
+    }
+
+    fn replace_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
+        self.write_entity("runs", run_id, run)
+    }
+
+    fn delete_hooks_of_run(&self, run_id: &str) -> Result<()> {
+        self.delete_hooks_of_run_sync(run_id)
+    }
+
+    fn delete_waits_of_run(&self, run_id: &str) -> Result<()> {
+        self.delete_waits_of_run_sync(run_id)
+    }
+
+    fn load_step(&self, step_key: &str) -> Result<Option<StepState>> {
+        let path = self.path_of("steps", step_key)?;
+        match read_object(&path)? {
+            None => Ok(None),
+            Some(m) => StepState::parse(&path, &m).map(Some),
+        }
+    }
+
+    fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        self.write_new_entity("steps", step_key, step)
+    }
+
+    fn replace_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        self.write_entity("steps", step_key, step)
+    }
+
+    fn hook_exists(&self, hook_id: &str) -> Result<bool> {
+        Ok(self.read_hook_value(hook_id)?.is_some())
+    }
+
+    fn claim_token(
+        &self,
+        token: &str,
+        claim: &Map<String, Value>,
+        hook_id_text: &str,
+    ) -> Result<TokenClaim> {
+        let claim_path = self.token_claim_path(token);
+        if read_claim(&claim_path)?.is_none() {
+            // No claim: the log is the only record of a live hook for this token.
+            self.rebuild_live_hook_sync(token)?;
+        }
+        let body = to_compact_json(&Value::Object(claim.clone()));
+        if write_exclusive_sync(&claim_path, body.as_bytes())? {
+            return Ok(TokenClaim::Claimed);
+        }
+        let existing = read_claim(&claim_path)?;
+        let field = |k: &str| claim.get(k).and_then(Value::as_str);
+        let (run_id, hook_id) = (field("runId").unwrap_or(""), field("hookId"));
+        match existing {
+            Some(c) if c.run_id == run_id && c.hook_id.as_deref() == hook_id => {
+                let event_id = match c.event_id {
+                    Some(id) => id,
+                    None => {
+                        let candidate = field("eventId").unwrap_or("");
+                        self.pin_legacy_claim(token, run_id, hook_id_text, candidate)?
+                    }
+                };
+                Ok(TokenClaim::Retry { event_id })
+            }
+            other => Ok(TokenClaim::Taken {
+                run_id: other.map(|c| c.run_id),
+            }),
+        }
+    }
+
+    fn write_hook(&self, hook_id: &str, hook: &Map<String, Value>, overwrite: bool) -> Result<()> {
+        if overwrite {
+            self.write_entity("hooks", hook_id, hook)
+        } else {
+            self.write_new_entity("hooks", hook_id, hook)
+        }
+    }
+
+    fn delete_hook(&self, hook_id: &str) -> Result<()> {
+        let hook_path = self.path_of("hooks", hook_id)?;
+        if let Some(h) = self.read_hook_value(hook_id)? {
+            let s = |k: &str| h.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+            let (token, h_run, h_id) = (s("token"), s("runId"), s("hookId"));
+            remove_if_exists_sync(&self.token_claim_path(&token))?;
+            remove_if_exists_sync(&self.recovery_marker_path(&token, &h_run, &h_id))?;
+        }
+        remove_if_exists_sync(&hook_path)
+    }
+
+    fn repair_hook(&self, run_id: &str, hook_id: &str, event_id: &str) -> Result<()> {
+        self.repair_hook_from_event(run_id, hook_id, event_id)
+    }
+
+    fn load_wait(&self, wait_key: &str) -> Result<Option<Map<String, Value>>> {
+        let path = self.path_of("waits", wait_key)?;
+        match read_object(&path)? {
+            None => Ok(None),
+            Some(m) => machine::entities::parse_wait(&path, &m).map(Some),
+        }
+    }
+
+    fn create_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        self.write_new_entity("waits", wait_key, wait)
+    }
+
+    fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        self.write_entity("waits", wait_key, wait)
+    }
+
+    fn claim_once(&self, marker: &Once) -> Result<bool> {
+        write_exclusive_sync(&self.marker_path(marker)?, b"")
+    }
+
+    fn release_once(&self, marker: &Once) -> Result<()> {
+        remove_if_exists_sync(&self.marker_path(marker)?)
+    }
+
+    fn store_event(&self, run_id: &str, event_id: &str, event: &Map<String, Value>) -> Result<()> {
+        self.store_event_file(run_id, event_id, event)
+    }
+
+    fn publish_event(
+        &self,
+        run_id: &str,
+        event_id: &str,
+        event: &Map<String, Value>,
+    ) -> Result<bool> {
+        let path = self.path_of("events", &format!("{run_id}-{event_id}"))?;
+        write_exclusive_sync(
+            &path,
+            to_pretty_json(&Value::Object(event.clone())).as_bytes(),
+        )
+    }
+}
+
 fn join_array(texts: impl Iterator<Item = String>) -> String {
     let mut out = String::from("[");
     for (i, t) in texts.enumerate() {
@@ -1510,15 +682,6 @@ fn join_array(texts: impl Iterator<Item = String>) -> String {
     }
     out.push(']');
     out
-}
-
-/// A JSON number for a JS number (integers without a fraction).
-fn number(n: f64) -> Value {
-    if n.fract() == 0.0 && n.abs() < 9.007_199_254_740_992e15 {
-        json!(n as i64)
-    } else {
-        json!(n)
-    }
 }
 
 /// The hook entity world-local rebuilds from a `hook_created` event (`isWebhook ?? true`).

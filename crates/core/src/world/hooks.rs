@@ -3,65 +3,13 @@
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
 use crate::world::fsio::{
-    list_dir, now_iso, parse_date_ms, parse_json, read_json, to_compact_json, to_pretty_json,
+    list_dir, parse_date_ms, parse_json, read_json, to_compact_json, to_pretty_json,
     write_exclusive,
 };
-use crate::world::local::{payload_json, sha256_hex, LocalWorld, SPEC_VERSION_CURRENT};
-use crate::world::model::Payload;
+use crate::world::local::{sha256_hex, LocalWorld};
+pub use crate::world::model::{parse_hook, Hook};
+use crate::world::model::{payload_json, Payload, SPEC_VERSION_CURRENT};
 use serde_json::{json, Map, Value};
-use std::path::Path;
-
-/// A hook entity (`world.hooks.getByToken`).
-#[derive(Debug, Clone)]
-pub struct Hook {
-    pub run_id: String,
-    pub hook_id: String,
-    pub token: String,
-    pub owner_id: String,
-    pub project_id: String,
-    pub environment: String,
-    pub metadata: Option<Payload>,
-    pub created_at: f64,
-    pub spec_version: Option<f64>,
-    /// `isWebhook ?? true` (hooks written before the flag existed count as webhooks)
-    pub is_webhook: bool,
-}
-
-impl Hook {
-    pub fn is_legacy(&self) -> bool {
-        self.spec_version.is_none_or(|v| v <= 1.0)
-    }
-}
-
-pub(crate) fn parse_hook(path: &Path, v: &Value) -> Result<Hook> {
-    let o = v
-        .as_object()
-        .ok_or_else(|| Error::corrupt(path, "a hook must be a JSON object"))?;
-    let s = |k: &str| -> Result<String> {
-        o.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| Error::corrupt(path, format!("field \"{k}\" must be a string")))
-    };
-    Ok(Hook {
-        run_id: s("runId")?,
-        hook_id: s("hookId")?,
-        token: s("token")?,
-        owner_id: s("ownerId")?,
-        project_id: s("projectId")?,
-        environment: s("environment")?,
-        metadata: match o.get("metadata") {
-            None | Some(Value::Null) => None,
-            Some(m) => Some(Payload::from_json(path, m)?),
-        },
-        created_at: o
-            .get("createdAt")
-            .and_then(parse_date_ms)
-            .ok_or_else(|| Error::corrupt(path, "field \"createdAt\" is not a valid date"))?,
-        spec_version: o.get("specVersion").and_then(Value::as_f64),
-        is_webhook: o.get("isWebhook").and_then(Value::as_bool).unwrap_or(true),
-    })
-}
 
 impl LocalWorld {
     fn hook_path(&self, hook_id: &str) -> std::path::PathBuf {
@@ -208,9 +156,6 @@ impl LocalWorld {
                 "runId is required for non-run_created events".into(),
             ));
         }
-        assert_safe_entity_id("runId", run_id)?;
-        assert_safe_entity_id("correlationId", hook_id)?;
-        let now = now_iso();
         let mut data = Map::new();
         if let Some(t) = token {
             data.insert("token".into(), json!(t));
@@ -221,27 +166,15 @@ impl LocalWorld {
         request.insert("specVersion".into(), json!(SPEC_VERSION_CURRENT));
         request.insert("correlationId".into(), json!(hook_id));
         request.insert("eventData".into(), Value::Object(data));
-        if let Some((snap, _)) = self.read_run_value(run_id).await? {
-            snap.check_supported()?;
-            if snap.is_legacy() {
-                return self
-                    .store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)
-                    .await;
-            }
-        }
-        let path = self.hook_path(hook_id);
-        match read_json(&path).await? {
-            Some(v) => {
-                parse_hook(&path, &v)?;
-            }
-            None => {
-                return Err(Error::HookNotFound {
-                    token: hook_id.to_string(),
-                })
-            }
-        }
-        self.store_event(run_id, request, json!(SPEC_VERSION_CURRENT), &now)
-            .await
+        let created = self.apply_event(Some(run_id), request).await?;
+        created
+            .result
+            .event
+            .as_ref()
+            .and_then(|e| e.get("eventId"))
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::Plain("hook_received stored no event".into()))
     }
 }
 

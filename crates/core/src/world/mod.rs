@@ -1,5 +1,6 @@
 //! The World: storage, change notification and the local filesystem implementation.
 
+pub mod backend;
 pub mod events;
 pub mod fsio;
 pub mod hooks;

@@ -6,6 +6,9 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use std::path::Path;
 
+/// The spec version this World implements (`SPEC_VERSION_CURRENT`).
+pub const SPEC_VERSION_CURRENT: i64 = 3;
+
 /// A stored payload: bytes (`{"__type":"Uint8Array","data":<base64>}`, spec ≥ 2) or a
 /// plain JSON value (legacy spec-1 data).
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +34,69 @@ impl Payload {
         }
         Ok(Payload::Json(v.clone()))
     }
+}
+
+/// A payload as world-local writes it in JSON.
+pub fn payload_json(p: &Payload) -> Value {
+    match p {
+        Payload::Bytes(b) => serde_json::json!({
+            "__type": "Uint8Array",
+            "data": base64::engine::general_purpose::STANDARD.encode(b),
+        }),
+        Payload::Json(v) => v.clone(),
+    }
+}
+
+/// A hook entity (`world.hooks.getByToken`).
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub run_id: String,
+    pub hook_id: String,
+    pub token: String,
+    pub owner_id: String,
+    pub project_id: String,
+    pub environment: String,
+    pub metadata: Option<Payload>,
+    pub created_at: f64,
+    pub spec_version: Option<f64>,
+    /// `isWebhook ?? true` (hooks written before the flag existed count as webhooks)
+    pub is_webhook: bool,
+}
+
+impl Hook {
+    pub fn is_legacy(&self) -> bool {
+        self.spec_version.is_none_or(|v| v <= 1.0)
+    }
+}
+
+pub fn parse_hook(path: &Path, v: &Value) -> Result<Hook> {
+    let o = v
+        .as_object()
+        .ok_or_else(|| Error::corrupt(path, "a hook must be a JSON object"))?;
+    let s = |k: &str| -> Result<String> {
+        o.get(k)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| Error::corrupt(path, format!("field \"{k}\" must be a string")))
+    };
+    Ok(Hook {
+        run_id: s("runId")?,
+        hook_id: s("hookId")?,
+        token: s("token")?,
+        owner_id: s("ownerId")?,
+        project_id: s("projectId")?,
+        environment: s("environment")?,
+        metadata: match o.get("metadata") {
+            None | Some(Value::Null) => None,
+            Some(m) => Some(Payload::from_json(path, m)?),
+        },
+        created_at: o
+            .get("createdAt")
+            .and_then(parse_date_ms)
+            .ok_or_else(|| Error::corrupt(path, "field \"createdAt\" is not a valid date"))?,
+        spec_version: o.get("specVersion").and_then(Value::as_f64),
+        is_webhook: o.get("isWebhook").and_then(Value::as_bool).unwrap_or(true),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +170,7 @@ impl RunSnapshot {
 
     /// `RunNotSupportedError` for runs of a newer spec than this World (`requiresNewerWorld`).
     pub fn check_supported(&self) -> Result<()> {
-        let current = crate::world::local::SPEC_VERSION_CURRENT;
+        let current = SPEC_VERSION_CURRENT;
         match self.spec_version {
             Some(v) if v > current as f64 => Err(Error::RunNotSupported {
                 run_spec_version: v as i64,

@@ -4,11 +4,45 @@
 
 use crate::error::Result;
 use crate::ids::{assert_safe_entity_id, prefixed_id};
+use crate::stream::{StreamMode, StreamReader};
 use crate::world::fsio::{read_json, to_pretty_json, write_exclusive, write_replace};
 use crate::world::local::LocalWorld;
+use crate::world::watch::Topic;
 use serde_json::{json, Value};
+use std::sync::Arc;
+
+impl StreamReader {
+    /// A live reader of one of the world's streams from `start_index` (negative: from
+    /// the end), woken by the world's change feed.
+    pub fn open(
+        world: &Arc<LocalWorld>,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+    ) -> Result<StreamReader> {
+        world.open_stream(name, start_index, mode)
+    }
+}
 
 impl LocalWorld {
+    /// A live reader of stream `name` from `start_index`.
+    pub fn open_stream(
+        &self,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+    ) -> Result<StreamReader> {
+        // Validated before subscribing, so a bad name registers nothing.
+        assert_safe_entity_id("streamName", name)?;
+        let sub = self.subscribe(Topic::Stream, name);
+        StreamReader::new(self.chunk_index(), sub, name, start_index, mode)
+    }
+
+    /// `{ tailIndex, done }` of stream `name` (`-1` when it has no data chunk yet).
+    pub fn stream_tail(&self, name: &str) -> Result<(i64, bool)> {
+        self.chunk_index().stream_info(name)
+    }
+
     async fn register_stream(&self, name: &str, run_id: &str) -> Result<()> {
         assert_safe_entity_id("runId", run_id)?;
         assert_safe_entity_id("streamName", name)?;

@@ -1,0 +1,157 @@
+//! The `events.create` state machine of @workflow/world-local 4.4.1, independent of how
+//! entities are stored: which event may do what to which entity, in which order, and
+//! every error it raises (with world-local's exact messages).
+//!
+//! One module per entity holds its rules ([`runs`], [`steps`], [`hooks`], [`waits`]);
+//! this module parses the request, routes it and publishes the event. A backend supplies
+//! the storage primitives through [`EventStore`] (files and lock files for the local
+//! World); the rules call them in a fixed order, so a backend only decides *how* a
+//! create-once write or a once-only marker is made atomic, never *whether* it happens.
+//!
+//! Entities and events are JSON objects in world-local's encoding: binary payloads as
+//! `{"__type":"Uint8Array","data":<base64>}`, dates as ISO strings. Two JavaScript
+//! details decide their key order and are reproduced on purpose (see [`json`]):
+//! * the event is `{...request, runId, eventId, createdAt, specVersion}`: the request's
+//!   keys first, in the caller's order;
+//! * an updated entity is `{...stored, changes}` where `stored` went through a zod schema:
+//!   its keys are in *schema* order (unknown keys dropped, dates re-printed), keys that
+//!   were already there keep their place and new keys go to the end.
+
+pub mod entities;
+pub mod hooks;
+pub(crate) mod json;
+pub mod request;
+pub mod runs;
+pub mod steps;
+pub mod store;
+pub mod waits;
+
+use crate::error::{Error, Result};
+use request::Ctx;
+use serde_json::{Map, Value};
+
+pub use entities::{RunState, StepState};
+pub use request::{Applied, Created, EventResult, Request};
+pub use store::{EventStore, Once, TokenClaim};
+
+/// `events.create` on `store`: checks, entity effects and the event, in world-local's
+/// order. Callers serialise concurrent `hook_created` for one hook themselves
+/// (world-local's per-instance mutex).
+pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created> {
+    let ctx = Ctx::new(req)?;
+    let ty = ctx.ty;
+
+    let current = if runs::reads_run(ty) {
+        match store.load_run(&ctx.run_id)? {
+            None => runs::start_implicitly(store, &ctx)?,
+            found => found,
+        }
+    } else {
+        None
+    };
+
+    if let Some(cur) = &current {
+        cur.snap.check_supported()?;
+        if cur.snap.is_legacy() {
+            return runs::legacy_event(store, &ctx, cur);
+        }
+        if let Some(repeat) = runs::check_terminal(store, &ctx, cur)? {
+            return Ok(repeat);
+        }
+    }
+    let step = steps::check(store, &ctx, current.as_ref())?;
+    hooks::check_exists(store, &ctx)?;
+
+    let mut event = ctx.event();
+    let mut result = EventResult::default();
+    let mut hook_write: Option<(Map<String, Value>, bool)> = None;
+    match ty {
+        "run_created" if ctx.has_data => result.run = Some(runs::created(store, &ctx)?),
+        "run_started" => {
+            event = json::spread(&event, vec![("eventData", None)]);
+            if let Some(cur) = &current {
+                match runs::started(store, &ctx, cur)? {
+                    Some(run) => result.run = Some(run),
+                    None => {
+                        return Ok(Created {
+                            result: EventResult {
+                                run: Some(Value::Object(cur.view.clone())),
+                                ..EventResult::default()
+                            },
+                            applied: Applied::Repeat,
+                        })
+                    }
+                }
+            }
+        }
+        "run_completed" | "run_failed" | "run_cancelled"
+            if ctx.has_data || ty == "run_cancelled" =>
+        {
+            if let Some(cur) = &current {
+                result.run = Some(runs::finished(store, &ctx, cur)?);
+            }
+        }
+        "step_created" if ctx.has_data => result.step = Some(steps::created(store, &ctx)?),
+        "step_started" => {
+            if let Some(st) = &step {
+                result.step = Some(steps::started(store, &ctx, st)?);
+            }
+        }
+        "step_completed" | "step_failed" if ctx.has_data => {
+            if let Some(st) = &step {
+                result.step = Some(steps::finished(store, &ctx, st)?);
+            }
+        }
+        "step_retrying" if ctx.has_data => {
+            if let Some(st) = &step {
+                result.step = Some(steps::retrying(store, &ctx, st)?);
+            }
+        }
+        "hook_created" if ctx.has_data => match hooks::created(store, &ctx)? {
+            hooks::HookCreated::Conflict(conflict) => return Ok(*conflict),
+            hooks::HookCreated::Write {
+                event: canonical,
+                hook,
+                overwrite,
+            } => {
+                event = canonical;
+                hook_write = Some((hook, overwrite));
+            }
+        },
+        "hook_disposed" => hooks::disposed(store, &ctx)?,
+        "wait_created" if ctx.has_data => result.wait = Some(waits::created(store, &ctx)?),
+        "wait_completed" => result.wait = Some(waits::completed(store, &ctx)?),
+        // hook_received, hook_conflict and anything else: the event only.
+        _ => {}
+    }
+
+    publish(store, &ctx, &event)?;
+    // The hook entity only once its event is committed.
+    if let Some((hook, overwrite)) = hook_write {
+        store.write_hook(&ctx.corr_text, &hook, overwrite)?;
+        result.hook = Some(Value::Object(hook));
+    }
+    result.event = Some(Value::Object(event));
+    Ok(Created::new(result))
+}
+
+/// Publishes the event exactly once; a lost race on a `hook_created` first repairs the
+/// hook entity the winner may not have written yet.
+fn publish<S: EventStore + ?Sized>(store: &S, ctx: &Ctx, event: &Map<String, Value>) -> Result<()> {
+    let event_id = event
+        .get("eventId")
+        .and_then(Value::as_str)
+        .unwrap_or(&ctx.event_id);
+    if store.publish_event(&ctx.run_id, event_id, event)? {
+        return Ok(());
+    }
+    if ctx.ty == "hook_created" {
+        if let Some(c) = ctx.corr {
+            store.repair_hook(&ctx.run_id, c, event_id)?;
+        }
+    }
+    Err(Error::EntityConflict(format!(
+        "Event \"{event_id}\" already exists for run \"{}\"",
+        ctx.run_id
+    )))
+}
