@@ -1,0 +1,93 @@
+// Engine against the file-system floor (issue 8), run by bench/run.mjs in its own process
+// on a fresh data directory under the base directory given (the data disk, or tmpfs):
+//
+//   node bench/engine-floor-child.mjs <baseDir> [--quick]
+//
+// In interleaved rounds, on the same directory: the floor — the file writes a step needs
+// (3 create-once event files + 1 replaced step file, the sizes the engine's own step files
+// have, written by the same native primitives in a loop) — and a 1,000-step workflow on the
+// embedded engine, start → returnValue. While the workflow runs, a 1 ms interval measures
+// the JS thread's longest block (the largest gap between two ticks). Reports over IPC.
+import fs from 'node:fs'
+import path from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { median } from './stats.mjs'
+
+const base = process.argv[2]
+const quick = process.argv.includes('--quick')
+const dataDir = fs.mkdtempSync(path.join(base, 'wfn-bench-floor-'))
+process.env.WORKFLOW_LOCAL_DATA_DIR = dataDir
+
+const { default: api } = await import('../index.js')
+const { default: engine } = await import('../workflow.js')
+const { binding } = await import('../lib/native.js')
+
+const STEPS = quick ? 300 : 1000
+const ROUNDS = quick ? 2 : 3
+
+const increment = engine.step('increment', async (x) => x + 1)
+const many = engine.workflow('bench-floor-steps', async (n) => {
+  let acc = 0
+  for (let i = 0; i < n; i++) acc = await increment(acc)
+  return acc
+})
+
+/** Starts the workflow and waits for its result, measuring the JS thread's longest block. */
+async function runOnce(n) {
+  let last = performance.now()
+  let maxGap = 0
+  const tick = setInterval(() => {
+    const now = performance.now()
+    if (now - last > maxGap) maxGap = now - last
+    last = now
+  }, 1)
+  const c0 = process.cpuUsage()
+  const t0 = performance.now()
+  const run = await api.start(many, [n])
+  const v = await run.returnValue
+  const ms = performance.now() - t0
+  const cpu = process.cpuUsage(c0)
+  clearInterval(tick)
+  const now = performance.now()
+  if (now - last > maxGap) maxGap = now - last
+  if (v !== n) throw new Error(`returnValue ${v}`)
+  return { ms, maxGap, cpuMs: (cpu.user + cpu.system) / 1000, runId: run.runId }
+}
+
+/** Average sizes of a run's step event files and of its step files. */
+function fileSizes(runId) {
+  const sizes = (dir, filter) =>
+    fs
+      .readdirSync(dir)
+      .filter((f) => f.startsWith(`${runId}-`) && filter(path.join(dir, f)))
+      .map((f) => fs.statSync(path.join(dir, f)).size)
+  const ev = sizes(path.join(dataDir, 'events'), (p) => /"eventType": "step_/.test(fs.readFileSync(p, 'utf8')))
+  const st = sizes(path.join(dataDir, 'steps'), () => true)
+  const avg = (xs) => Math.round(xs.reduce((a, b) => a + b, 0) / xs.length)
+  return { event: avg(ev), step: avg(st) }
+}
+
+const warm = await runOnce(50)
+const { event, step } = fileSizes(warm.runId)
+const engineRuns = []
+const floors = []
+for (let r = 0; r < ROUNDS; r++) {
+  floors.push(Number(await binding.fsFloor(path.join(dataDir, `floor-${r}`), STEPS, event, step)))
+  engineRuns.push(await runOnce(STEPS))
+}
+const result = {
+  base,
+  steps: STEPS,
+  eventBytes: event,
+  stepBytes: step,
+  engineMs: median(engineRuns.map((r) => r.ms)),
+  engineRuns: engineRuns.map((r) => r.ms),
+  cpuMs: median(engineRuns.map((r) => r.cpuMs)),
+  floorMs: median(floors),
+  floors,
+  maxGapMs: Math.max(...engineRuns.map((r) => r.maxGap)),
+}
+process.send(result, () => {
+  fs.rmSync(dataDir, { recursive: true, force: true })
+  process.exit(0)
+})
