@@ -12,6 +12,7 @@ use napi_derive::napi;
 use serde_json::{json, Map, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use workflow_core::journal::{Journal, RunFollower};
@@ -43,6 +44,148 @@ impl Task for Blocking {
 
     fn resolve(&mut self, _env: Env, output: String) -> napi::Result<String> {
         Ok(output)
+    }
+}
+
+/// One `appendEvents` call: the answer's JSON text.
+fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<String> {
+    let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(requests) {
+        Ok(Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => Ok(m),
+                _ => Err(workflow_core::Error::InvalidArgument(
+                    "each event request must be a JSON object".into(),
+                )),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(to_napi)?,
+        _ => {
+            return Err(to_napi(workflow_core::Error::InvalidArgument(
+                "event requests must be a JSON array".into(),
+            )))
+        }
+    };
+    let out = journal.append(run_id, reqs);
+    let mut res = Map::new();
+    res.insert(
+        "results".into(),
+        Value::Array(out.results.iter().map(brief).collect()),
+    );
+    if let Some((index, e)) = &out.failed {
+        res.insert(
+            "failed".into(),
+            json!({ "index": index, "error": error_data(e) }),
+        );
+    }
+    Ok(Value::Object(res).to_string())
+}
+
+/// How long the journal thread keeps looking for the next append before it sleeps: an
+/// engine running steps sends the next one within tens of microseconds, and waking a
+/// sleeping thread costs more than that on virtual machines.
+const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
+
+fn next_job(rx: &std::sync::mpsc::Receiver<WriteJob>) -> Option<WriteJob> {
+    let until = std::time::Instant::now() + WRITER_SPIN;
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+            Err(std::sync::mpsc::TryRecvError::Empty) => {
+                if std::time::Instant::now() >= until {
+                    return rx.recv().ok();
+                }
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+struct WriteJob {
+    id: u32,
+    run_id: String,
+    requests: String,
+}
+
+/// Answers of the journal thread, waiting to be taken by the JS thread.
+#[derive(Default)]
+struct Mailbox {
+    answers: std::sync::Mutex<Vec<WriteAnswer>>,
+    /// The JS side stopped polling and waits for a ping.
+    parked: AtomicBool,
+}
+
+impl Mailbox {
+    fn post(&self, id: u32, text: String) {
+        let mut answers = match self.answers.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        answers.push(WriteAnswer { id, text });
+    }
+}
+
+/// One append's answer.
+#[napi(object)]
+pub struct WriteAnswer {
+    pub id: u32,
+    pub text: String,
+}
+
+/// The journal's writer thread (see `NativeWorld#journalWriter`).
+#[napi]
+pub struct JournalWriter {
+    tx: Option<std::sync::mpsc::Sender<WriteJob>>,
+    mailbox: Arc<Mailbox>,
+}
+
+#[napi]
+impl JournalWriter {
+    /// Queues one append; its answer comes to the writer's callback with `id`.
+    #[napi(catch_unwind)]
+    pub fn write(&self, id: u32, run_id: String, requests: String) -> napi::Result<()> {
+        guard(|| {
+            let Some(tx) = &self.tx else {
+                return Err(napi::Error::from_reason("the journal writer is closed"));
+            };
+            tx.send(WriteJob {
+                id,
+                run_id,
+                requests,
+            })
+            .map_err(|_| napi::Error::from_reason("the journal thread stopped"))
+        })
+    }
+
+    /// The answers ready now (possibly none). Never waits.
+    #[napi(catch_unwind)]
+    pub fn take(&self) -> napi::Result<Vec<WriteAnswer>> {
+        guard(|| {
+            let mut answers = match self.mailbox.answers.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            Ok(std::mem::take(&mut *answers))
+        })
+    }
+
+    /// `true`: the JS side waits for a ping before it looks again; `false`: it polls.
+    #[napi(catch_unwind)]
+    pub fn park(&self, parked: bool) -> napi::Result<()> {
+        guard(|| {
+            self.mailbox.parked.store(parked, Ordering::SeqCst);
+            Ok(())
+        })
+    }
+
+    /// Stops the thread once the queued appends are done (idempotent).
+    #[napi(catch_unwind)]
+    pub fn close(&mut self) -> napi::Result<()> {
+        guard(|| {
+            self.tx = None;
+            Ok(())
+        })
     }
 }
 
@@ -94,37 +237,51 @@ impl NativeWorld {
     #[napi(catch_unwind)]
     pub fn append_events(&self, run_id: String, requests: String) -> AsyncTask<Blocking> {
         let journal = self.journal();
-        Blocking::task(move || {
-            let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(&requests) {
-                Ok(Value::Array(items)) => items
-                    .into_iter()
-                    .map(|v| match v {
-                        Value::Object(m) => Ok(m),
-                        _ => Err(workflow_core::Error::InvalidArgument(
-                            "each event request must be a JSON object".into(),
-                        )),
-                    })
-                    .collect::<Result<_, _>>()
-                    .map_err(to_napi)?,
-                _ => {
-                    return Err(to_napi(workflow_core::Error::InvalidArgument(
-                        "event requests must be a JSON array".into(),
-                    )))
-                }
-            };
-            let out = journal.append(&run_id, reqs);
-            let mut res = Map::new();
-            res.insert(
-                "results".into(),
-                Value::Array(out.results.iter().map(brief).collect()),
-            );
-            if let Some((index, e)) = &out.failed {
-                res.insert(
-                    "failed".into(),
-                    json!({ "index": index, "error": error_data(e) }),
-                );
-            }
-            Ok(Value::Object(res).to_string())
+        Blocking::task(move || append_json(&journal, &run_id, &requests))
+    }
+
+    /// The journal's writer: one thread that performs `write(id, runId, requests)` calls
+    /// in order; answers (the text `appendEvents` resolves to, or `{ nativeError }`) are
+    /// collected with `take()`. While the JS side is parked (`park(true)`), each answer
+    /// also pings `onReady` (which does not keep the process alive; the JS side does
+    /// while calls are pending).
+    #[napi(catch_unwind)]
+    pub fn journal_writer(
+        &self,
+        on_ready: ThreadsafeFunction<u32, (), u32, Status, false, true>,
+    ) -> napi::Result<JournalWriter> {
+        guard(|| {
+            let journal = self.journal();
+            let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+            let mailbox = Arc::new(Mailbox::default());
+            let thread_mailbox = Arc::clone(&mailbox);
+            std::thread::Builder::new()
+                .name("workflow-native-journal".into())
+                .spawn(move || {
+                    while let Some(job) = next_job(&rx) {
+                        let text = match catch_unwind(AssertUnwindSafe(|| {
+                            append_json(&journal, &job.run_id, &job.requests)
+                        })) {
+                            Ok(Ok(text)) => text,
+                            Ok(Err(e)) => json!({ "nativeError": e.reason }).to_string(),
+                            Err(p) => json!({ "nativeError": panic_error(p).reason }).to_string(),
+                        };
+                        thread_mailbox.post(job.id, text);
+                        if thread_mailbox.parked.load(Ordering::SeqCst)
+                            && on_ready.call(job.id, ThreadsafeFunctionCallMode::NonBlocking)
+                                == Status::Closing
+                        {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| {
+                    napi::Error::from_reason(format!("cannot start the journal thread: {e}"))
+                })?;
+            Ok(JournalWriter {
+                tx: Some(tx),
+                mailbox,
+            })
         })
     }
 

@@ -124,7 +124,7 @@ class Engine {
   notify(runId, def) {
     const exec = this.executions.get(runId)
     if (exec) {
-      exec.leased.then(() => exec.refresh())
+      exec.refresh()
       return
     }
     if (def) {

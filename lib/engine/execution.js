@@ -82,6 +82,8 @@ class Execution {
    * run ended under us (or stopped here); other refusals reject.
    */
   async record(eventType, correlationId, eventData) {
+    while (this.refreshing) await this.refreshing
+    if (this.stopped) return HALT
     let res
     try {
       res = await this.journal.write(eventType, correlationId, eventData)
@@ -153,14 +155,24 @@ class Execution {
     }
   }
 
-  /** Something says the run changed (a queue message for it): look now. */
-  async refresh() {
-    if (this.stopped) return
-    try {
-      this.onForeign(await this.journal.poll())
-    } catch (e) {
-      console.error(`[workflow-native] Could not read the events of run ${this.runId}:`, e)
-    }
+  /**
+   * Something in this process says the run changed (a queue message for it: a cancel, a
+   * hook payload, a wake-up): look now. Until the look is done, the run writes nothing
+   * more (see record()), so a cancellation stops it before its next event.
+   */
+  refresh() {
+    if (this.stopped) return Promise.resolve()
+    const look = Promise.resolve(this.leased)
+      .then(() => (this.stopped ? [] : this.journal.poll()))
+      .then(
+        (events) => this.onForeign(events),
+        (e) => console.error(`[workflow-native] Could not read the events of run ${this.runId}:`, e),
+      )
+      .finally(() => {
+        if (this.refreshing === look) this.refreshing = null
+      })
+    this.refreshing = look
+    return look
   }
 
   /** Loads the whole log (on resume). */

@@ -8,7 +8,88 @@
 // Ordering is the durability rule: a write is on disk before any write queued after it
 // is attempted, so the log never holds a later event without the earlier ones.
 
-const { errorFromData } = require('../native.js')
+const { performance } = require('node:perf_hooks')
+const { errorFromData, fromNative } = require('../native.js')
+
+/**
+ * How long the JS side keeps looking for answers, one turn of the event loop at a time,
+ * before it parks and lets the writer ping it. Looking costs one native call per turn and
+ * never blocks the loop (timers, I/O and other callbacks run in between); being woken by
+ * the writer costs a thread wake-up, which on virtual machines takes longer than a whole
+ * append on a fast disk.
+ */
+const POLL_BUDGET_MS = 2
+
+/**
+ * The world's journal writer: one native thread performing appends in order. While
+ * answers are pending a timer keeps the process alive (the writer's ping does not).
+ */
+const writers = new WeakMap() // native world -> writer
+function writerFor(world) {
+  let w = writers.get(world)
+  if (w) return w
+  const pending = new Map() // id -> resolve(text)
+  let nextId = 1
+  let keepAlive = null
+  let polling = false
+  let parked = false
+  let pollStart = 0
+  const deliver = () => {
+    for (const { id, text } of native.take()) {
+      const resolve = pending.get(id)
+      if (!resolve) continue
+      pending.delete(id)
+      resolve(text)
+    }
+    if (pending.size === 0 && keepAlive) {
+      clearTimeout(keepAlive)
+      keepAlive = null
+    }
+  }
+  const poll = () => {
+    polling = false
+    deliver()
+    if (pending.size === 0) return
+    if (performance.now() - pollStart < POLL_BUDGET_MS) {
+      polling = true
+      setImmediate(poll)
+      return
+    }
+    // Park: from now on the writer pings. Look once more: an answer may have landed
+    // before the writer could see the flag.
+    parked = true
+    native.park(true)
+    deliver()
+  }
+  const startPolling = () => {
+    if (polling || parked) return
+    polling = true
+    pollStart = performance.now()
+    setImmediate(poll)
+  }
+  const native = world.journalWriter(() => {
+    if (!parked) return
+    parked = false
+    native.park(false)
+    deliver()
+    if (pending.size > 0) startPolling()
+  })
+  w = {
+    append(runId, requests) {
+      const id = nextId++
+      if (nextId > 0xfffffff0) nextId = 1
+      return new Promise((resolve) => {
+        pending.set(id, resolve)
+        if (!keepAlive) keepAlive = setTimeout(() => {}, 0x7fffffff)
+        native.write(id, runId, requests)
+        if (!parked) startPolling()
+        else pollStart = performance.now()
+      })
+    },
+  }
+  writers.set(world, w)
+  return w
+}
 
 /** Refusals that mean the run ended under us (cancelled, or finished by another writer). */
 const RUN_GONE = new Set(['RunExpiredError', 'EntityConflictError'])
@@ -32,6 +113,7 @@ class RunJournal {
   #halted = false
   #follower = null
   #onFault
+  #writer
   #tail = Promise.resolve()
 
   /**
@@ -43,6 +125,7 @@ class RunJournal {
     this.#world = world
     this.#runId = runId
     this.#onFault = onFault
+    this.#writer = writerFor(world)
   }
 
   /**
@@ -89,9 +172,13 @@ class RunJournal {
     const batch = this.#queue.splice(0)
     let out
     try {
-      out = JSON.parse(await this.#world.appendEvents(this.#runId, JSON.stringify(batch.map((e) => e.req))))
+      out = JSON.parse(await this.#writer.append(this.#runId, JSON.stringify(batch.map((e) => e.req))))
     } catch (e) {
-      out = { results: [], failed: { index: 0, nativeError: e } }
+      out = { nativeError: e }
+    }
+    if (out.nativeError) {
+      const err = out.nativeError instanceof Error ? out.nativeError : fromNative(new Error(String(out.nativeError)))
+      out = { results: [], failed: { index: 0, nativeError: err } }
     }
     this.#inFlight = false
     const done = out.results.length

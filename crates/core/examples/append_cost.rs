@@ -21,9 +21,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let journal = Journal::new(Arc::clone(&world));
     for round in 0..3 {
         let created = world.create_event_sync(None, &json!({"eventType": "run_created", "specVersion": 3, "eventData": {"deploymentId": "d", "workflowName": "w", "input": {"__type": "Uint8Array", "data": "ZGV2bFtbMTAwMF1d"}}}).to_string())?;
-        let run = created.event.as_ref().and_then(|e| e["runId"].as_str()).unwrap_or_default().to_string();
+        let run = created
+            .event
+            .as_ref()
+            .and_then(|e| e["runId"].as_str())
+            .unwrap_or_default()
+            .to_string();
         let t = Instant::now();
-        journal.append(&run, vec![req(json!({"eventType": "run_started", "specVersion": 3}))]);
+        journal.append(
+            &run,
+            vec![req(json!({"eventType": "run_started", "specVersion": 3}))],
+        );
         for i in 0..1000 {
             let step = format!("step_{:026}", i);
             let a = journal.append(&run, vec![
@@ -36,8 +44,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         journal.append(&run, vec![req(json!({"eventType": "run_completed", "specVersion": 3, "eventData": {"output": {"__type": "Uint8Array", "data": "ZGV2bFsxMDAwXQ=="}}}))]);
-        println!("round {round}: 1000 steps appended in {:.1} ms", t.elapsed().as_secs_f64() * 1000.0);
-        let f = workflow_core::world::fsio::step_floor(&dir.path().join(format!("floor{round}")), 1000, 500, 600)?;
+        println!(
+            "round {round}: 1000 steps appended in {:.1} ms",
+            t.elapsed().as_secs_f64() * 1000.0
+        );
+        let f = workflow_core::world::fsio::step_floor(
+            &dir.path().join(format!("floor{round}")),
+            1000,
+            500,
+            600,
+        )?;
         println!("round {round}: floor {f:.1} ms");
     }
     Ok(())

@@ -18,11 +18,14 @@
 use crate::dirscan::for_each_name;
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::world::events::EventResult;
+use crate::machine::{
+    self, EventResult, EventStore, Once, Request, RunState, StepState, TokenClaim,
+};
 use crate::world::fsio::parse_date_ms;
 use crate::world::local::LocalWorld;
 use crate::world::watch::{Subscription, Topic};
 use serde_json::{Map, Value};
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,6 +53,148 @@ pub struct Journal {
     runs: Mutex<HashMap<String, RunAppends>>,
     /// Bumped after every append, so followers re-check names they could not classify.
     appended: watch::Sender<u64>,
+}
+
+/// The world as one batch of appends sees it: a run or step the batch read is not read
+/// again within the batch unless the batch wrote it. A batch runs in microseconds on one
+/// thread; a change another process makes meanwhile is seen by the next batch, exactly as
+/// if it had landed a moment later.
+struct BatchStore<'a> {
+    world: &'a LocalWorld,
+    run: RefCell<Option<(String, Option<RunState>)>>,
+    step: RefCell<Option<(String, StepState)>>,
+}
+
+impl<'a> BatchStore<'a> {
+    fn new(world: &'a LocalWorld) -> Self {
+        BatchStore {
+            world,
+            run: RefCell::new(None),
+            step: RefCell::new(None),
+        }
+    }
+
+    /// A step this batch just wrote is known without reading it back.
+    fn remember_step(&self, step_key: &str, step: &Map<String, Value>) {
+        if let Ok(st) = StepState::parse(std::path::Path::new(step_key), step) {
+            self.step.replace(Some((step_key.to_string(), st)));
+        }
+    }
+
+    fn forget(&self) {
+        self.run.replace(None);
+        self.step.replace(None);
+    }
+
+    fn apply(&self, run_id: &str, req: Map<String, Value>) -> Result<EventResult> {
+        if req.get("eventType").and_then(Value::as_str) == Some("hook_created") {
+            // hook creation serialises with other writers of the token: the world's path
+            self.forget();
+            return self.world.create_event_value_sync(Some(run_id), req);
+        }
+        let req = Request::parse(Some(run_id), req)?;
+        machine::apply(self, &req).map(|c| c.result)
+    }
+}
+
+impl EventStore for BatchStore<'_> {
+    fn run_location(&self, run_id: &str) -> Result<PathBuf> {
+        self.world.run_location(run_id)
+    }
+    fn load_run(&self, run_id: &str) -> Result<Option<RunState>> {
+        if let Some((id, run)) = &*self.run.borrow() {
+            if id == run_id {
+                return Ok(run.clone());
+            }
+        }
+        let run = self.world.load_run(run_id)?;
+        self.run.replace(Some((run_id.to_string(), run.clone())));
+        Ok(run)
+    }
+    fn create_run(&self, run_id: &str, run: &Map<String, Value>, implicit: bool) -> Result<bool> {
+        self.run.replace(None);
+        self.world.create_run(run_id, run, implicit)
+    }
+    fn replace_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
+        self.run.replace(None);
+        self.world.replace_run(run_id, run)
+    }
+    fn delete_hooks_of_run(&self, run_id: &str) -> Result<()> {
+        self.world.delete_hooks_of_run(run_id)
+    }
+    fn delete_waits_of_run(&self, run_id: &str) -> Result<()> {
+        self.world.delete_waits_of_run(run_id)
+    }
+    fn load_step(&self, step_key: &str) -> Result<Option<StepState>> {
+        if let Some((key, step)) = &*self.step.borrow() {
+            if key == step_key {
+                return Ok(Some(step.clone()));
+            }
+        }
+        let step = self.world.load_step(step_key)?;
+        if let Some(st) = &step {
+            self.step.replace(Some((step_key.to_string(), st.clone())));
+        }
+        Ok(step)
+    }
+    fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        self.step.replace(None);
+        self.world.create_step(step_key, step)?;
+        self.remember_step(step_key, step);
+        Ok(())
+    }
+    fn replace_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        self.step.replace(None);
+        self.world.replace_step(step_key, step)?;
+        self.remember_step(step_key, step);
+        Ok(())
+    }
+    fn hook_exists(&self, hook_id: &str) -> Result<bool> {
+        self.world.hook_exists(hook_id)
+    }
+    fn claim_token(
+        &self,
+        token: &str,
+        claim: &Map<String, Value>,
+        hook_id_text: &str,
+    ) -> Result<TokenClaim> {
+        self.world.claim_token(token, claim, hook_id_text)
+    }
+    fn write_hook(&self, hook_id: &str, hook: &Map<String, Value>, overwrite: bool) -> Result<()> {
+        self.world.write_hook(hook_id, hook, overwrite)
+    }
+    fn delete_hook(&self, hook_id: &str) -> Result<()> {
+        self.world.delete_hook(hook_id)
+    }
+    fn repair_hook(&self, run_id: &str, hook_id: &str, event_id: &str) -> Result<()> {
+        self.world.repair_hook(run_id, hook_id, event_id)
+    }
+    fn load_wait(&self, wait_key: &str) -> Result<Option<Map<String, Value>>> {
+        self.world.load_wait(wait_key)
+    }
+    fn create_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        self.world.create_wait(wait_key, wait)
+    }
+    fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        self.world.replace_wait(wait_key, wait)
+    }
+    fn claim_once(&self, marker: &Once) -> Result<bool> {
+        self.world.claim_once(marker)
+    }
+    fn release_once(&self, marker: &Once) -> Result<()> {
+        self.world.release_once(marker)
+    }
+    fn store_event(&self, run_id: &str, event_id: &str, event: &Map<String, Value>) -> Result<()> {
+        self.world.store_event(run_id, event_id, event)
+    }
+    fn publish_event(
+        &self,
+        run_id: &str,
+        event_id: &str,
+        event: &Map<String, Value>,
+    ) -> Result<bool> {
+        self.world.publish_event(run_id, event_id, event)
+    }
 }
 
 /// The outcome of one [`Journal::append`]: the results of the events written, in order,
@@ -89,8 +234,9 @@ impl Journal {
         let mut results = Vec::with_capacity(requests.len());
         let mut failed = None;
         let mut written = Vec::with_capacity(requests.len());
+        let store = BatchStore::new(&self.world);
         for (i, req) in requests.into_iter().enumerate() {
-            match self.world.create_event_value_sync(Some(run_id), req) {
+            match store.apply(run_id, req) {
                 Ok(r) => {
                     if let Some(id) = r
                         .event

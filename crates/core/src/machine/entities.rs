@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use std::path::Path;
 
 /// A stored run as the rules see it.
+#[derive(Clone)]
 pub struct RunState {
     pub snap: RunSnapshot,
     /// the run as `WorkflowRunSchema` yields it
@@ -28,6 +29,7 @@ impl RunState {
 }
 
 /// A stored step as the rules see it.
+#[derive(Clone)]
 pub struct StepState {
     /// the step as `StepSchema` yields it
     pub view: Map<String, Value>,

@@ -23,14 +23,54 @@ pub async fn read_json(path: &Path) -> Result<Option<Value>> {
     parse_json(path, &bytes).map(Some)
 }
 
-/// Synchronous twin of [`read_json`] for hot paths that run on a blocking thread.
+/// Synchronous twin of [`read_json`] for hot paths that run on a blocking thread: the file
+/// is read into a per-thread buffer (open, read, close — no size query, no allocation per
+/// file) and parsed from there.
 pub fn read_json_sync(path: &Path) -> Result<Option<Value>> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    parse_json(path, &bytes).map(Some)
+    READ_BUF.with(|cell| {
+        let mut buf = cell.borrow_mut();
+        match read_small(path, &mut buf) {
+            Ok(()) => parse_json(path, &buf).map(Some),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    })
+}
+
+thread_local! {
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(16 * 1024));
+}
+
+/// Reads a whole (small) file into `buf`: reads until end of file, growing the buffer
+/// when a read fills it.
+fn read_small(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    buf.clear();
+    loop {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(buf.capacity().max(16 * 1024));
+        }
+        let len = buf.len();
+        let spare = buf.capacity() - len;
+        buf.resize(len + spare, 0);
+        let n = match f.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {
+                buf.truncate(len);
+                continue;
+            }
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e);
+            }
+        };
+        buf.truncate(len + n);
+        // A regular file yields less than asked only at its end.
+        if n == 0 || n < spare {
+            return Ok(());
+        }
+    }
 }
 
 pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {

@@ -26,6 +26,10 @@ pub enum Topic {
     Event,
 }
 
+/// After delivering changes, the watcher waits this long before it reads again, so a
+/// burst of writes costs one wake-up (of the watcher and of each subscriber) per interval.
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// Backstop poll while the directory is watched (only matters without inotify).
 pub const BACKSTOP_WATCHED: Duration = Duration::from_millis(1000);
 /// Backstop poll while the directory does not exist yet (cannot be watched).
@@ -172,6 +176,12 @@ mod os {
                             };
                             shared.on_name(*topic, name);
                         }
+                        drop(dirs);
+                        drop(shared);
+                        // Let a burst of writes (an engine appending events) gather: one
+                        // wake-up per burst, not per file. The first change after a quiet
+                        // spell is still delivered at once.
+                        std::thread::sleep(super::COALESCE);
                     }
                 })
                 .ok()?;
