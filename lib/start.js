@@ -103,17 +103,16 @@ async function start(workflow, argsOrOptions, maybeOptions) {
           { v1Compat: legacy },
         ),
       )
-    : // Written now (an async arrow runs synchronously up to its end); a failure rejects.
-      (async () =>
-        world.createRunSync({
-          runId,
-          deploymentId,
-          workflowName: String(workflowName),
-          specVersion,
-          executionContext,
-          input: input.bytes,
-          inputJson: input.json,
-        }))()
+    : // Written off the JS thread; a failure rejects.
+      world.createRun({
+        runId,
+        deploymentId,
+        workflowName: String(workflowName),
+        specVersion,
+        executionContext,
+        input: input.bytes,
+        inputJson: input.json,
+      })
   created.catch(() => {}) // observed below; never an unhandled rejection
 
   // Like WDK, the queue name is validated only after run_created was issued.

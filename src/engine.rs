@@ -24,7 +24,7 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    fn task(f: impl FnOnce() -> napi::Result<String> + Send + 'static) -> AsyncTask<Blocking> {
+    pub(crate) fn task(f: impl FnOnce() -> napi::Result<String> + Send + 'static) -> AsyncTask<Blocking> {
         AsyncTask::new(Blocking {
             work: Some(Box::new(f)),
         })
@@ -87,7 +87,8 @@ fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<
 const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
 fn next_job(rx: &std::sync::mpsc::Receiver<WriteJob>) -> Option<WriteJob> {
-    let until = std::time::Instant::now() + WRITER_SPIN;
+    let spin = std::env::var("WFN_SPIN").ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_micros).unwrap_or(WRITER_SPIN);
+    let until = std::time::Instant::now() + spin;
     loop {
         match rx.try_recv() {
             Ok(job) => return Some(job),

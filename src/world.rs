@@ -268,6 +268,31 @@ impl NativeWorld {
         })
     }
 
+    /// `createRunSync` off the JS thread (one hop to the libuv pool and back).
+    #[napi(catch_unwind)]
+    pub fn create_run(
+        &self,
+        req: CreateRunRequest,
+    ) -> napi::Result<napi::bindgen_prelude::AsyncTask<crate::engine::Blocking>> {
+        guard(|| {
+            let create = CreateRun {
+                run_id: req.run_id,
+                deployment_id: req.deployment_id,
+                workflow_name: req.workflow_name,
+                spec_version: req.spec_version,
+                execution_context: req.execution_context,
+                input: payload_from(req.input, req.input_json)?,
+            };
+            let world = Arc::clone(&self.inner);
+            Ok(crate::engine::Blocking::task(move || {
+                world
+                    .create_run_sync(&create)
+                    .map(|()| String::new())
+                    .map_err(to_napi)
+            }))
+        })
+    }
+
     #[napi(catch_unwind)]
     pub async fn get_hook_by_token(&self, token: String) -> napi::Result<HookInfo> {
         let w = Arc::clone(&self.inner);

@@ -383,7 +383,7 @@ impl RunFollower {
             // The backstop: without OS notifications every poll rescans; with them, a
             // rescan now and then (only if the directory changed) covers a lost one.
             quiet_polls += 1;
-            if !watched || quiet_polls % BACKSTOP_RESCAN_EVERY == 0 {
+            if !watched || quiet_polls.is_multiple_of(BACKSTOP_RESCAN_EVERY) {
                 rescan = true;
             }
         }
