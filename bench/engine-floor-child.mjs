@@ -5,8 +5,10 @@
 //
 // In interleaved rounds, on the same directory: the floor — the file writes a step needs
 // (3 create-once event files + 1 replaced step file, the sizes the engine's own step files
-// have, written by the same native primitives in a loop) — and a 1,000-step workflow on the
-// embedded engine, start → returnValue. While the workflow runs, a 1 ms interval measures
+// have, written by the same native primitives in a loop) — the format's floor (every write
+// world-local's format makes per step: the step file created then replaced twice, 3 events,
+// the step's terminal lock) and a 1,000-step workflow on the embedded engine, start →
+// returnValue. While the workflow runs, a 1 ms interval measures
 // the JS thread's longest block (the largest gap between two ticks). Reports over IPC.
 import fs from 'node:fs'
 import path from 'node:path'
@@ -71,8 +73,10 @@ const warm = await runOnce(50)
 const { event, step } = fileSizes(warm.runId)
 const engineRuns = []
 const floors = []
+const formatFloors = []
 for (let r = 0; r < ROUNDS; r++) {
-  floors.push(Number(await binding.fsFloor(path.join(dataDir, `floor-${r}`), STEPS, event, step)))
+  floors.push(Number(await binding.fsFloor(path.join(dataDir, `floor-${r}`), STEPS, event, step, false)))
+  formatFloors.push(Number(await binding.fsFloor(path.join(dataDir, `format-floor-${r}`), STEPS, event, step, true)))
   engineRuns.push(await runOnce(STEPS))
 }
 const result = {
@@ -85,6 +89,8 @@ const result = {
   cpuMs: median(engineRuns.map((r) => r.cpuMs)),
   floorMs: median(floors),
   floors,
+  formatFloorMs: median(formatFloors),
+  formatFloors,
   maxGapMs: Math.max(...engineRuns.map((r) => r.maxGap)),
 }
 process.send(result, () => {

@@ -24,7 +24,9 @@ pub struct Blocking {
 }
 
 impl Blocking {
-    pub(crate) fn task(f: impl FnOnce() -> napi::Result<String> + Send + 'static) -> AsyncTask<Blocking> {
+    pub(crate) fn task(
+        f: impl FnOnce() -> napi::Result<String> + Send + 'static,
+    ) -> AsyncTask<Blocking> {
         AsyncTask::new(Blocking {
             work: Some(Box::new(f)),
         })
@@ -87,7 +89,11 @@ fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<
 const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
 fn next_job(rx: &std::sync::mpsc::Receiver<WriteJob>) -> Option<WriteJob> {
-    let spin = std::env::var("WFN_SPIN").ok().and_then(|v| v.parse().ok()).map(std::time::Duration::from_micros).unwrap_or(WRITER_SPIN);
+    let spin = std::env::var("WFN_SPIN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(std::time::Duration::from_micros)
+        .unwrap_or(WRITER_SPIN);
     let until = std::time::Instant::now() + spin;
     loop {
         match rx.try_recv() {
@@ -379,19 +385,18 @@ async fn follow_loop(
                 // closed: the JS side is done with this run
                 None => return,
                 Some(FollowRequest::Poll(reply)) => {
-                    let text = match follower.poll_now() {
-                        Ok(evs) => json!({ "events": evs }).to_string(),
-                        Err(e) => json!({ "error": error_data(&e) }).to_string(),
-                    };
-                    let _ = reply.send(text);
+                    // a rescan lists the events directory: not on a runtime worker's time
+                    let got = tokio::task::block_in_place(|| follower.poll_now());
+                    let faults = follower.take_faults();
+                    let _ = reply.send(follow_message(got, faults));
                 }
             },
             got = follower.next() => {
-                let (text, failed) = match got {
-                    Ok(evs) => (json!({ "events": evs }).to_string(), false),
-                    Err(e) => (json!({ "error": error_data(&e) }).to_string(), true),
-                };
-                if callback.call(text, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing {
+                let failed = got.is_err();
+                let faults = follower.take_faults();
+                if callback.call(follow_message(got, faults), ThreadsafeFunctionCallMode::NonBlocking)
+                    == Status::Closing
+                {
                     return;
                 }
                 if failed {
@@ -401,6 +406,29 @@ async fn follow_loop(
             }
         }
     }
+}
+
+/// `{ events, faults? }` or `{ error, faults? }` as the JS side reads it.
+fn follow_message(
+    got: workflow_core::Result<Vec<Value>>,
+    faults: Vec<workflow_core::Error>,
+) -> String {
+    let mut msg = Map::new();
+    match got {
+        Ok(events) => {
+            msg.insert("events".into(), Value::Array(events));
+        }
+        Err(e) => {
+            msg.insert("error".into(), error_data(&e));
+        }
+    }
+    if !faults.is_empty() {
+        msg.insert(
+            "faults".into(),
+            Value::Array(faults.iter().map(error_data).collect()),
+        );
+    }
+    Value::Object(msg).to_string()
 }
 
 /// A run's follower (see `NativeWorld#followRun`).
@@ -442,16 +470,24 @@ impl RunEventFollower {
 }
 
 /// The file-system floor of one engine step, for the benchmark: `steps` times, three
-/// create-once files of `event_bytes` and one replaced file of `step_bytes` in `dir`,
-/// written the way the engine writes them. Resolves to the elapsed milliseconds.
+/// create-once files of `event_bytes` and one replaced file of `step_bytes` in `dir`
+/// (with `format`: every write world-local's format makes per step), written the way the
+/// engine writes them. Resolves to the elapsed milliseconds.
 #[napi(catch_unwind)]
-pub fn fs_floor(dir: String, steps: u32, event_bytes: u32, step_bytes: u32) -> AsyncTask<Blocking> {
+pub fn fs_floor(
+    dir: String,
+    steps: u32,
+    event_bytes: u32,
+    step_bytes: u32,
+    format: Option<bool>,
+) -> AsyncTask<Blocking> {
     Blocking::task(move || {
         workflow_core::world::fsio::step_floor(
             std::path::Path::new(&dir),
             steps,
             event_bytes as usize,
             step_bytes as usize,
+            format.unwrap_or(false),
         )
         .map(|ms| ms.to_string())
         .map_err(to_napi)

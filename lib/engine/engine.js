@@ -16,6 +16,7 @@ class Engine {
   constructor() {
     this.registry = new Map() // workflowId -> def
     this.executions = new Map() // runId -> Execution
+    this.releasing = new Map() // runId -> the release of its lease in progress
     this.busy = 0
     this.clock = new Clock()
     this.clock.setBusyProbe(() => this.busy > 0)
@@ -54,27 +55,40 @@ class Engine {
     const exec = new Execution(this, world, runId, def, fresh)
     this.executions.set(runId, exec)
     this.busy++
-    const leased = this.acquireLease(world, runId).finally(() => {
-      this.busy--
-      this.clock.poke()
-    })
+    // After the release of a previous execution of this run in this process, if any (the
+    // same owner re-acquiring would count as a renewal, and that release would then
+    // delete the new lease).
+    const released = this.releasing.get(runId) || Promise.resolve()
+    const leased = released
+      .then(() => this.acquireLease(world, runId))
+      .finally(() => {
+        this.busy--
+        this.clock.poke()
+      })
     exec.leased = leased
     let renew = null
-    leased.then((held) => {
-      if (!held || exec.stopped) return
-      renew = setInterval(() => {
-        this.renewLease(world, runId).then((ok) => {
-          if (!ok) exec.stop('lease lost to another process')
-        })
-      }, LEASE_RENEW_MS)
-      renew.unref()
-    })
+    leased.then(
+      (held) => {
+        if (!held || exec.stopped) return
+        renew = setInterval(() => {
+          this.renewLease(world, runId).then((ok) => {
+            if (!ok) exec.stop('lease lost to another process')
+          })
+        }, LEASE_RENEW_MS)
+        renew.unref()
+      },
+      () => {}, // reported by the execution, which stops
+    )
     exec.run(leased).catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
     exec.done.then(async () => {
       this.noteSleeping(runId) // nobody waits for a sleep of a run that ended
       if (renew) clearInterval(renew)
       if (this.executions.get(runId) === exec) this.executions.delete(runId)
-      if (await leased.catch(() => false)) await this.releaseLease(world, runId)
+      if (!(await leased.catch(() => false))) return
+      const release = this.releaseLease(world, runId)
+      this.releasing.set(runId, release)
+      await release
+      if (this.releasing.get(runId) === release) this.releasing.delete(runId)
     })
     return exec
   }

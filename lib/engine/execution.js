@@ -24,6 +24,11 @@ const { HALT, tagged, untag, errorText } = require('./values.js')
 const errors = require('../../errors.js')
 
 const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
+
+/** A fault of the storage (a file it could not read or write), not of the workflow. */
+function isStorageFault(e) {
+  return !!e && (e.path !== undefined || e.code === 'CORRUPT_FILE' || e.code === 'INTERNAL_PANIC')
+}
 const RUNTIME_ERRORS =
   /^(WorkflowRuntimeError|CorruptedEventLogError|RuntimeDecryptionError|StepNotRegisteredError|WorkflowNotRegisteredError)$/
 
@@ -49,6 +54,8 @@ class Execution {
     this.divergence = null
     this.ops = []
     this.sleeping = 0 // sleeps in progress
+    this.refreshing = null // the look at other writers' events in progress
+    this.lookAgain = false
     const open = (name, start, mode) => world.openStream(name, start, mode)
     this.streams = worldStreams(world, globalThis)
     const base = externalRevivers(globalThis, (ref) => refReadable(globalThis, open, ref))
@@ -74,7 +81,10 @@ class Execution {
 
   /** Queues a write nobody waits for (its refusal goes to onWriteFault). */
   writeBackground(eventType, correlationId, eventData) {
-    this.journal.write(eventType, correlationId, eventData, true).then((res) => this.noteWritten(res))
+    this.journal
+      .write(eventType, correlationId, eventData, true)
+      .then((res) => this.noteWritten(res))
+      .catch((e) => this.onWriteFault(e))
   }
 
   /**
@@ -82,7 +92,8 @@ class Execution {
    * run ended under us (or stopped here); other refusals reject.
    */
   async record(eventType, correlationId, eventData) {
-    while (this.refreshing) await this.refreshing
+    // A look asked for before this write (an in-process cancel, say) comes first.
+    if (this.refreshing) await this.refreshing
     if (this.stopped) return HALT
     let res
     try {
@@ -94,11 +105,19 @@ class Execution {
     return res
   }
 
-  /** HALT for refusals that end the run here; rethrows the others. */
+  /**
+   * HALT for refusals that end the run here and for storage faults (the operator's
+   * problem, never the run's: reported, and the run stops here, resumable); rethrows the
+   * others (the rules refusing what the workflow asked, such as TooEarlyError).
+   */
   async settleRefusal(e) {
     if (e instanceof Halted) return HALT
     if (e && RUN_GONE.has(e.name)) {
       await this.runEnded()
+      return HALT
+    }
+    if (isStorageFault(e)) {
+      this.onWriteFault(e)
       return HALT
     }
     throw e
@@ -112,16 +131,20 @@ class Execution {
     if (h) h.onEvent(ev)
   }
 
-  /** A write nobody awaited was refused. */
+  /** A write was refused or failed where nobody can handle it (or a storage fault). */
   onWriteFault(err) {
-    if (this.stopped) return
+    if (this.stopped || err instanceof Halted) return
     if (err && RUN_GONE.has(err.name)) {
       this.runEnded()
       return
     }
-    // A storage fault under a step's closing event: nothing after it may be written.
+    // Nothing after the failed write may be written; the run stays as it is on disk (not
+    // failed: that is for user code) and can be resumed once the fault is fixed.
     this.journal.haltWrites()
-    console.error(`[workflow-native] Could not record an event of run ${this.runId}; the run stops here:`, err)
+    console.error(
+      `[workflow-native] Could not record an event of run ${this.runId}; the run stops executing here (resumable with resumeRuns() once the fault is fixed):`,
+      err,
+    )
     this.stop('write failed')
   }
 
@@ -162,6 +185,11 @@ class Execution {
    */
   refresh() {
     if (this.stopped) return Promise.resolve()
+    // One look at a time; asks during a look get one more look after it.
+    if (this.refreshing) {
+      this.lookAgain = true
+      return this.refreshing
+    }
     const look = Promise.resolve(this.leased)
       .then(() => (this.stopped ? [] : this.journal.poll()))
       .then(
@@ -169,7 +197,11 @@ class Execution {
         (e) => console.error(`[workflow-native] Could not read the events of run ${this.runId}:`, e),
       )
       .finally(() => {
-        if (this.refreshing === look) this.refreshing = null
+        this.refreshing = null
+        if (this.lookAgain) {
+          this.lookAgain = false
+          this.refresh()
+        }
       })
     this.refreshing = look
     return look
@@ -255,6 +287,10 @@ class Execution {
   hydrate(taggedBytes) {
     const bytes = untag(taggedBytes)
     if (!bytes) return undefined
+    return this.hydrateBytes(bytes)
+  }
+
+  hydrateBytes(bytes) {
     return hydratePayload(bytes, undefined, true, this.revivers)
   }
 
@@ -293,6 +329,9 @@ class Execution {
         (events) => this.onForeign(events),
         (err) => console.error(`[workflow-native] Could not follow the events of run ${this.runId}:`, err),
       )
+      // Events other writers added between the log read and the start of following.
+      if (!this.fresh) this.onForeign(await this.journal.poll())
+      if (this.stopped) return
       if (this.log.terminal) return this.stop('already finished')
       if (!this.log.runCreated) throw new errors.WorkflowRuntimeError(`Run ${this.runId} has no run_created event`)
       if (this.log.runStartedAt === undefined) {

@@ -137,7 +137,7 @@ class RunJournal {
     const req = { eventType, specVersion: 3 }
     if (correlationId !== undefined) req.correlationId = correlationId
     if (eventData !== undefined) req.eventData = eventData
-    if (this.#halted) return Promise.reject(new Halted())
+    if (this.#halted) return background ? Promise.resolve(undefined) : Promise.reject(new Halted())
     const p = new Promise((resolve, reject) => {
       this.#queue.push({ req, resolve, reject, background })
       this.#engine.busy++
@@ -190,6 +190,7 @@ class RunJournal {
       // Writes after the refused one were not attempted: back to the head of the queue
       // (a refusal that ends the run closes the journal and halts them).
       this.#queue.unshift(...batch.slice(index + 1))
+      if (this.#halted) this.#dropQueued()
       this.#settled(entry, () => {
         if (entry.background) {
           entry.resolve(undefined)
@@ -223,6 +224,7 @@ class RunJournal {
       } catch {
         return
       }
+      for (const fault of msg.faults || []) onError(errorFromData(fault))
       if (msg.error) onError(errorFromData(msg.error))
       else if (msg.events && msg.events.length > 0) onEvents(msg.events)
     })
@@ -232,6 +234,9 @@ class RunJournal {
   async poll() {
     if (!this.#follower || this.#closed) return []
     const msg = JSON.parse(await this.#follower.poll())
+    for (const fault of msg.faults || []) {
+      console.error(`[workflow-native] Skipped a file among the events of run ${this.#runId}:`, errorFromData(fault))
+    }
     if (msg.error) throw errorFromData(msg.error)
     return msg.events || []
   }
@@ -240,6 +245,11 @@ class RunJournal {
   haltWrites() {
     if (this.#halted) return
     this.#halted = true
+    this.#dropQueued()
+  }
+
+  /** Settles every queued write as dropped (background ones resolve, others halt). */
+  #dropQueued() {
     for (const entry of this.#queue.splice(0)) {
       this.#settled(entry, () => {
         if (entry.background) entry.resolve(undefined)

@@ -107,7 +107,7 @@ async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
     try {
       const args = stepStore.run(meta, argsOf)
       result = await stepStore.run(meta, () => def.fn(...args))
-      await Promise.all(ops)
+      if (ops.length > 0) await Promise.all(ops)
       ok = true
     } catch (err) {
       failure = err
@@ -132,7 +132,7 @@ async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
           result: tagged(bytes),
         })
         if (done === HALT) return exec.halt()
-        return exec.hydrate(tagged(bytes))
+        return exec.hydrateBytes(bytes)
       }
     }
     const message = errorText(failure)

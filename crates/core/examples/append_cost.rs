@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             1000,
             500,
             600,
+            false,
         )?;
         println!("round {round}: floor {f:.1} ms");
     }

@@ -197,6 +197,27 @@ impl EventStore for BatchStore<'_> {
     }
 }
 
+/// Records an append as done (with the files it wrote) when dropped.
+struct AppendDone<'a> {
+    journal: &'a Journal,
+    run_id: &'a str,
+    written: Vec<String>,
+}
+
+impl Drop for AppendDone<'_> {
+    fn drop(&mut self) {
+        {
+            let mut runs = lock(&self.journal.runs);
+            let entry = runs.entry(self.run_id.to_string()).or_default();
+            entry.own.extend(std::mem::take(&mut self.written));
+            entry.done += 1;
+        }
+        self.journal
+            .appended
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// The outcome of one [`Journal::append`]: the results of the events written, in order,
 /// and the refusal that stopped the batch (the events after it were not attempted).
 #[derive(Debug)]
@@ -231,9 +252,15 @@ impl Journal {
             .entry(run_id.to_string())
             .or_default()
             .started += 1;
+        // Counted as done however this ends (a panic included): followers never wait for
+        // an append that will not finish.
+        let mut done = AppendDone {
+            journal: self,
+            run_id,
+            written: Vec::with_capacity(requests.len()),
+        };
         let mut results = Vec::with_capacity(requests.len());
         let mut failed = None;
-        let mut written = Vec::with_capacity(requests.len());
         let store = BatchStore::new(&self.world);
         for (i, req) in requests.into_iter().enumerate() {
             match store.apply(run_id, req) {
@@ -244,7 +271,7 @@ impl Journal {
                         .and_then(|e| e.get("eventId"))
                         .and_then(Value::as_str)
                     {
-                        written.push(format!("{run_id}-{id}.json"));
+                        done.written.push(format!("{run_id}-{id}.json"));
                     }
                     results.push(r);
                 }
@@ -254,13 +281,7 @@ impl Journal {
                 }
             }
         }
-        {
-            let mut runs = lock(&self.runs);
-            let entry = runs.entry(run_id.to_string()).or_default();
-            entry.own.extend(written);
-            entry.done += 1;
-        }
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        drop(done);
         AppendOutcome { results, failed }
     }
 
@@ -281,6 +302,7 @@ impl Journal {
             overflows: feed.overflow_count(),
             scanned_mtime: None,
             appended: self.appended.subscribe(),
+            faults: Vec::new(),
         })
     }
 
@@ -334,9 +356,16 @@ pub struct RunFollower {
     overflows: u64,
     scanned_mtime: Option<SystemTime>,
     appended: watch::Receiver<u64>,
+    /// Files among the run's events that could not be used (reported, then skipped).
+    faults: Vec<Error>,
 }
 
 impl RunFollower {
+    /// The faults met since the last call (files skipped because they are not events).
+    pub fn take_faults(&mut self) -> Vec<Error> {
+        std::mem::take(&mut self.faults)
+    }
+
     pub fn run_id(&self) -> &str {
         &self.run_id
     }
@@ -349,7 +378,8 @@ impl RunFollower {
     }
 
     /// Waits until other writers added events, and returns them in log order (createdAt,
-    /// then eventId). Never returns an empty list. Cancel-safe: dropping the future loses
+    /// then eventId). Returns an empty list only when it met faults to report
+    /// ([`take_faults`](Self::take_faults)). Cancel-safe: dropping the future loses
     /// nothing (names stay queued in the feed or in `pending`).
     pub async fn next(&mut self) -> Result<Vec<Value>> {
         let mut quiet_polls = 0u32;
@@ -364,7 +394,7 @@ impl RunFollower {
             }
             let events = self.collect(rescan)?;
             rescan = false;
-            if !events.is_empty() {
+            if !events.is_empty() || !self.faults.is_empty() {
                 return Ok(events);
             }
             if !self.pending.is_empty() {
@@ -399,19 +429,22 @@ impl RunFollower {
     /// Takes the names the feed queued (and rescans the directory when asked), classifies
     /// them, and reads the foreign ones.
     fn collect(&mut self, rescan: bool) -> Result<Vec<Value>> {
+        let names = self.journal.world.feed().take_event_names(&self.run_id);
+        // Read after the names were taken: an append that started before this read may
+        // own them (it records its files when done); one that starts later cannot.
         let seen_at = self.journal.started(&self.run_id);
-        for name in self.journal.world.feed().take_event_names(&self.run_id) {
+        for name in names {
             if !self.seen.contains(&name) {
                 self.pending.push(Pending { name, seen_at });
             }
         }
         if rescan {
-            self.rescan(seen_at)?;
+            self.rescan()?;
         }
         Ok(self.take_ready()?.unwrap_or_default())
     }
 
-    fn rescan(&mut self, seen_at: u64) -> Result<()> {
+    fn rescan(&mut self) -> Result<()> {
         let mtime = std::fs::metadata(&self.events_dir)
             .and_then(|m| m.modified())
             .ok();
@@ -427,6 +460,8 @@ impl RunFollower {
         })
         .map_err(|e| Error::io(&self.events_dir, e))?;
         self.scanned_mtime = mtime;
+        // After the listing, as for names from the feed.
+        let seen_at = self.journal.started(&self.run_id);
         for name in found {
             if !self.seen.contains(&name) && !self.pending.iter().any(|p| p.name == name) {
                 self.pending.push(Pending { name, seen_at });
@@ -463,20 +498,31 @@ impl RunFollower {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(&path, e)),
             };
-            // Files that are not events are skipped, as the log listing skips them.
-            let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
-                continue;
+            // A file that is not an event is skipped, as the log listing skips it, and
+            // reported: the operator should know.
+            let parsed = match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.faults
+                        .push(Error::corrupt(&path, format!("invalid JSON ({e})")));
+                    continue;
+                }
             };
-            let (Some(t), Some(id)) = (
-                v.get("createdAt").and_then(parse_date_ms),
-                v.get("eventId").and_then(Value::as_str).map(str::to_string),
+            let (Some(t), Some(id), Some(_)) = (
+                parsed.get("createdAt").and_then(parse_date_ms),
+                parsed
+                    .get("eventId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                parsed.get("eventType").and_then(Value::as_str),
             ) else {
+                self.faults.push(Error::corrupt(
+                    &path,
+                    "not an event (needs eventType, eventId and createdAt)",
+                ));
                 continue;
             };
-            if v.get("eventType").and_then(Value::as_str).is_none() {
-                continue;
-            }
-            events.push((t, id, v));
+            events.push((t, id, parsed));
         }
         if events.is_empty() {
             return Ok(None);

@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::world::fsio::{now_ms, remove_if_exists_sync, write_replace_sync};
+use crate::world::fsio::{now_ms, remove_if_exists_sync, write_exclusive_sync};
 use serde_json::{json, Value};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -77,7 +77,10 @@ fn ensure_owner(root: &Path, owner: &str) -> Result<PathBuf> {
                 "host": host_name(),
                 "createdAt": now_ms(),
             });
-            write_replace_sync(&path, record.to_string().as_bytes())?;
+            // Create-once: acquisitions run concurrently (one per run, on a thread pool),
+            // and a replace would swap the inode another one is linking to its lease.
+            // "Already there" means another acquisition of ours created it.
+            write_exclusive_sync(&path, record.to_string().as_bytes())?;
         }
         Err(e) => return Err(Error::io(&path, e)),
     }
@@ -180,6 +183,25 @@ pub fn release(root: &Path, run_id: &str, owner: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_acquisitions_on_many_threads_at_once_all_succeed() {
+        // The owner file is created by whichever acquisition comes first; the others must
+        // link their leases to that same file, never to one a concurrent write replaced.
+        for _ in 0..20 {
+            let dir = tempfile::tempdir().unwrap();
+            let root = dir.path().to_path_buf();
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let root = root.clone();
+                    std::thread::spawn(move || acquire(&root, &format!("wrun_{i}"), "me", 60_000))
+                })
+                .collect();
+            for h in handles {
+                assert!(h.join().unwrap().unwrap(), "every run's lease is taken");
+            }
+        }
+    }
 
     #[test]
     fn one_owner_at_a_time_and_renewal() {

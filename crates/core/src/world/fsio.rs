@@ -29,11 +29,15 @@ pub async fn read_json(path: &Path) -> Result<Option<Value>> {
 pub fn read_json_sync(path: &Path) -> Result<Option<Value>> {
     READ_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
-        match read_small(path, &mut buf) {
+        let out = match read_small(path, &mut buf) {
             Ok(()) => parse_json(path, &buf).map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
+        };
+        if buf.capacity() > READ_BUF_KEEP {
+            *buf = Vec::with_capacity(16 * 1024);
         }
+        out
     })
 }
 
@@ -41,36 +45,17 @@ thread_local! {
     static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(16 * 1024));
 }
 
-/// Reads a whole (small) file into `buf`: reads until end of file, growing the buffer
-/// when a read fills it.
+/// A per-thread read buffer larger than this is given back after use (one huge run file
+/// must not pin its size for the life of the thread).
+const READ_BUF_KEEP: usize = 1024 * 1024;
+
+/// Reads a whole (small) file into `buf`, until a read says end of file (short reads are
+/// not trusted: network and FUSE file systems return them mid-file).
 fn read_small(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
     buf.clear();
-    loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(buf.capacity().max(16 * 1024));
-        }
-        let len = buf.len();
-        let spare = buf.capacity() - len;
-        buf.resize(len + spare, 0);
-        let n = match f.read(&mut buf[len..]) {
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {
-                buf.truncate(len);
-                continue;
-            }
-            Err(e) => {
-                buf.truncate(len);
-                return Err(e);
-            }
-        };
-        buf.truncate(len + n);
-        // A regular file yields less than asked only at its end.
-        if n == 0 || n < spare {
-            return Ok(());
-        }
-    }
+    f.read_to_end(buf).map(|_| ())
 }
 
 pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
@@ -299,17 +284,32 @@ pub fn write_new_sync(path: &Path, data: &[u8]) -> Result<()> {
 
 /// The file-system floor of one engine step, for benchmarks: `steps` times three
 /// create-once files of `event_bytes` and one replaced file of `step_bytes` in `dir`,
-/// with the primitives the engine uses. Returns the elapsed milliseconds.
-pub fn step_floor(dir: &Path, steps: u32, event_bytes: usize, step_bytes: usize) -> Result<f64> {
+/// with the primitives the engine uses. With `format`, the writes world-local's format
+/// itself makes per step instead: the step file created and replaced twice, the three
+/// events, and the step's terminal lock (an empty create-once file). Returns the elapsed
+/// milliseconds.
+pub fn step_floor(
+    dir: &Path,
+    steps: u32,
+    event_bytes: usize,
+    step_bytes: usize,
+    format: bool,
+) -> Result<f64> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let event = vec![b'e'; event_bytes];
     let step = vec![b's'; step_bytes];
     let started = std::time::Instant::now();
     for i in 0..steps {
+        let step_path = dir.join(format!("floor-step-{i}.json"));
+        if format {
+            write_exclusive_sync(&step_path, &step)?;
+            write_replace_sync(&step_path, &step)?;
+            write_exclusive_sync(&dir.join(format!("floor-step-{i}.terminal")), b"")?;
+        }
         for k in 0..3 {
             write_exclusive_sync(&dir.join(format!("floor-{i}-{k}.json")), &event)?;
         }
-        write_replace_sync(&dir.join(format!("floor-step-{i}.json")), &step)?;
+        write_replace_sync(&step_path, &step)?;
     }
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }

@@ -323,13 +323,15 @@ impl ChangeFeed {
     }
 
     pub fn subscribe(self: &Arc<Self>, topic: Topic, key: &str) -> Subscription {
-        if topic == Topic::Event {
-            lock(&self.shared.event_names)
-                .entry(key.to_string())
-                .or_default();
-        }
         let rx = {
             let mut subs = lock(&self.shared.subs);
+            // Under the subscribers' lock, like the removal in `Drop`: a subscription that
+            // is ending cannot take this one's name list away.
+            if topic == Topic::Event {
+                lock(&self.shared.event_names)
+                    .entry(key.to_string())
+                    .or_default();
+            }
             subs.entry((topic, key.to_string()))
                 .or_insert_with(|| watch::channel(0u64).0)
                 .subscribe()
