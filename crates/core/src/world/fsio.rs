@@ -24,38 +24,53 @@ pub async fn read_json(path: &Path) -> Result<Option<Value>> {
 }
 
 /// Synchronous twin of [`read_json`] for hot paths that run on a blocking thread: the file
-/// is read into a per-thread buffer (open, read, close — no size query, no allocation per
-/// file) and parsed from there.
+/// is read into a per-thread buffer (open, read until end of file, close — no size query,
+/// no allocation per file) and parsed from there.
 pub fn read_json_sync(path: &Path) -> Result<Option<Value>> {
     READ_BUF.with(|cell| {
         let mut buf = cell.borrow_mut();
         let out = match read_small(path, &mut buf) {
-            Ok(()) => parse_json(path, &buf).map(Some),
+            Ok(len) => parse_json(path, &buf[..len]).map(Some),
             Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         };
-        if buf.capacity() > READ_BUF_KEEP {
-            *buf = Vec::with_capacity(16 * 1024);
+        if buf.len() > READ_BUF_KEEP {
+            *buf = vec![0; READ_BUF_START];
         }
         out
     })
 }
 
-thread_local! {
-    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(16 * 1024));
-}
+const READ_BUF_START: usize = 16 * 1024;
 
 /// A per-thread read buffer larger than this is given back after use (one huge run file
 /// must not pin its size for the life of the thread).
 const READ_BUF_KEEP: usize = 1024 * 1024;
 
-/// Reads a whole (small) file into `buf`, until a read says end of file (short reads are
-/// not trusted: network and FUSE file systems return them mid-file).
-fn read_small(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<()> {
+thread_local! {
+    /// Zero-filled once; files are read into it, never cleared.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_BUF_START]);
+}
+
+/// Reads a whole file into `buf` (growing it when full) until a read says end of file:
+/// short reads are not trusted, network and FUSE file systems return them mid-file.
+/// Returns the file's length.
+fn read_small(path: &Path, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
-    buf.clear();
-    f.read_to_end(buf).map(|_| ())
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            let grown = (buf.len() * 2).max(READ_BUF_START);
+            buf.resize(grown, 0);
+        }
+        match f.read(&mut buf[filled..]) {
+            Ok(0) => return Ok(filled),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
