@@ -69,15 +69,32 @@ function fileSizes(runId) {
   return { event: avg(ev), step: avg(st) }
 }
 
+/** The same 1 ms interval in this process with nothing else to do, for `ms`: the longest
+ * gap the machine itself causes (scheduling, a virtual machine's stolen time). */
+async function idleGap(ms) {
+  let last = performance.now()
+  let maxGap = 0
+  const tick = setInterval(() => {
+    const now = performance.now()
+    if (now - last > maxGap) maxGap = now - last
+    last = now
+  }, 1)
+  await new Promise((resolve) => setTimeout(resolve, ms))
+  clearInterval(tick)
+  return maxGap
+}
+
 const warm = await runOnce(50)
 const { event, step } = fileSizes(warm.runId)
 const engineRuns = []
 const floors = []
 const formatFloors = []
+const idleGaps = []
 for (let r = 0; r < ROUNDS; r++) {
   floors.push(Number(await binding.fsFloor(path.join(dataDir, `floor-${r}`), STEPS, event, step, false)))
   formatFloors.push(Number(await binding.fsFloor(path.join(dataDir, `format-floor-${r}`), STEPS, event, step, true)))
   engineRuns.push(await runOnce(STEPS))
+  idleGaps.push(await idleGap(engineRuns.at(-1).ms))
 }
 const result = {
   base,
@@ -92,6 +109,7 @@ const result = {
   formatFloorMs: median(formatFloors),
   formatFloors,
   maxGapMs: Math.max(...engineRuns.map((r) => r.maxGap)),
+  idleGapMs: Math.max(...idleGaps),
 }
 process.send(result, () => {
   fs.rmSync(dataDir, { recursive: true, force: true })

@@ -18,7 +18,7 @@ const { errorFromData, fromNative } = require('../native.js')
  * the writer costs a thread wake-up, which on virtual machines takes longer than a whole
  * append on a fast disk.
  */
-const POLL_BUDGET_MS = +(process.env.WFN_POLL ?? 2)
+const POLL_BUDGET_MS = 2
 
 /**
  * The world's journal writer: one native thread performing appends in order. While
