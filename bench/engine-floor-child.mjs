@@ -34,8 +34,8 @@ const many = engine.workflow('bench-floor-steps', async (n) => {
   return acc
 })
 
-/** Starts the workflow and waits for its result, measuring the JS thread's longest block. */
-async function runOnce(n) {
+/** A 1 ms interval measuring the largest gap between two ticks; `stop()` returns it. */
+function gapMeter() {
   let last = performance.now()
   let maxGap = 0
   const tick = setInterval(() => {
@@ -43,15 +43,25 @@ async function runOnce(n) {
     if (now - last > maxGap) maxGap = now - last
     last = now
   }, 1)
+  return {
+    stop() {
+      clearInterval(tick)
+      const now = performance.now()
+      return Math.max(maxGap, now - last)
+    },
+  }
+}
+
+/** Starts the workflow and waits for its result, measuring the JS thread's longest block. */
+async function runOnce(n) {
+  const meter = gapMeter()
   const c0 = process.cpuUsage()
   const t0 = performance.now()
   const run = await api.start(many, [n])
   const v = await run.returnValue
   const ms = performance.now() - t0
   const cpu = process.cpuUsage(c0)
-  clearInterval(tick)
-  const now = performance.now()
-  if (now - last > maxGap) maxGap = now - last
+  const maxGap = meter.stop()
   if (v !== n) throw new Error(`returnValue ${v}`)
   return { ms, maxGap, cpuMs: (cpu.user + cpu.system) / 1000, runId: run.runId }
 }
@@ -72,16 +82,9 @@ function fileSizes(runId) {
 /** The same 1 ms interval in this process with nothing else to do, for `ms`: the longest
  * gap the machine itself causes (scheduling, a virtual machine's stolen time). */
 async function idleGap(ms) {
-  let last = performance.now()
-  let maxGap = 0
-  const tick = setInterval(() => {
-    const now = performance.now()
-    if (now - last > maxGap) maxGap = now - last
-    last = now
-  }, 1)
+  const meter = gapMeter()
   await new Promise((resolve) => setTimeout(resolve, ms))
-  clearInterval(tick)
-  return maxGap
+  return meter.stop()
 }
 
 const warm = await runOnce(50)

@@ -256,14 +256,7 @@ impl NativeWorld {
     #[napi(catch_unwind)]
     pub fn create_run_sync(&self, req: CreateRunRequest) -> napi::Result<()> {
         guard(|| {
-            let create = CreateRun {
-                run_id: req.run_id,
-                deployment_id: req.deployment_id,
-                workflow_name: req.workflow_name,
-                spec_version: req.spec_version,
-                execution_context: req.execution_context,
-                input: payload_from(req.input, req.input_json)?,
-            };
+            let create = create_run_of(req)?;
             self.inner.create_run_sync(&create).map_err(to_napi)
         })
     }
@@ -275,14 +268,7 @@ impl NativeWorld {
         req: CreateRunRequest,
     ) -> napi::Result<napi::bindgen_prelude::AsyncTask<crate::engine::Blocking>> {
         guard(|| {
-            let create = CreateRun {
-                run_id: req.run_id,
-                deployment_id: req.deployment_id,
-                workflow_name: req.workflow_name,
-                spec_version: req.spec_version,
-                execution_context: req.execution_context,
-                input: payload_from(req.input, req.input_json)?,
-            };
+            let create = create_run_of(req)?;
             let world = Arc::clone(&self.inner);
             Ok(crate::engine::Blocking::task(move || {
                 world
@@ -457,6 +443,18 @@ pub struct HookInfo {
     pub created_at: f64,
     pub spec_version: Option<f64>,
     pub is_webhook: bool,
+}
+
+/// The core's run creation request for `start()`'s.
+fn create_run_of(req: CreateRunRequest) -> napi::Result<CreateRun> {
+    Ok(CreateRun {
+        run_id: req.run_id,
+        deployment_id: req.deployment_id,
+        workflow_name: req.workflow_name,
+        spec_version: req.spec_version,
+        execution_context: req.execution_context,
+        input: payload_from(req.input, req.input_json)?,
+    })
 }
 
 fn payload_from(bytes: Option<Buffer>, json: Option<String>) -> napi::Result<Payload> {

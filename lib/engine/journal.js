@@ -19,6 +19,8 @@ const { errorFromData, fromNative } = require('../native.js')
  * append on a fast disk.
  */
 const POLL_BUDGET_MS = 2
+/** Answers slower than this on average (a slow disk): looking is wasted, park at once. */
+const SLOW_ANSWER_MS = 1
 
 /**
  * The world's journal writer: one native thread performing appends in order. While
@@ -28,18 +30,21 @@ const writers = new WeakMap() // native world -> writer
 function writerFor(world) {
   let w = writers.get(world)
   if (w) return w
-  const pending = new Map() // id -> resolve(text)
+  const pending = new Map() // id -> { resolve(text), sent }
   let nextId = 1
   let keepAlive = null
   let polling = false
   let parked = false
   let pollStart = 0
+  let typicalMs = 0 // moving average of the time an append takes to answer
   const deliver = () => {
+    const now = performance.now()
     for (const { id, text } of native.take()) {
-      const resolve = pending.get(id)
-      if (!resolve) continue
+      const entry = pending.get(id)
+      if (!entry) continue
       pending.delete(id)
-      resolve(text)
+      typicalMs = typicalMs * 0.9 + (now - entry.sent) * 0.1
+      entry.resolve(text)
     }
     if (pending.size === 0 && keepAlive) {
       clearTimeout(keepAlive)
@@ -50,7 +55,7 @@ function writerFor(world) {
     polling = false
     deliver()
     if (pending.size === 0) return
-    if (performance.now() - pollStart < POLL_BUDGET_MS) {
+    if (typicalMs < SLOW_ANSWER_MS && performance.now() - pollStart < POLL_BUDGET_MS) {
       polling = true
       setImmediate(poll)
       return
@@ -79,7 +84,7 @@ function writerFor(world) {
       const id = nextId++
       if (nextId > 0xfffffff0) nextId = 1
       return new Promise((resolve) => {
-        pending.set(id, resolve)
+        pending.set(id, { resolve, sent: performance.now() })
         if (!keepAlive) keepAlive = setTimeout(() => {}, 0x7fffffff)
         native.write(id, runId, requests)
         if (!parked) startPolling()

@@ -56,13 +56,18 @@ fn step_started(step: &str) -> Map<String, Value> {
     )
 }
 
-fn event_types(world: &LocalWorld, run_id: &str) -> Vec<String> {
+/// One field of every event in the run's log, in log order.
+fn log_field(world: &LocalWorld, run_id: &str, field: &str) -> Vec<String> {
     let list: Value = serde_json::from_str(&world.list_events_json_sync(run_id).unwrap()).unwrap();
     list.as_array()
         .unwrap()
         .iter()
-        .map(|e| e["eventType"].as_str().unwrap().to_string())
+        .map(|e| e[field].as_str().unwrap().to_string())
         .collect()
+}
+
+fn event_types(world: &LocalWorld, run_id: &str) -> Vec<String> {
+    log_field(world, run_id, "eventType")
 }
 
 #[test]
@@ -183,12 +188,7 @@ async fn events_of_other_runs_are_not_reported() {
 }
 
 fn ids_in_log(world: &LocalWorld, run_id: &str) -> Vec<String> {
-    let list: Value = serde_json::from_str(&world.list_events_json_sync(run_id).unwrap()).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["eventId"].as_str().unwrap().to_string())
-        .collect()
+    log_field(world, run_id, "eventId")
 }
 
 fn setup_second_run(world: &LocalWorld) -> String {
