@@ -338,6 +338,9 @@ ${floorRows
 Per-round figures: ${floorRows
   .map((r) => `${r.fsType}: engine ${r.engineRuns.map((x) => x.toFixed(0)).join(' / ')} ms, floor ${r.floors.map((x) => x.toFixed(0)).join(' / ')} ms, format's floor ${r.formatFloors.map((x) => x.toFixed(0)).join(' / ')} ms`)
   .join('; ')}.
+On ext4 the state of the file system swings within seconds on this VM (file creation 4× to 10×
+slower for a while after deletions — the floor of one round and the next differ by up to 8× in
+the per-round figures), so the ext4 ratio of one run says little; tmpfs has no such state.
 Targets (issue 8): ≤ 5× the floor on tmpfs, ≤ 2× on disk (in its fast state); the JS thread never blocked
 for more than 5 ms.
 

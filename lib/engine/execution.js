@@ -142,7 +142,7 @@ class Execution {
     // failed: that is for user code) and can be resumed once the fault is fixed.
     this.journal.haltWrites()
     console.error(
-      `[workflow-native] Could not record an event of run ${this.runId}; the run stops executing here (resumable with resumeRuns() once the fault is fixed):`,
+      `[workflow-native] A storage fault stopped run ${this.runId} in this process (not failed: resumeRuns() takes it up once the fault is fixed):`,
       err,
     )
     this.stop('write failed')
@@ -369,6 +369,9 @@ class Execution {
     } catch (err) {
       if (this.stopped) return
       if (errors.ReplayDivergenceError.is(err)) return await this.diverge(err)
+      // A file of the run that cannot be read (its log, say): the operator's problem, not
+      // a verdict on the run.
+      if (isStorageFault(err)) return this.onWriteFault(err)
       const code = err && typeof err.name === 'string' && RUNTIME_ERRORS.test(err.name) ? 'RUNTIME_ERROR' : 'USER_ERROR'
       await this.fail(err, code)
     } finally {
