@@ -229,12 +229,19 @@ export async function buildApp(outDir = defaultOutDir(), { force = false } = {})
     try {
       await rename(stagingDir, buildDir);
     } catch (err) {
-      // Another process published the same fingerprint first: use theirs.
       if (!['EEXIST', 'ENOTEMPTY', 'EPERM'].includes(err.code)) throw err;
-      await rm(stagingDir, { recursive: true, force: true });
+      // Another process published the same fingerprint first: use theirs, if it is usable.
       const theirs = await readSummary(buildDir);
-      if (!theirs) throw err;
-      return { ...theirs, reused: true, buildMs: Math.round(performance.now() - t0) };
+      if (theirs) {
+        await rm(stagingDir, { recursive: true, force: true });
+        return { ...theirs, reused: true, buildMs: Math.round(performance.now() - t0) };
+      }
+      // A stale build (its node_modules link points to a checkout that is gone): ours
+      // replaces it.
+      const trash = `${buildDir}.stale-${process.pid}-${randomBytes(4).toString('hex')}`;
+      await rename(buildDir, trash).catch(() => {});
+      await rm(trash, { recursive: true, force: true });
+      await rename(stagingDir, buildDir);
     }
     return { ...summary, reused: false, buildMs: Math.round(performance.now() - t0) };
   } catch (err) {
