@@ -554,3 +554,49 @@ test('nextSleep() resolves when the run ends without sleeping', async () => {
   await nextSleep(run)
   assert.equal(await run.returnValue, 'awake')
 })
+
+// ------------------------------------------------------------------ crash windows
+
+test('a crash between step_created and step_started (one journal batch): resumeRuns() starts the step once, attempt 1', async () => {
+  const { stringify } = await import('../lib/vendor/devalue.cjs')
+  const { binding } = await import('../lib/native.js')
+  const native = new binding.NativeWorld(dataDir)
+  const bytes = (v) => ({ __type: 'Uint8Array', data: Buffer.from(`devl${stringify(v)}`).toString('base64') })
+  let ran = 0
+  const double = step('crash-window-double', async (x) => {
+    ran++
+    return x * 2
+  })
+  const w = workflow('crash-window', async (x) => double(x))
+  // The log as a crash right after the batch's first write leaves it: the step is created,
+  // never started.
+  const created = JSON.parse(
+    native.createEventSync(
+      null,
+      JSON.stringify({
+        eventType: 'run_created',
+        specVersion: 3,
+        eventData: { deploymentId: 'dpl_test', workflowName: w.workflowId, input: bytes([21]) },
+      }),
+    ),
+  )
+  const runId = created.event.runId
+  native.createEventSync(runId, JSON.stringify({ eventType: 'run_started', specVersion: 3 }))
+  native.createEventSync(
+    runId,
+    JSON.stringify({
+      eventType: 'step_created',
+      specVersion: 3,
+      correlationId: 'step_01M8TSB9JAT4N19QBB9SPCT4YN',
+      eventData: { stepName: 'step//native//crash-window-double', workflowName: w.workflowId, input: bytes({ args: [21] }) },
+    }),
+  )
+  const resumed = await wf.resumeRuns()
+  assert.ok(resumed.includes(runId))
+  assert.equal(await ours.getRun(runId).returnValue, 42)
+  assert.equal(ran, 1)
+  const t = await types(runId)
+  assert.deepEqual(t, ['run_created', 'run_started', 'step_created', 'step_started', 'step_completed', 'run_completed'])
+  const steps = (await world.steps.list({ runId, pagination: { sortOrder: 'asc' } })).data
+  assert.deepEqual(steps.map((s) => [s.status, s.attempt]), [['completed', 1]])
+})

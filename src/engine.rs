@@ -49,7 +49,7 @@ impl Task for Blocking {
     }
 }
 
-/// One `appendEvents` call: the answer's JSON text.
+/// One batch of the journal writer: the answer's JSON text.
 fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<String> {
     let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(requests) {
         Ok(Value::Array(items)) => items
@@ -237,19 +237,10 @@ fn brief(r: &EventResult) -> Value {
 
 #[napi]
 impl NativeWorld {
-    /// Writes the events of `requests` (JSON array text of `{ eventType, correlationId?,
-    /// specVersion?, eventData? }`) for `runId`, in order, in one call off the JS thread.
-    /// Resolves to the JSON text of `{ results: [{ event, run?, step? }], failed?: {
-    /// index, error: { name, message, ... } } }`: a refusal stops the batch.
-    #[napi(catch_unwind)]
-    pub fn append_events(&self, run_id: String, requests: String) -> AsyncTask<Blocking> {
-        let journal = self.journal();
-        Blocking::task(move || append_json(&journal, &run_id, &requests))
-    }
-
     /// The journal's writer: one thread that performs `write(id, runId, requests)` calls
-    /// in order; answers (the text `appendEvents` resolves to, or `{ nativeError }`) are
-    /// collected with `take()`. While the JS side is parked (`park(true)`), each answer
+    /// (`requests`: JSON array text of `{ eventType, correlationId?, specVersion?,
+    /// eventData? }`) in order; answers (`{ results: [{ event, run?, step? }], failed?: {
+    /// index, error } }` — a refusal stops the batch — or `{ nativeError }`) are collected with `take()`. While the JS side is parked (`park(true)`), each answer
     /// also pings `onReady` (which does not keep the process alive; the JS side does
     /// while calls are pending).
     #[napi(catch_unwind)]

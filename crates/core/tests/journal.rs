@@ -18,6 +18,13 @@ fn req(v: Value) -> Map<String, Value> {
 fn setup() -> (tempfile::TempDir, Arc<LocalWorld>, Arc<Journal>, String) {
     let dir = tempfile::tempdir().unwrap();
     let world = Arc::new(LocalWorld::new(dir.path()).unwrap());
+    let run_id = new_run(&world);
+    let journal = Journal::new(Arc::clone(&world));
+    (dir, world, journal, run_id)
+}
+
+/// A pending run created through `events.create`; returns its id.
+fn new_run(world: &LocalWorld) -> String {
     let created = world
         .create_event_sync(
             None,
@@ -33,12 +40,10 @@ fn setup() -> (tempfile::TempDir, Arc<LocalWorld>, Arc<Journal>, String) {
             .to_string(),
         )
         .unwrap();
-    let run_id = created.event.as_ref().unwrap()["runId"]
+    created.event.unwrap()["runId"]
         .as_str()
         .unwrap()
-        .to_string();
-    let journal = Journal::new(Arc::clone(&world));
-    (dir, world, journal, run_id)
+        .to_string()
 }
 
 fn step_created(step: &str) -> Map<String, Value> {
@@ -165,7 +170,7 @@ async fn poll_now_sees_a_foreign_event_at_once_and_skips_known_ones() {
 #[tokio::test]
 async fn events_of_other_runs_are_not_reported() {
     let (_dir, world, journal, run) = setup();
-    let other = setup_second_run(&world);
+    let other = new_run(&world);
     let mut follower = journal.follow(&run).unwrap();
     world
         .create_event_sync(
@@ -189,22 +194,4 @@ async fn events_of_other_runs_are_not_reported() {
 
 fn ids_in_log(world: &LocalWorld, run_id: &str) -> Vec<String> {
     log_field(world, run_id, "eventId")
-}
-
-fn setup_second_run(world: &LocalWorld) -> String {
-    let created = world
-        .create_event_sync(
-            None,
-            &json!({
-                "eventType": "run_created",
-                "specVersion": 3,
-                "eventData": {"deploymentId": "d", "workflowName": "w", "input": {"__type": "Uint8Array", "data": ""}}
-            })
-            .to_string(),
-        )
-        .unwrap();
-    created.event.unwrap()["runId"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
