@@ -256,17 +256,44 @@ impl NativeWorld {
             std::thread::Builder::new()
                 .name("workflow-native-journal".into())
                 .spawn(move || {
-                    while let Some(job) = next_job(&rx) {
-                        let text = match catch_unwind(AssertUnwindSafe(|| {
-                            append_json(&journal, &job.run_id, &job.requests)
-                        })) {
-                            Ok(Ok(text)) => text,
-                            Ok(Err(e)) => json!({ "nativeError": e.reason }).to_string(),
-                            Err(p) => json!({ "nativeError": panic_error(p).reason }).to_string(),
-                        };
-                        thread_mailbox.post(job.id, text);
+                    while let Some(first) = next_job(&rx) {
+                        // Every append waiting now is one group: appended in order, then
+                        // made durable by one commit, then answered.
+                        let mut group = vec![first];
+                        while let Ok(job) = rx.try_recv() {
+                            group.push(job);
+                        }
+                        let mut answers: Vec<(u32, String)> = group
+                            .iter()
+                            .map(|job| {
+                                let text = match catch_unwind(AssertUnwindSafe(|| {
+                                    append_json(&journal, &job.run_id, &job.requests)
+                                })) {
+                                    Ok(Ok(text)) => text,
+                                    Ok(Err(e)) => json!({ "nativeError": e.reason }).to_string(),
+                                    Err(p) => {
+                                        json!({ "nativeError": panic_error(p).reason }).to_string()
+                                    }
+                                };
+                                (job.id, text)
+                            })
+                            .collect();
+                        if let Err(e) = journal.commit() {
+                            let failed = json!({
+                                "results": [],
+                                "failed": { "index": 0, "error": error_data(&e) },
+                            })
+                            .to_string();
+                            for a in &mut answers {
+                                a.1 = failed.clone();
+                            }
+                        }
+                        let last = answers.last().map(|a| a.0).unwrap_or(0);
+                        for (id, text) in answers {
+                            thread_mailbox.post(id, text);
+                        }
                         if thread_mailbox.parked.load(Ordering::SeqCst)
-                            && on_ready.call(job.id, ThreadsafeFunctionCallMode::NonBlocking)
+                            && on_ready.call(last, ThreadsafeFunctionCallMode::NonBlocking)
                                 == Status::Closing
                         {
                             return;

@@ -239,8 +239,18 @@ impl Journal {
         &self.world
     }
 
+    /// Makes every append this thread made since its last commit durable (one sync per
+    /// directory changed, see [`crate::world::durable`]). Appends are acknowledged only
+    /// after it returned `Ok`: the engine's writer appends every batch waiting (all runs)
+    /// and commits once for the group — group commit. On `Err` (naming the directory)
+    /// none of them may be acknowledged as written.
+    pub fn commit(&self) -> Result<()> {
+        crate::world::durable::commit()
+    }
+
     /// Writes `requests` (`{ eventType, correlationId?, specVersion?, eventData? }` each)
-    /// for `run_id`, in order. Blocking: call it from a blocking thread.
+    /// for `run_id`, in order, not yet durable: see [`commit`](Self::commit). Blocking:
+    /// call it from a blocking thread.
     pub fn append(&self, run_id: &str, requests: Vec<Map<String, Value>>) -> AppendOutcome {
         if let Err(e) = assert_safe_entity_id("runId", run_id) {
             return AppendOutcome {

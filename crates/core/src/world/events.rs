@@ -183,7 +183,16 @@ impl LocalWorld {
     }
 
     /// `events.create` through the state machine, telling how the event was applied.
+    /// Returns once what it wrote is durable (see [`crate::world::durable`]).
     pub(crate) fn apply_event_sync(
+        &self,
+        run_id: Option<&str>,
+        data: Map<String, Value>,
+    ) -> Result<Created> {
+        crate::world::durable::committed(|| self.apply_event_uncommitted(run_id, data))
+    }
+
+    fn apply_event_uncommitted(
         &self,
         run_id: Option<&str>,
         data: Map<String, Value>,

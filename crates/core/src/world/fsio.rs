@@ -5,9 +5,13 @@
 //!   (fails if another writer got there first), unlink the temp file;
 //! * JSON as `JSON.stringify(value, replacer, 2)` writes it (2-space indent, no trailing
 //!   newline), dates as ISO-8601 with milliseconds.
+//!
+//! Every write pushes its contents before publishing the name and records the directory
+//! it changed, for the caller's commit point (see [`super::durable`]).
 
 use crate::error::{Error, Result};
 use crate::ids::monotonic_ulid;
+use crate::world::durable;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use std::io::ErrorKind;
@@ -97,66 +101,86 @@ fn temp_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
-async fn ensure_parent(path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        tokio::fs::create_dir_all(parent)
-            .await
-            .map_err(|e| Error::io(parent, e))?;
-    }
-    Ok(())
+/// Runs a blocking write of `path` off the async threads and commits it (see
+/// [`durable::commit`]): the future resolves once the write is durable.
+async fn blocking_committed<T: Send + 'static>(
+    path: &Path,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(move || durable::committed(f))
+        .await
+        .map_err(|e| {
+            Error::io(
+                path,
+                std::io::Error::other(format!("write task failed: {e}")),
+            )
+        })?
 }
 
-async fn write_temp(path: &Path, data: &[u8]) -> Result<PathBuf> {
-    let tmp = temp_path(path);
-    match tokio::fs::write(&tmp, data).await {
-        Ok(()) => Ok(tmp),
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            // The directory does not exist yet (or was removed under us): create it, retry once.
-            ensure_parent(path).await?;
-            tokio::fs::write(&tmp, data)
-                .await
-                .map_err(|e| Error::io(&tmp, e))?;
-            Ok(tmp)
-        }
-        Err(e) => Err(Error::io(&tmp, e)),
-    }
-}
-
-/// Atomic replace: temp file + rename. Last writer wins.
+/// Atomic replace: temp file + rename. Last writer wins. Durable when it resolves.
 pub async fn write_replace(path: &Path, data: &[u8]) -> Result<()> {
-    let tmp = write_temp(path, data).await?;
-    if let Err(e) = tokio::fs::rename(&tmp, path).await {
-        let _ = tokio::fs::remove_file(&tmp).await;
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+    let (p, d) = (path.to_path_buf(), data.to_vec());
+    blocking_committed(path, move || write_replace_sync(&p, &d)).await
 }
 
 /// Atomic create-once: temp file + hard link. Returns `false` if the target already
 /// existed (another writer published it first); the existing file is left untouched.
+/// Durable when it resolves.
 pub async fn write_exclusive(path: &Path, data: &[u8]) -> Result<bool> {
-    let tmp = write_temp(path, data).await?;
-    let linked = tokio::fs::hard_link(&tmp, path).await;
-    let _ = tokio::fs::remove_file(&tmp).await;
-    match linked {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    let (p, d) = (path.to_path_buf(), data.to_vec());
+    blocking_committed(path, move || write_exclusive_sync(&p, &d)).await
+}
+
+/// Several create-once files written and committed together (one sync per directory):
+/// `false` for each name another writer had already published.
+pub async fn write_exclusive_all(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Vec<bool>> {
+    let first = files.first().map(|(p, _)| p.clone()).unwrap_or_default();
+    blocking_committed(&first, move || {
+        files
+            .iter()
+            .map(|(p, d)| write_exclusive_sync(p, d))
+            .collect()
+    })
+    .await
+}
+
+/// Creates `dir` (and missing parents), recording the change for the commit.
+fn create_dirs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    durable::dir_created(dir);
+    Ok(())
+}
+
+/// Writes `data` to a new file at `tmp` and pushes it (the durability barrier for `name`).
+fn write_file_pushed(tmp: &Path, name: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(tmp)?;
+    f.write_all(data)?;
+    durable::data_barrier(&f, name)
 }
 
 fn write_temp_sync(path: &Path, data: &[u8]) -> Result<PathBuf> {
     let tmp = temp_path(path);
-    match std::fs::write(&tmp, data) {
+    match write_file_pushed(&tmp, path, data) {
         Ok(()) => Ok(tmp),
         Err(e) if e.kind() == ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                create_dirs(parent)?;
             }
-            std::fs::write(&tmp, data).map_err(|e| Error::io(&tmp, e))?;
+            write_file_pushed(&tmp, path, data).map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                Error::io(&tmp, e)
+            })?;
             Ok(tmp)
         }
-        Err(e) => Err(Error::io(&tmp, e)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(Error::io(&tmp, e))
+        }
     }
 }
 
@@ -165,15 +189,21 @@ fn write_temp_sync(path: &Path, data: &[u8]) -> Result<PathBuf> {
 /// written unnamed (`O_TMPFILE`) and then linked under its name: readers never see half a
 /// file, and no temp name is created and removed.
 pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
+    let published = |linked: bool| {
+        if linked {
+            durable::changed(path);
+        }
+        Ok(linked)
+    };
     match anon::publish(path, data) {
-        Ok(Some(linked)) => return Ok(linked),
+        Ok(Some(linked)) => return published(linked),
         Ok(None) => {} // not supported here: temp file + link
         Err(e) if e.kind() == ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                create_dirs(parent)?;
             }
             match anon::publish(path, data) {
-                Ok(Some(linked)) => return Ok(linked),
+                Ok(Some(linked)) => return published(linked),
                 Ok(None) => {}
                 Err(e) => return Err(Error::io(path, e)),
             }
@@ -184,7 +214,7 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
     match linked {
-        Ok(()) => Ok(true),
+        Ok(()) => published(true),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -239,6 +269,7 @@ mod anon {
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
         let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
         file.write_all(data)?;
+        crate::world::durable::data_barrier(&file, path)?;
         let proc_path = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
         let target = c_path(path)?;
         // SAFETY: NUL-terminated paths; AT_FDCWD is valid for both.
@@ -281,6 +312,7 @@ pub fn write_replace_sync(path: &Path, data: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
+    durable::changed(path);
     Ok(())
 }
 
@@ -332,7 +364,10 @@ pub fn step_floor(
 /// Blocking twin of [`remove_if_exists`].
 pub fn remove_if_exists_sync(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            durable::changed(path);
+            Ok(())
+        }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
         Err(e) => Err(Error::io(path, e)),
     }
@@ -357,11 +392,8 @@ pub fn list_dir_sync(dir: &Path) -> Result<Vec<String>> {
 
 /// Deletes a file; a missing file is not an error.
 pub async fn remove_if_exists(path: &Path) -> Result<()> {
-    match tokio::fs::remove_file(path).await {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(path, e)),
-    }
+    let p = path.to_path_buf();
+    blocking_committed(path, move || remove_if_exists_sync(&p)).await
 }
 
 /// Names of the entries of a directory; an absent directory is empty.

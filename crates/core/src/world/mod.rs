@@ -1,6 +1,7 @@
 //! The World: storage, change notification and the local filesystem implementation.
 
 pub mod backend;
+pub mod durable;
 pub mod events;
 pub mod fsio;
 pub mod hooks;

@@ -5,7 +5,9 @@
 use crate::error::Result;
 use crate::ids::{assert_safe_entity_id, prefixed_id};
 use crate::stream::{StreamMode, StreamReader};
-use crate::world::fsio::{read_json, to_pretty_json, write_exclusive, write_replace};
+use crate::world::fsio::{
+    read_json, to_pretty_json, write_exclusive, write_exclusive_all, write_replace,
+};
 use crate::world::local::LocalWorld;
 use crate::world::watch::Topic;
 use serde_json::{json, Value};
@@ -83,12 +85,18 @@ impl LocalWorld {
         let ids: Vec<String> = chunks.iter().map(|_| prefixed_id("chnk")).collect();
         self.register_stream(name, run_id).await?;
         let dir = self.chunks_dir();
-        for (id, chunk) in ids.iter().zip(chunks) {
-            let mut data = Vec::with_capacity(chunk.len() + 1);
-            data.push(0u8);
-            data.extend_from_slice(chunk);
-            write_exclusive(&dir.join(format!("{name}-{id}.bin")), &data).await?;
-        }
+        // Written in order, made durable together (one directory sync for the lot).
+        let files = ids
+            .iter()
+            .zip(chunks)
+            .map(|(id, chunk)| {
+                let mut data = Vec::with_capacity(chunk.len() + 1);
+                data.push(0u8);
+                data.extend_from_slice(chunk);
+                (dir.join(format!("{name}-{id}.bin")), data)
+            })
+            .collect();
+        write_exclusive_all(files).await?;
         Ok(())
     }
 

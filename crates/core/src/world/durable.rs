@@ -1,0 +1,373 @@
+//! Durability: what makes a write survive a power loss, and when it is acknowledged.
+//!
+//! The format (world-local's) is many small files, each published atomically under its
+//! name (a create-once `link`, or a `rename` over the old version). A write is durable
+//! once both its *contents* and its *name* are on stable storage:
+//!
+//! 1. **Contents before the name.** Before a file is published, its data is pushed to
+//!    the device ([`data_barrier`]): `fdatasync` on the unnamed or temporary file — or,
+//!    on ext4 in its default `data=ordered` mode, `sync_file_range(WRITE)`, which starts
+//!    the write-back now (allocating the blocks and updating the on-disk size in the
+//!    running journal transaction); ext4 then never commits a transaction holding the
+//!    name before that data is on disk. Either way a name that survives a crash never
+//!    points at contents that did not.
+//! 2. **Names at the commit point.** Publishing records the directory it changed
+//!    (also for deletions and new directories); [`commit`] then `fsync`s each such
+//!    directory once — on ext4 only the one changed last: ext4 keeps one journal for the
+//!    whole file system and commits its transactions in order, so waiting for the
+//!    transaction of the newest change commits every earlier one (and each further
+//!    directory `fsync` would cost one more device flush). Every write of the calling
+//!    thread since its last commit is then durable. Callers acknowledge nothing before `commit` returned `Ok`: the journal
+//!    writer commits once per group of appends (every run's batch waiting at that moment:
+//!    group commit) before any of them is answered; every API write (`start()`'s run,
+//!    `resumeHook()`, `cancel()`, a stream chunk) commits before it resolves.
+//! 3. **Order.** Within a commit, files are published in the order the state machine
+//!    writes them (entity, then its event; event after event). ext4 and XFS journal
+//!    metadata changes in order, so a crash keeps a prefix of the names published, each
+//!    pointing at durable contents (rule 1): a later event never survives an earlier one.
+//!
+//! A failed sync is an error naming the file or directory: the write is reported as
+//! failed (a storage fault), never acknowledged.
+//!
+//! On tmpfs (nothing survives a power loss there) the syncs are skipped. The opt-out,
+//! `WORKFLOW_NATIVE_SYNC=off`, skips them everywhere: writes then survive a crash of the
+//! process (the page cache keeps them) but not of the machine.
+
+use crate::error::{Error, Result};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+/// 0: not decided yet (read `WORKFLOW_NATIVE_SYNC` on first use), 1: on, 2: off.
+static MODE: AtomicU8 = AtomicU8::new(0);
+
+/// Whether writes are synced before they are acknowledged (default: yes).
+pub fn enabled() -> bool {
+    match MODE.load(Ordering::Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let on = !matches!(
+                std::env::var("WORKFLOW_NATIVE_SYNC")
+                    .map(|v| v.trim().to_ascii_lowercase())
+                    .as_deref(),
+                Ok("off" | "0" | "false" | "no")
+            );
+            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+    }
+}
+
+/// Turns syncing on or off for the whole process (overrides `WORKFLOW_NATIVE_SYNC`).
+pub fn set_enabled(on: bool) {
+    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+}
+
+/// A point where durability is decided, as a test observer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPoint<'a> {
+    /// The contents of the file about to be published under this name were pushed.
+    Data(&'a Path),
+    /// The file is now visible under this name (not yet durable).
+    Published(&'a Path),
+    /// The directory was synced: the names published in it are durable.
+    Dir(&'a Path),
+}
+
+type Observer = Arc<dyn Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync>;
+
+fn observer_slot() -> &'static RwLock<Option<Observer>> {
+    static SLOT: OnceLock<RwLock<Option<Observer>>> = OnceLock::new();
+    SLOT.get_or_init(|| {
+        // Test hook (never set in production): WORKFLOW_NATIVE_TEST_FAIL_SYNC=<text>[@<n>]
+        // makes directory syncs whose path contains <text> fail with EIO — every one, or
+        // from the n-th such sync on (1-based).
+        let spec = std::env::var("WORKFLOW_NATIVE_TEST_FAIL_SYNC")
+            .ok()
+            .filter(|s| !s.is_empty());
+        RwLock::new(spec.map(|spec| -> Observer {
+            let (text, from) = match spec.rsplit_once('@') {
+                Some((t, n)) => (t.to_string(), n.parse::<u64>().unwrap_or(1)),
+                None => (spec.clone(), 1),
+            };
+            let seen = std::sync::atomic::AtomicU64::new(0);
+            Arc::new(move |p: SyncPoint<'_>| match p {
+                SyncPoint::Dir(d) if d.to_string_lossy().contains(&text) => {
+                    if seen.fetch_add(1, Ordering::SeqCst) + 1 >= from {
+                        Err(io::Error::from_raw_os_error(libc::EIO))
+                    } else {
+                        Ok(())
+                    }
+                }
+                _ => Ok(()),
+            })
+        }))
+    })
+}
+
+/// Installs (or removes) the observer every sync point is reported to, for tests: it
+/// sees the order of data pushes, publications and directory syncs, and an `Err` it
+/// returns at a `Data` or `Dir` point is the failure of that sync.
+#[doc(hidden)]
+pub fn set_observer(f: Option<Observer>) {
+    let mut slot = match observer_slot().write() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    *slot = f;
+}
+
+fn observe(p: SyncPoint<'_>) -> io::Result<()> {
+    let slot = match observer_slot().read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    match &*slot {
+        Some(f) => f(p),
+        None => Ok(()),
+    }
+}
+
+/// How a file system is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Memory only (tmpfs, ramfs): nothing to sync.
+    Volatile,
+    /// ext4 with ordered data: start write-back before publishing, sync directories.
+    OrderedJournal,
+    /// Anything else: `fdatasync` each file before publishing it, sync directories.
+    Plain,
+}
+
+#[cfg(target_os = "linux")]
+fn kind_of_fd(fd: libc::c_int) -> Kind {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    const EXT4_MAGIC: i64 = 0xEF53;
+    // SAFETY: an all-zero statfs is a valid value to be overwritten by the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open descriptor and `st` a valid out-pointer.
+    if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
+        return Kind::Plain;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    match magic {
+        TMPFS_MAGIC | RAMFS_MAGIC => Kind::Volatile,
+        EXT4_MAGIC if !ext4_writeback_mounted() => Kind::OrderedJournal,
+        _ => Kind::Plain,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn kind_of_fd(_fd: i32) -> Kind {
+    Kind::Plain
+}
+
+/// Whether any ext4 file system here is mounted `data=writeback` (no data ordering): then
+/// no ext4 is trusted with ordering and every file is `fdatasync`ed.
+#[cfg(target_os = "linux")]
+fn ext4_writeback_mounted() -> bool {
+    static ANY: OnceLock<bool> = OnceLock::new();
+    *ANY.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .map(|t| {
+                t.lines()
+                    .any(|l| l.contains(" ext4 ") && l.contains("data=writeback"))
+            })
+            .unwrap_or(true)
+    })
+}
+
+/// A directory changed since the last commit: its path, its file system's kind and device.
+struct Changed {
+    dir: PathBuf,
+    kind: Kind,
+    dev: u64,
+}
+
+thread_local! {
+    /// Directories changed by this thread since its last commit, least recently changed
+    /// first.
+    static PENDING: RefCell<Vec<Changed>> = const { RefCell::new(Vec::new()) };
+    /// What each directory seen is (asked once per directory per thread).
+    static KINDS: RefCell<HashMap<PathBuf, (Kind, u64)>> = RefCell::new(HashMap::new());
+}
+
+#[cfg(target_os = "linux")]
+fn describe_dir(dir: &Path) -> (Kind, u64) {
+    if let Some(k) = KINDS.with(|m| m.borrow().get(dir).copied()) {
+        return k;
+    }
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let described =
+        std::fs::File::open(dir).and_then(|f| Ok((kind_of_fd(f.as_raw_fd()), f.metadata()?.dev())));
+    let Ok(d) = described else {
+        return (Kind::Plain, 0); // not cached: the directory may appear later
+    };
+    KINDS.with(|m| {
+        let mut m = m.borrow_mut();
+        if m.len() > 256 {
+            m.clear();
+        }
+        m.insert(dir.to_path_buf(), d);
+    });
+    d
+}
+
+#[cfg(not(target_os = "linux"))]
+fn describe_dir(_dir: &Path) -> (Kind, u64) {
+    (Kind::Plain, 0)
+}
+
+fn kind_of_dir(dir: &Path) -> Kind {
+    describe_dir(dir).0
+}
+
+/// Pushes the contents of `file` (about to be published as `name`) to the device, so the
+/// name never becomes durable before them (rule 1).
+pub(crate) fn data_barrier(file: &std::fs::File, name: &Path) -> io::Result<()> {
+    if !enabled() {
+        return Ok(());
+    }
+    let kind = match name.parent() {
+        Some(dir) => kind_of_dir(dir),
+        None => Kind::Plain,
+    };
+    match kind {
+        Kind::Volatile => return Ok(()),
+        Kind::OrderedJournal => start_writeback(file)?,
+        Kind::Plain => file.sync_data()?,
+    }
+    observe(SyncPoint::Data(name))
+}
+
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: an open descriptor; offset 0 / length 0 means the whole file.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(file: &std::fs::File) -> io::Result<()> {
+    file.sync_data()
+}
+
+/// Records that the directory holding `path` changed (a name published or removed): the
+/// next [`commit`] of this thread syncs it.
+pub(crate) fn changed(path: &Path) {
+    if !enabled() {
+        return;
+    }
+    let _ = observe(SyncPoint::Published(path));
+    if let Some(dir) = path.parent() {
+        dir_changed(dir);
+    }
+}
+
+/// Records that `dir` itself changed (an entry added or removed).
+pub(crate) fn dir_changed(dir: &Path) {
+    if !enabled() {
+        return;
+    }
+    let (kind, dev) = describe_dir(dir);
+    if kind == Kind::Volatile {
+        return;
+    }
+    PENDING.with(|p| {
+        let mut p = p.borrow_mut();
+        match p.iter().position(|c| c.dir == dir) {
+            Some(i) if i + 1 == p.len() => {}
+            Some(i) => {
+                let c = p.remove(i);
+                p.push(c);
+            }
+            None => p.push(Changed {
+                dir: dir.to_path_buf(),
+                kind,
+                dev,
+            }),
+        }
+    });
+}
+
+/// Records that `dir` was created (with `create_dir_all`): it is a new entry of its
+/// parent, which may itself be new (the world's layout is at most two levels deep, e.g.
+/// `.locks/steps`), and its own entries are to be synced.
+pub(crate) fn dir_created(dir: &Path) {
+    if !enabled() {
+        return;
+    }
+    dir_changed(dir);
+    if let Some(parent) = dir.parent() {
+        dir_changed(parent);
+        if let Some(grand) = parent.parent() {
+            dir_changed(grand);
+        }
+    }
+}
+
+/// Makes every write of this thread since its last commit durable (rule 2): syncs each
+/// changed directory once. On failure every directory is still attempted and the first
+/// error (naming its directory) is returned; nothing may then be acknowledged.
+pub fn commit() -> Result<()> {
+    let changed = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let mut first_err = None;
+    for (i, c) in changed.iter().enumerate() {
+        // ext4: only the directory changed last on its device (see rule 2)
+        let superseded = c.kind == Kind::OrderedJournal
+            && changed[i + 1..]
+                .iter()
+                .any(|later| later.kind == Kind::OrderedJournal && later.dev == c.dev);
+        if superseded {
+            continue;
+        }
+        if let Err(e) = sync_dir(&c.dir) {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Forgets what this thread changed without syncing (the writes failed and are reported).
+pub fn discard() {
+    PENDING.with(|p| p.borrow_mut().clear());
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    let res = std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| observe(SyncPoint::Dir(dir)));
+    match res {
+        Ok(()) => Ok(()),
+        // a directory removed meanwhile has nothing left to make durable
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// Runs `f` (a write of the world) and then [`commit`]s: the result is returned only once
+/// what `f` wrote is durable. A commit failure replaces a success.
+pub fn committed<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let out = f();
+    let synced = commit();
+    match (out, synced) {
+        (Ok(v), Ok(())) => Ok(v),
+        (Ok(_), Err(e)) => Err(e),
+        (Err(e), _) => Err(e),
+    }
+}

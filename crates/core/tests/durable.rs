@@ -1,0 +1,210 @@
+//! Durability: the order of pushes, publications and directory syncs, and what a failed
+//! sync does. One test function (the sync observer is process-wide), run on the
+//! project's disk (`CARGO_TARGET_TMPDIR`), never on tmpfs, where nothing is synced.
+
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use workflow_core::journal::Journal;
+use workflow_core::world::durable::{self, SyncPoint};
+use workflow_core::world::local::LocalWorld;
+
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Data(PathBuf),
+    Published(PathBuf),
+    Dir(PathBuf),
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// Records every sync point; `fail` decides which point fails.
+fn observe(log: &Log, fail: impl Fn(&SyncPoint<'_>) -> bool + Send + Sync + 'static) {
+    let log = Arc::clone(log);
+    durable::set_observer(Some(Arc::new(move |p: SyncPoint<'_>| {
+        let seen = match p {
+            SyncPoint::Data(f) => Seen::Data(f.to_path_buf()),
+            SyncPoint::Published(f) => Seen::Published(f.to_path_buf()),
+            SyncPoint::Dir(d) => Seen::Dir(d.to_path_buf()),
+        };
+        log.lock().unwrap().push(seen);
+        if fail(&p) {
+            Err(std::io::Error::from_raw_os_error(EIO))
+        } else {
+            Ok(())
+        }
+    })));
+}
+
+/// `EIO`, the error a failing disk gives.
+const EIO: i32 = 5;
+
+fn take(log: &Log) -> Vec<Seen> {
+    std::mem::take(&mut *log.lock().unwrap())
+}
+
+fn run_created() -> String {
+    json!({
+        "eventType": "run_created",
+        "specVersion": 3,
+        "eventData": {
+            "deploymentId": "dpl_test",
+            "workflowName": "workflow//native//durable-test",
+            "input": {"__type": "Uint8Array", "data": "ZGV2bFtbXV0="}
+        }
+    })
+    .to_string()
+}
+
+fn req(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("test requests are objects"),
+    }
+}
+
+fn step_events(step: &str) -> Vec<Map<String, Value>> {
+    vec![
+        req(json!({
+            "eventType": "step_created", "specVersion": 3, "correlationId": step,
+            "eventData": {"stepName": "s", "input": {"__type": "Uint8Array", "data": "ZGV2bFtd"}}
+        })),
+        req(json!({
+            "eventType": "step_started", "specVersion": 3, "correlationId": step,
+            "eventData": {"stepName": "s"}
+        })),
+    ]
+}
+
+/// Every publication was preceded by the push of its contents; returns the files published.
+fn assert_pushed_before_published(seen: &[Seen]) -> Vec<PathBuf> {
+    let mut published = Vec::new();
+    for (i, s) in seen.iter().enumerate() {
+        if let Seen::Published(p) = s {
+            published.push(p.clone());
+            // removals publish nothing new: only files that exist now had contents
+            if p.exists() {
+                assert!(
+                    seen[..i].contains(&Seen::Data(p.clone())),
+                    "{} was published before its contents were pushed: {seen:?}",
+                    p.display()
+                );
+            }
+        }
+    }
+    published
+}
+
+fn has_dir_sync(seen: &[Seen], under: &Path) -> bool {
+    seen.iter()
+        .any(|s| matches!(s, Seen::Dir(d) if d.starts_with(under)))
+}
+
+#[test]
+fn writes_are_pushed_before_published_and_acknowledged_after_the_directory_sync() {
+    durable::set_enabled(true);
+    let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let log: Log = Arc::default();
+    observe(&log, |_| false);
+    let world = Arc::new(LocalWorld::new(base.path()).unwrap());
+
+    // an API write: the run's creation returns after its directories were synced
+    let created = world.create_event_sync(None, &run_created()).unwrap();
+    let run_id = created.event.unwrap()["runId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let seen = take(&log);
+    if seen.is_empty() {
+        // the target directory is on a memory file system: nothing is synced there
+        eprintln!(
+            "skipped: {} is not on a synced file system",
+            base.path().display()
+        );
+        durable::set_observer(None);
+        return;
+    }
+    let published = assert_pushed_before_published(&seen);
+    assert!(published
+        .iter()
+        .any(|p| p.starts_with(base.path().join("runs"))));
+    assert!(published
+        .iter()
+        .any(|p| p.starts_with(base.path().join("events"))));
+    let last_publish = seen
+        .iter()
+        .rposition(|s| matches!(s, Seen::Published(_)))
+        .unwrap();
+    let first_dir = seen.iter().position(|s| matches!(s, Seen::Dir(_))).unwrap();
+    assert!(
+        first_dir > last_publish,
+        "a directory synced before the last publication: {seen:?}"
+    );
+
+    // the journal: appends are not durable until commit(), which syncs once for the group
+    let journal = Journal::new(Arc::clone(&world));
+    let a = journal.append(&run_id, step_events("step_01A"));
+    assert!(a.failed.is_none(), "{:?}", a.failed);
+    let b = journal.append(&run_id, step_events("step_01B"));
+    assert!(b.failed.is_none(), "{:?}", b.failed);
+    let before_commit = take(&log);
+    assert_pushed_before_published(&before_commit);
+    assert!(
+        !has_dir_sync(&before_commit, base.path()),
+        "appends synced before the commit point: {before_commit:?}"
+    );
+    journal.commit().unwrap();
+    let at_commit = take(&log);
+    assert!(
+        has_dir_sync(&at_commit, &base.path().join("events")),
+        "{at_commit:?}"
+    );
+    assert!(
+        at_commit.iter().all(|s| matches!(s, Seen::Dir(_))),
+        "the commit only syncs directories: {at_commit:?}"
+    );
+    // nothing left to sync: a second commit does nothing
+    journal.commit().unwrap();
+    assert!(take(&log).is_empty());
+
+    // a failed directory sync fails the write loudly, naming the directory
+    observe(&log, |p| matches!(p, SyncPoint::Dir(_)));
+    let err = world.create_event_sync(None, &run_created()).unwrap_err();
+    let text = format!("{err}");
+    assert!(text.contains(&base.path().display().to_string()), "{text}");
+    let a = journal.append(&run_id, step_events("step_01C"));
+    assert!(a.failed.is_none());
+    let err = journal.commit().unwrap_err();
+    assert!(format!("{err}").contains("events"), "{err}");
+
+    // a failed push: the file is never published under its name
+    take(&log);
+    observe(&log, |p| matches!(p, SyncPoint::Data(_)));
+    let err = world.create_event_sync(None, &run_created()).unwrap_err();
+    let seen = take(&log);
+    let pushed: Vec<&PathBuf> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Data(p) => Some(p),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pushed.len(), 1, "{seen:?}");
+    assert!(
+        !pushed[0].exists(),
+        "{} was published after its push failed",
+        pushed[0].display()
+    );
+    assert!(
+        format!("{err}").contains(&pushed[0].display().to_string()),
+        "{err}"
+    );
+
+    // opted out: nothing is pushed or synced
+    observe(&log, |_| false);
+    durable::set_enabled(false);
+    world.create_event_sync(None, &run_created()).unwrap();
+    assert!(take(&log).is_empty());
+    durable::set_enabled(true);
+    durable::set_observer(None);
+}
