@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
-use workflow_core::journal::{Journal, RunFollower};
+use workflow_core::journal::{GroupCommit, Journal, RunFollower};
 use workflow_core::world::events::EventResult;
 
 /// Blocking work for the libuv pool; a panic inside becomes a rejected promise.
@@ -49,8 +49,9 @@ impl Task for Blocking {
     }
 }
 
-/// One batch of the journal writer: the answer's JSON text.
-fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<String> {
+/// One batch of the journal writer: the answer's JSON text, and whether it may be given
+/// before the batch is synced.
+fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<(String, bool)> {
     let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(requests) {
         Ok(Value::Array(items)) => items
             .into_iter()
@@ -68,6 +69,7 @@ fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<
             )))
         }
     };
+    let early = workflow_core::journal::answer_before_sync(&reqs);
     let out = journal.append(run_id, reqs);
     let mut res = Map::new();
     res.insert(
@@ -80,7 +82,7 @@ fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<
             json!({ "index": index, "error": error_data(e) }),
         );
     }
-    Ok(Value::Object(res).to_string())
+    Ok((Value::Object(res).to_string(), early))
 }
 
 /// How long the journal thread keeps looking for the next append before it sleeps: an
@@ -88,25 +90,46 @@ fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<
 /// sleeping thread costs more than that on virtual machines.
 const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 
-fn next_job(rx: &std::sync::mpsc::Receiver<WriteJob>) -> Option<WriteJob> {
-    let spin = std::env::var("WFN_SPIN")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(std::time::Duration::from_micros)
-        .unwrap_or(WRITER_SPIN);
-    let until = std::time::Instant::now() + spin;
+/// How long the journal thread waits for more work before it syncs writes it answered
+/// early (a step's attempt): long enough for the step to finish and send its outcome,
+/// whose sync then covers both, short enough that an attempt is soon durable anyway.
+const IDLE_SYNC_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The next job. Spins briefly, then sleeps; writes answered before their sync are
+/// synced first when nothing comes within [`IDLE_SYNC_AFTER`] (or the writer closes).
+fn next_job(
+    rx: &std::sync::mpsc::Receiver<WriteJob>,
+    journal: &Journal,
+    commits: &mut GroupCommit,
+) -> Option<WriteJob> {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    let until = std::time::Instant::now() + WRITER_SPIN;
     loop {
         match rx.try_recv() {
             Ok(job) => return Some(job),
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-            Err(std::sync::mpsc::TryRecvError::Empty) => {
+            Err(TryRecvError::Disconnected) => {
+                commits.idle(journal);
+                return None;
+            }
+            Err(TryRecvError::Empty) => {
                 if std::time::Instant::now() >= until {
-                    return rx.recv().ok();
+                    break;
                 }
                 std::hint::spin_loop();
             }
         }
     }
+    if commits.has_unsynced() {
+        match rx.recv_timeout(IDLE_SYNC_AFTER) {
+            Ok(job) => return Some(job),
+            Err(RecvTimeoutError::Timeout) => commits.idle(journal),
+            Err(RecvTimeoutError::Disconnected) => {
+                commits.idle(journal);
+                return None;
+            }
+        }
+    }
+    rx.recv().ok()
 }
 
 struct WriteJob {
@@ -256,20 +279,25 @@ impl NativeWorld {
             std::thread::Builder::new()
                 .name("workflow-native-journal".into())
                 .spawn(move || {
-                    while let Some(first) = next_job(&rx) {
+                    let mut commits = GroupCommit::default();
+                    while let Some(first) = next_job(&rx, &journal, &mut commits) {
                         // Every append waiting now is one group: appended in order, then
                         // made durable by one commit, then answered.
                         let mut group = vec![first];
                         while let Ok(job) = rx.try_recv() {
                             group.push(job);
                         }
+                        let mut early = true;
                         let mut answers: Vec<(u32, String)> = group
                             .iter()
                             .map(|job| {
                                 let text = match catch_unwind(AssertUnwindSafe(|| {
                                     append_json(&journal, &job.run_id, &job.requests)
                                 })) {
-                                    Ok(Ok(text)) => text,
+                                    Ok(Ok((text, ok_early))) => {
+                                        early &= ok_early;
+                                        text
+                                    }
                                     Ok(Err(e)) => json!({ "nativeError": e.reason }).to_string(),
                                     Err(p) => {
                                         json!({ "nativeError": panic_error(p).reason }).to_string()
@@ -278,7 +306,7 @@ impl NativeWorld {
                                 (job.id, text)
                             })
                             .collect();
-                        if let Err(e) = journal.commit() {
+                        if let Err(e) = commits.finish_group(&journal, early) {
                             let failed = json!({
                                 "results": [],
                                 "failed": { "index": 0, "error": error_data(&e) },
@@ -509,5 +537,17 @@ pub fn fs_floor(
         )
         .map(|ms| ms.to_string())
         .map_err(to_napi)
+    })
+}
+
+/// The durability floor (see `workflow_core::world::fsio::sync_floor`): `steps` small
+/// files each created, synced and its directory synced. Resolves to the elapsed
+/// milliseconds.
+#[napi(catch_unwind)]
+pub fn fs_sync_floor(dir: String, steps: u32, bytes: u32) -> AsyncTask<Blocking> {
+    Blocking::task(move || {
+        workflow_core::world::fsio::sync_floor(std::path::Path::new(&dir), steps, bytes as usize)
+            .map(|ms| ms.to_string())
+            .map_err(to_napi)
     })
 }

@@ -218,6 +218,69 @@ impl Drop for AppendDone<'_> {
     }
 }
 
+/// Whether a batch may be answered before it is durable: only when every event in it
+/// records that work *began* — `run_started`, `step_created`, `step_started`. The engine
+/// then runs the workflow body (no side effects) or the step's code (run at least once
+/// anyway): if the machine loses power before the next sync, the attempt is not on disk
+/// and the step runs again, as a step in flight at a crash does. Everything else — a
+/// step's outcome, a run's result, hooks, waits, cancellations — is answered only after
+/// the sync ([`GroupCommit`]), so nothing anyone was told, and no outcome the workflow
+/// acted on, can be lost.
+pub fn answer_before_sync(requests: &[Map<String, Value>]) -> bool {
+    !requests.is_empty()
+        && requests.iter().all(|r| {
+            matches!(
+                r.get("eventType").and_then(Value::as_str),
+                Some("run_started" | "step_created" | "step_started")
+            )
+        })
+}
+
+/// The journal writer's group commit: after each group of appends (every batch waiting,
+/// all runs), one sync when any answer must wait for it; writes answered before their
+/// sync (see [`answer_before_sync`]) are synced with the next group that needs it, or
+/// as soon as the writer has nothing else to do.
+#[derive(Default)]
+pub struct GroupCommit {
+    unsynced: bool,
+    /// A sync made while idle failed: the next group is refused with it (loudly), since
+    /// the writes it covered were already answered.
+    fault: Option<Error>,
+}
+
+impl GroupCommit {
+    /// After a group of appends. `Err`: the group's writes are not durable; none of its
+    /// answers may say they were written.
+    pub fn finish_group(&mut self, journal: &Journal, answer_before_sync: bool) -> Result<()> {
+        if let Some(e) = self.fault.take() {
+            self.unsynced = false;
+            let _ = journal.commit();
+            return Err(e);
+        }
+        if answer_before_sync {
+            self.unsynced = true;
+            return Ok(());
+        }
+        self.unsynced = false;
+        journal.commit()
+    }
+
+    /// The writer has nothing to do: sync what was answered early.
+    pub fn idle(&mut self, journal: &Journal) {
+        if self.unsynced {
+            self.unsynced = false;
+            if let Err(e) = journal.commit() {
+                self.fault = Some(e);
+            }
+        }
+    }
+
+    /// Whether writes answered early still wait for their sync.
+    pub fn has_unsynced(&self) -> bool {
+        self.unsynced
+    }
+}
+
 /// The outcome of one [`Journal::append`]: the results of the events written, in order,
 /// and the refusal that stopped the batch (the events after it were not attempted).
 #[derive(Debug)]

@@ -5,7 +5,7 @@
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use workflow_core::journal::Journal;
+use workflow_core::journal::{answer_before_sync, GroupCommit, Journal};
 use workflow_core::world::durable::{self, SyncPoint};
 use workflow_core::world::local::LocalWorld;
 
@@ -166,6 +166,38 @@ fn writes_are_pushed_before_published_and_acknowledged_after_the_directory_sync(
     // nothing left to sync: a second commit does nothing
     journal.commit().unwrap();
     assert!(take(&log).is_empty());
+
+    // group commit: a batch answered before its sync (a step's attempt) is synced when a
+    // later group needs a sync, or when the writer is idle
+    let mut group = GroupCommit::default();
+    assert!(answer_before_sync(&step_events("step_01X")));
+    let completed = req(json!({
+        "eventType": "step_completed", "specVersion": 3, "correlationId": "step_01A",
+        "eventData": {"result": {"__type": "Uint8Array", "data": "ZGV2bFsxXQ=="}}
+    }));
+    assert!(!answer_before_sync(std::slice::from_ref(&completed)));
+    assert!(!answer_before_sync(&[]));
+    let mut mixed = step_events("step_01Y");
+    mixed.push(completed);
+    assert!(!answer_before_sync(&mixed));
+    let d = journal.append(&run_id, step_events("step_01D"));
+    assert!(d.failed.is_none(), "{:?}", d.failed);
+    group.finish_group(&journal, true).unwrap();
+    assert!(group.has_unsynced());
+    assert!(!has_dir_sync(&take(&log), base.path()));
+    group.idle(&journal);
+    assert!(!group.has_unsynced());
+    assert!(has_dir_sync(&take(&log), &base.path().join("events")));
+    // an idle sync that fails refuses the next group, loudly
+    observe(&log, |p| matches!(p, SyncPoint::Dir(_)));
+    let e = journal.append(&run_id, step_events("step_01E"));
+    assert!(e.failed.is_none(), "{:?}", e.failed);
+    group.finish_group(&journal, true).unwrap();
+    group.idle(&journal);
+    observe(&log, |_| false);
+    let err = group.finish_group(&journal, true).unwrap_err();
+    assert!(format!("{err}").contains("events"), "{err}");
+    take(&log);
 
     // a failed directory sync fails the write loudly, naming the directory
     observe(&log, |p| matches!(p, SyncPoint::Dir(_)));

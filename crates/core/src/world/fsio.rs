@@ -329,6 +329,14 @@ pub fn write_new_sync(path: &Path, data: &[u8]) -> Result<()> {
     )))
 }
 
+/// Forgets the directories a benchmark loop changed (it measures writes, not syncs).
+struct DiscardOnDrop;
+impl Drop for DiscardOnDrop {
+    fn drop(&mut self) {
+        durable::discard();
+    }
+}
+
 /// The file-system floor of one engine step, for benchmarks: `steps` times three
 /// create-once files of `event_bytes` and one replaced file of `step_bytes` in `dir`,
 /// with the primitives the engine uses. With `format`, the writes world-local's format
@@ -343,6 +351,8 @@ pub fn step_floor(
     format: bool,
 ) -> Result<f64> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // the floor of the file writes alone: whatever durability would sync is dropped
+    let _discard = DiscardOnDrop;
     let event = vec![b'e'; event_bytes];
     let step = vec![b's'; step_bytes];
     let started = std::time::Instant::now();
@@ -357,6 +367,27 @@ pub fn step_floor(
             write_exclusive_sync(&dir.join(format!("floor-{i}-{k}.json")), &event)?;
         }
         write_replace_sync(&step_path, &step)?;
+    }
+    Ok(started.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// The durability floor of one step, for benchmarks: `steps` times one small file of
+/// `bytes` created, its contents synced (`fdatasync`) and its directory synced — the
+/// least a durable step can cost. Plain system calls, none of the engine's primitives.
+/// Returns the elapsed milliseconds.
+pub fn sync_floor(dir: &Path, steps: u32, bytes: usize) -> Result<f64> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let data = vec![b'e'; bytes];
+    let started = std::time::Instant::now();
+    for i in 0..steps {
+        let path = dir.join(format!("sync-floor-{i}.json"));
+        let mut f = std::fs::File::create_new(&path).map_err(|e| Error::io(&path, e))?;
+        f.write_all(&data).map_err(|e| Error::io(&path, e))?;
+        f.sync_data().map_err(|e| Error::io(&path, e))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(dir, e))?;
     }
     Ok(started.elapsed().as_secs_f64() * 1000.0)
 }
