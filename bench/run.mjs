@@ -70,8 +70,11 @@ const floorRows = []
   const { fork } = await import('node:child_process')
   const bases = [os.tmpdir(), '/dev/shm'].filter((b) => fs.existsSync(b))
   for (const base of bases) {
+    // The floor writes without syncing: the engine is measured the same way here (its
+    // durable cost against the durable floor is the peers section, issue 12).
     const child = fork(path.join(here, 'engine-floor-child.mjs'), [base, ...(quick ? ['--quick'] : [])], {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, WORKFLOW_NATIVE_SYNC: 'off' },
     })
     const res = await new Promise((resolve, reject) => {
       child.once('message', resolve)
