@@ -93,7 +93,7 @@ enum Found {
     Unchanged,
     /// Not terminal yet; the stamp of the version read.
     Pending(Option<Stamp>),
-    Terminal(RunSnapshot),
+    Terminal(Box<RunSnapshot>),
     /// The read failed: one outcome per waiter (each read anew, since errors are not
     /// `Clone`), in waiter order.
     Failed(Vec<Result<RunSnapshot>>),
@@ -337,7 +337,7 @@ impl TerminalWaiters {
             }
         }
         match (self.read)(&self.root, &c.run_id) {
-            Ok(snap) if snap.status.is_terminal() => Found::Terminal(snap),
+            Ok(snap) if snap.status.is_terminal() => Found::Terminal(Box::new(snap)),
             Ok(_) => Found::Pending(before),
             Err(first) => {
                 let mut out = Vec::with_capacity(c.waiters.max(1));
@@ -364,7 +364,7 @@ impl TerminalWaiters {
                     // Terminal is final: waiters that came during the read get it too.
                     if let Some(w) = st.runs.remove(&run_id) {
                         for r in w.replies {
-                            let _ = r.send(Ok(snap.clone()));
+                            let _ = r.send(Ok((*snap).clone()));
                         }
                     }
                 }
