@@ -12,15 +12,18 @@ const { workflowStore, stepStore } = require('./lib/engine/context.js')
 const { getEngine } = require('./lib/engine/engine.js')
 const { resumeHook } = require('./lib/hooks.js')
 const errors = require('./errors.js')
+const { invalidArgType, outOfRange, optionsObject, optionalString, requireString } = require('./lib/validate.js')
+const { durationToDate } = require('./lib/duration.js')
 
 const ENGINE_DEF = Symbol.for('workflow-native.engine.workflow')
 const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
 const NAME_RE = /^[A-Za-z0-9_\-.@()[\]/]+$/
 
 function checkName(kind, name) {
-  if (typeof name !== 'string' || name.length === 0 || !NAME_RE.test(name)) {
+  requireString('name', name)
+  if (name.length === 0 || !NAME_RE.test(name)) {
     throw new TypeError(
-      `${kind} name must be a non-empty string of letters, digits and _ - . @ ( ) [ ] /, received ${JSON.stringify(name)}`,
+      `${kind} name must be a non-empty string of letters, digits and _ - . @ ( ) [ ] /, received ${JSON.stringify(name.length > 100 ? `${name.slice(0, 100)}…` : name)}`,
     )
   }
 }
@@ -30,10 +33,11 @@ function checkName(kind, name) {
  * process; `theWorkflow.workflowId` is its name in the event log (`workflow//native//<name>`
  * unless `options.id` is given). Calling it directly runs the function as plain code.
  */
-function workflow(name, fn, options = {}) {
+function workflow(name, fn, options) {
   checkName('Workflow', name)
-  if (typeof fn !== 'function') throw new TypeError('workflow() needs a function')
-  const workflowId = options.id ?? `workflow//native//${name}`
+  if (typeof fn !== 'function') throw invalidArgType('fn', 'of type function', fn)
+  options = optionsObject('options', options)
+  const workflowId = optionalString('options.id', options.id) ?? `workflow//native//${name}`
   binding.workflowQueueName(workflowId, undefined) // validates the name like WDK
   const def = { workflowId, name, fn }
   const wf = function (...args) {
@@ -50,14 +54,16 @@ function workflow(name, fn, options = {}) {
  * Declares a step: inside a workflow, each call is durable (recorded, retried, replayed);
  * anywhere else (a unit test, another step) it simply runs.
  */
-function step(name, fn, options = {}) {
+function step(name, fn, options) {
   checkName('Step', name)
-  if (typeof fn !== 'function') throw new TypeError('step() needs a function')
+  if (typeof fn !== 'function') throw invalidArgType('fn', 'of type function', fn)
+  options = optionsObject('options', options)
+  const stepName = optionalString('options.id', options.id) ?? `step//native//${name}`
   const maxRetries = options.maxRetries
   if (maxRetries !== undefined && !(Number.isInteger(maxRetries) && maxRetries >= 0)) {
     throw new TypeError(`maxRetries must be a non-negative integer, received ${maxRetries}`)
   }
-  const def = { stepName: options.id ?? `step//native//${name}`, fn, maxRetries }
+  const def = { stepName, fn, maxRetries }
   const s = function (...args) {
     if (stepStore.getStore()) return fn.apply(this, args)
     const w = workflowStore.getStore()
@@ -82,14 +88,22 @@ function sleep(param) {
   return exec.sleep(param)
 }
 
+/** `createHook()` / `createWebhook()` options: an object whose `token`, if any, is a string. */
+function hookOptions(options) {
+  const opts = optionsObject('options', options)
+  optionalString('options.token', opts.token)
+  return opts
+}
+
 function createHook(options) {
   const exec = execOrThrow('`createHook()` can only be called inside a workflow function')
+  hookOptions(options)
   return exec.createHook(options, options && options.isWebhook === true)
 }
 
 function createWebhook(options) {
   const exec = execOrThrow('`createWebhook()` can only be called inside a workflow function')
-  const { respondWith, token, ...rest } = options ?? {}
+  const { respondWith, token, ...rest } = optionsObject('options', options)
   if (token !== undefined) {
     throw new Error(
       '`createWebhook()` does not accept a `token` option. Webhook tokens are always randomly generated. Use `createHook()` with `resumeHook()` for deterministic token patterns.',
@@ -100,7 +114,8 @@ function createWebhook(options) {
 }
 
 /** A typed hook: `create()` inside a workflow, `resume()` from outside (schema-validated). */
-function defineHook({ schema } = {}) {
+function defineHook(options) {
+  const { schema } = optionsObject('options', options)
   return {
     create(options) {
       execOrThrow('`defineHook().create()` can only be called inside a workflow function.')
@@ -123,11 +138,11 @@ function defineHook({ schema } = {}) {
  * The run's stream (`namespace` optional). In a step: a WritableStream whose values are
  * appended to the run's stream. In the workflow body: a handle to pass to steps.
  */
-function getWritable(options = {}) {
-  const ns = options && typeof options.namespace === 'string' ? options.namespace : undefined
+function getWritable(options) {
   const s = stepStore.getStore()
   const w = workflowStore.getStore()
   if (!w) throw new Error('`getWritable()` can only be called inside a workflow or step function')
+  const ns = streamNamespace(optionsObject('options', options).namespace)
   const name = binding.runStreamName(w.exec.runId, ns)
   // The step ends only once every write it made has landed.
   if (s) return w.exec.stepWritable(name, s.ops)
@@ -138,6 +153,19 @@ function getWritable(options = {}) {
   })
   handle[STREAM_NAME] = name
   return handle
+}
+
+/**
+ * A stream namespace as the official getWritable() takes it: none when falsy, else a
+ * string (the official code hands anything else to Buffer.from, which throws for most).
+ */
+function streamNamespace(namespace) {
+  if (!namespace) return undefined
+  if (typeof namespace === 'string') return namespace
+  // The official code encodes it with Buffer.from: the same TypeError for what that rejects.
+  Buffer.from(namespace, 'utf-8')
+  // Array-likes and buffers it would encode as bytes: not a namespace.
+  throw invalidArgType('options.namespace', 'of type string', namespace)
 }
 
 function getStepMetadata() {
@@ -175,7 +203,11 @@ function resumeRuns() {
  * running, in due order; with `{ auto: false }` only `advanceTime()` moves the clock.
  */
 function useVirtualTime(options) {
-  getEngine().clock.useVirtual(options)
+  const opts = optionsObject('options', options)
+  if (opts.auto !== undefined && typeof opts.auto !== 'boolean') {
+    throw invalidArgType('options.auto', 'of type boolean', opts.auto)
+  }
+  getEngine().clock.useVirtual(opts)
 }
 
 function useRealTime() {
@@ -184,14 +216,20 @@ function useRealTime() {
 
 /** Moves virtual time forward, firing every sleep and retry delay that falls due. */
 async function advanceTime(duration) {
-  const ms = typeof duration === 'number' ? duration : require('ms')(String(duration))
-  if (typeof ms !== 'number' || !(ms >= 0)) throw new Error(`Invalid duration: ${JSON.stringify(duration)}`)
+  if (typeof duration !== 'number' && typeof duration !== 'string') {
+    throw invalidArgType('duration', 'of type number or string', duration)
+  }
+  // Read as sleep() reads a duration (same errors for a bad one).
+  const ms = durationToDate(duration, 0).getTime()
+  if (!Number.isFinite(ms)) throw outOfRange('duration', 'a duration a Date can hold', duration)
   await getEngine().clock.advance(ms)
 }
 
 /** Resolves once run `runId` (executing in this process) is in a durable sleep. */
-function nextSleep(runOrId) {
-  const runId = typeof runOrId === 'string' ? runOrId : runOrId && runOrId.runId
+async function nextSleep(runOrId) {
+  const runId =
+    runOrId !== null && typeof runOrId === 'object' ? requireString('runOrId.runId', runOrId.runId) : runOrId
+  if (typeof runId !== 'string') throw invalidArgType('runOrId', 'a run id (string) or a Run', runOrId)
   return getEngine().nextSleep(runId)
 }
 

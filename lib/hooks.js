@@ -8,6 +8,7 @@ const { worldStreams, stopPipeInto, clientRevivers } = require('./streams.js')
 const { hydratePayload } = require('./hydrate.js')
 const { framedByteStreams } = require('./capabilities.js')
 const { HookNotFoundError, WorkflowRuntimeError } = require('../errors.js')
+const { invalidArgType, requireString } = require('./validate.js')
 
 const WEBHOOK_RESPONSE_WRITABLE = Symbol.for('WEBHOOK_RESPONSE_WRITABLE')
 
@@ -23,7 +24,7 @@ function revivers(world) {
 
 /** Hook + its run; metadata hydrated as the step side of the runtime reads it. */
 async function lookup(token) {
-  if (typeof token !== 'string') throw new TypeError(`token must be a string, received ${typeof token}`)
+  requireString('token', token)
   const world = worldOrThrow()
   const info = await world.getHookByToken(token)
   const run = world.getRunSync(info.runId)
@@ -48,11 +49,30 @@ async function getHookByToken(token) {
   return (await lookup(token)).hook
 }
 
+/**
+ * A hook object given to `resumeHook` instead of a token: the fields it uses must have
+ * their types (the official code would pass anything on to the World).
+ */
+function checkHookObject(hook) {
+  if (hook === null || typeof hook !== 'object') {
+    throw invalidArgType('tokenOrHook', 'of type string or a hook object', hook)
+  }
+  requireString('tokenOrHook.runId', hook.runId)
+  requireString('tokenOrHook.hookId', hook.hookId)
+  const spec = hook.specVersion
+  if (spec !== undefined && spec !== null && typeof spec !== 'number') {
+    throw invalidArgType('tokenOrHook.specVersion', 'of type number', spec)
+  }
+  // The token goes into the hook_received event of runs newer than spec 1.
+  if (!(spec === undefined || spec === null || spec <= 1)) requireString('tokenOrHook.token', hook.token)
+}
+
 async function resumeHook(tokenOrHook, payload) {
   let world, hook, run
   if (typeof tokenOrHook === 'string') {
     ;({ world, hook, run } = await lookup(tokenOrHook))
   } else {
+    checkHookObject(tokenOrHook)
     world = worldOrThrow()
     hook = tokenOrHook
     run = world.getRunSync(hook.runId)
@@ -87,6 +107,11 @@ async function resumeHook(tokenOrHook, payload) {
 }
 
 async function resumeWebhook(token, request) {
+  requireString('token', token)
+  // The workflow receives it as a Request (the official code would pass anything on).
+  if (typeof Request !== 'function' || !(request instanceof Request)) {
+    throw invalidArgType('request', 'an instance of Request', request)
+  }
   const { hook } = await lookup(token)
   if (hook.isWebhook === false) throw new HookNotFoundError(token)
   let response

@@ -6,16 +6,29 @@ const { resolveWorld, deliverInBackground } = require('./world.js')
 const { hydratePayload } = require('./hydrate.js')
 const { refReadable, clientRevivers } = require('./streams.js')
 const errors = require('../errors.js')
+const { invalidArgType, optionsObject, display } = require('./validate.js')
 
 /** The embedded engine, if this process has one (loaded lazily: no cycle, no cost). */
 function peekEngine() {
   return require('./engine/engine.js').peekEngine()
 }
 
+/** A run id must be a string (the official Run fails deep inside on anything else). */
 function checkRunId(runId) {
-  if (typeof runId !== 'string') {
-    throw new TypeError(`runId must be a string, received ${runId === null ? 'null' : typeof runId}`)
+  if (typeof runId !== 'string') throw invalidArgType('runId', 'of type string', runId)
+}
+
+/** `wakeUp()`'s options: `{ correlationIds?: string[] }`; returns the ids (or undefined). */
+function wakeUpIds(options) {
+  const { correlationIds } = optionsObject('options', options)
+  if (correlationIds === undefined || correlationIds === null) return undefined
+  if (!Array.isArray(correlationIds)) {
+    throw invalidArgType('options.correlationIds', 'an array of strings', correlationIds)
   }
+  correlationIds.forEach((id, i) => {
+    if (typeof id !== 'string') throw invalidArgType(`options.correlationIds[${i}]`, 'of type string', id)
+  })
+  return correlationIds.slice()
 }
 
 function toDate(ms) {
@@ -136,23 +149,26 @@ class Run {
 
   /** Interrupts pending `sleep()` calls and re-enqueues the run. */
   async wakeUp(options) {
-    const ids = options && Array.isArray(options.correlationIds) ? options.correlationIds.map(String) : undefined
     let res
     try {
+      // Like the official wakeUpRun, every failure but the per-wait AggregateError is
+      // reported as "Failed to wake up run …", bad arguments included.
+      const ids = wakeUpIds(options)
       res = await this.#with((w) =>
         w.wakeUp(this.runId, ids, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined),
       )
     } catch (e) {
-      throw new Error(`Failed to wake up run ${this.runId}: ${e instanceof Error ? e.message : String(e)}`, {
-        cause: e,
-      })
+      throw new Error(
+        `Failed to wake up run ${display(this.runId)}: ${e instanceof Error ? e.message : display(e)}`,
+        { cause: e },
+      )
     }
     if (res.message) deliverInBackground(res.message)
     if (res.errors.length > 0) {
       const list = res.errors.map((j) => errorFromData(JSON.parse(j)))
       throw new AggregateError(
         list,
-        `Failed to complete ${list.length}/${res.pendingCount} pending wait(s) for run ${this.runId}`,
+        `Failed to complete ${list.length}/${res.pendingCount} pending wait(s) for run ${display(this.runId)}`,
       )
     }
     return { stoppedCount: res.stoppedCount }
@@ -160,6 +176,10 @@ class Run {
 
   /** Cancels the run (a `run_cancelled` event, with world-local's effects). */
   async cancel() {
+    // world-local's own check, before the run id's type is looked at.
+    if (this.runId === undefined || this.runId === null) {
+      throw new Error('runId is required for non-run_created events')
+    }
     // The native outcome ('cancelled' | 'alreadyCancelled' | 'legacyCancelled') is not
     // public: WDK's cancel() resolves to undefined whichever happened.
     await this.#with((w) => w.cancel(this.runId))

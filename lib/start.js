@@ -8,6 +8,7 @@ const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams } = require('./streams.js')
 const { Run } = require('./run.js')
 const { WorkflowRuntimeError } = require('../errors.js')
+const { invalidArgType, outOfRange, optionalString } = require('./validate.js')
 
 /** world-local 4.4.1's deployment id. */
 const LOCAL_DEPLOYMENT_ID = 'dpl_local@4.4.1'
@@ -29,6 +30,37 @@ function taggedBytes(buf) {
   return { __type: 'Uint8Array', data: Buffer.from(buf).toString('base64') }
 }
 
+/** A World given in the options: what start() calls on it. */
+function isWorld(w) {
+  return (
+    w !== null &&
+    typeof w === 'object' &&
+    typeof w.getDeploymentId === 'function' &&
+    typeof w.queue === 'function' &&
+    w.events !== null &&
+    typeof w.events === 'object' &&
+    typeof w.events.create === 'function'
+  )
+}
+
+/**
+ * The options start() reads, checked where the official start() would write a bad value
+ * into the run or fail deep inside.
+ */
+function checkOptions(options) {
+  optionalString('options.deploymentId', options.deploymentId)
+  const spec = options.specVersion
+  if (spec !== undefined && spec !== null) {
+    if (typeof spec !== 'number') throw invalidArgType('options.specVersion', 'of type number', spec)
+    if (!Number.isInteger(spec) || spec < 1 || spec > SPEC_VERSION_CURRENT) {
+      throw outOfRange('options.specVersion', `an integer from 1 to ${SPEC_VERSION_CURRENT}`, spec)
+    }
+  }
+  if (options.world !== undefined && options.world !== null && !isWorld(options.world)) {
+    throw invalidArgType('options.world', 'a World (with getDeploymentId(), events.create() and queue())', options.world)
+  }
+}
+
 async function start(workflow, argsOrOptions, maybeOptions) {
   let args = []
   let options = {}
@@ -38,6 +70,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   } else if (argsOrOptions && typeof argsOrOptions === 'object') {
     options = argsOrOptions
   }
+  // (Other non-objects are ignored, as the official start() ignores them.)
   const workflowName = workflow && workflow.workflowId
   if (!workflowName) {
     throw new WorkflowRuntimeError(
@@ -45,6 +78,11 @@ async function start(workflow, argsOrOptions, maybeOptions) {
       { slug: 'start-invalid-workflow-function' },
     )
   }
+  if (typeof workflowName !== 'string') throw invalidArgType('workflow.workflowId', 'of type string', workflowName)
+  if (argsOrOptions === null) {
+    throw invalidArgType('argsOrOptions', 'an array of arguments or an options object', argsOrOptions)
+  }
+  checkOptions(options)
   const { world, error } = resolveWorld()
   if (error) throw error
   // A workflow declared with workflow-native/workflow runs in this process.
@@ -52,7 +90,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
 
   // A World passed in the options creates and enqueues (WDK semantics); its own
   // deployment id and spec version apply.
-  const customWorld = !engineDef && options.world && typeof options.world === 'object' ? options.world : undefined
+  const customWorld = !engineDef && options.world ? options.world : undefined
   const currentDeploymentId =
     customWorld && typeof customWorld.getDeploymentId === 'function'
       ? await customWorld.getDeploymentId()
@@ -107,7 +145,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
       world.createRun({
         runId,
         deploymentId,
-        workflowName: String(workflowName),
+        workflowName,
         specVersion,
         executionContext,
         input: input.bytes,
@@ -118,7 +156,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   // Like WDK, the queue name is validated only after run_created was issued.
   let queueName
   try {
-    queueName = binding.workflowQueueName(String(workflowName), process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
+    queueName = binding.workflowQueueName(workflowName, process.env.WORKFLOW_QUEUE_NAMESPACE || undefined)
   } catch (e) {
     // WDK issues run_created before validating the name, leaving a pending run behind;
     // wait for that write so the outcome does not depend on timing.

@@ -191,7 +191,7 @@ impl NativeWorld {
     pub async fn wait_terminal(&self, run_id: String) -> napi::Result<RunInfo> {
         let w = Arc::clone(&self.inner);
         guarded(async move {
-            workflow_core::run::wait_until_terminal(&w, &run_id)
+            w.wait_terminal(&run_id)
                 .await
                 .map(RunInfo::from)
                 .map_err(to_napi)

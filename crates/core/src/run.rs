@@ -5,25 +5,16 @@ use crate::error::{Error, Result};
 use crate::queue::{workflow_queue_name, QueueMessage};
 use crate::storage::Storage;
 use crate::world::model::RunSnapshot;
-use crate::world::watch::Topic;
 use serde_json::json;
 use std::collections::HashSet;
 use std::sync::Arc;
 
 /// Waits until the run is completed, failed or cancelled and returns that snapshot (with
-/// its output). Woken by the change feed when the run file is replaced, by this process
-/// or any other. Unknown runs and unreadable files fail at once, like the official poll.
+/// its output). Woken when the run file is replaced, by this process or any other; no
+/// thread and no poll per waiter. Unknown runs and unreadable files fail at once, like the
+/// official poll.
 pub async fn wait_until_terminal<S: Storage>(world: &Arc<S>, run_id: &str) -> Result<RunSnapshot> {
-    crate::ids::assert_safe_entity_id("runId", run_id)?;
-    let mut sub = world.subscribe(Topic::Run, run_id);
-    loop {
-        sub.mark_seen();
-        let snap = world.get_run(run_id, true).await?;
-        if snap.status.is_terminal() {
-            return Ok(snap);
-        }
-        sub.changed().await;
-    }
+    world.wait_terminal(run_id).await
 }
 
 /// The outcome of `wakeUp`.

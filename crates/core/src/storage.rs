@@ -34,6 +34,9 @@ pub trait Storage: Send + Sync + 'static {
         run_id: &str,
         with_data: bool,
     ) -> impl Future<Output = Result<RunSnapshot>> + Send;
+    /// Resolves once the run is completed, failed or cancelled, with its data;
+    /// `RunNotFound` and read errors at once.
+    fn wait_terminal(&self, run_id: &str) -> impl Future<Output = Result<RunSnapshot>> + Send;
     /// Every run whose status is one of `statuses` (all when `None`), as stored, ordered
     /// by createdAt then runId, as one JSON array text.
     fn list_runs_json(

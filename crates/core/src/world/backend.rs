@@ -26,6 +26,10 @@ impl Storage for LocalWorld {
         LocalWorld::get_run(self, run_id, with_data).await
     }
 
+    async fn wait_terminal(&self, run_id: &str) -> Result<RunSnapshot> {
+        LocalWorld::wait_terminal(self, run_id).await
+    }
+
     async fn list_runs_json(&self, statuses: Option<Vec<String>>) -> Result<String> {
         blocking(self, move |w| w.list_runs_json_sync(statuses.as_deref())).await
     }

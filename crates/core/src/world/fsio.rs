@@ -443,16 +443,24 @@ pub async fn list_dir(dir: &Path) -> Result<Vec<String>> {
     Ok(out)
 }
 
+/// The instants [`parse_date_ms`] accepts: years 0000 to 9999, where an ISO string read
+/// and [`iso_from_ms`] written give the same instant (JavaScript prints other years in an
+/// expanded `±YYYYYY` form). A stored date outside it is reported as corrupt, never read
+/// as another instant.
+const DATE_MS_MIN: f64 = -62_167_219_200_000.0; // 0000-01-01T00:00:00.000Z
+const DATE_MS_MAX: f64 = 253_402_300_799_999.0; // 9999-12-31T23:59:59.999Z
+
 /// Parses a date the way `z.coerce.date()` accepts what world-local writes: an ISO
 /// string (or anything RFC 3339) or epoch milliseconds. Returns epoch milliseconds.
 pub fn parse_date_ms(v: &Value) -> Option<f64> {
-    match v {
+    let ms = match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s)
             .ok()
             .map(|d| d.timestamp_millis() as f64),
-        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()),
+        Value::Number(n) => n.as_f64(),
         _ => None,
-    }
+    }?;
+    (ms.is_finite() && (DATE_MS_MIN..=DATE_MS_MAX).contains(&ms)).then_some(ms)
 }
 
 /// `Date.prototype.toISOString()` of epoch milliseconds.
@@ -499,6 +507,20 @@ mod tests {
             json!("2026-11-29T03:28:16.000Z")
         );
         assert!(parse_date_ms(&json!("yesterday")).is_none());
+        // instants a JS Date cannot hold, or that would be re-printed as another one
+        for v in [
+            json!(1e300),
+            json!(-1e300),
+            json!(8.64e15),
+            json!(253_402_300_800_000u64),
+        ] {
+            assert!(parse_date_ms(&v).is_none(), "{v}");
+            assert!(normalize_date(&v).is_none(), "{v}");
+        }
+        assert_eq!(
+            normalize_date(&json!(253_402_300_799_999u64)).unwrap(),
+            json!("9999-12-31T23:59:59.999Z")
+        );
     }
 
     #[tokio::test]

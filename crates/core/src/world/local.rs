@@ -8,6 +8,7 @@ use crate::machine::{Applied, Created};
 use crate::stream::ChunkIndex;
 use crate::world::fsio::{iso_from_ms, list_dir, parse_json, read_json, read_json_sync};
 use crate::world::model::{parse_event_summary, parse_run, EventSummary, Payload, RunSnapshot};
+use crate::world::terminal::TerminalWaiters;
 use crate::world::watch::{ChangeFeed, Subscription, Topic};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -24,6 +25,8 @@ pub struct LocalWorld {
     root: PathBuf,
     feed: Arc<ChangeFeed>,
     chunks: Arc<ChunkIndex>,
+    /// Every `returnValue` waiting on this world (no thread, no poll per waiter).
+    terminal: Arc<TerminalWaiters>,
 }
 
 impl LocalWorld {
@@ -40,7 +43,15 @@ impl LocalWorld {
         };
         let feed = ChangeFeed::new(&root);
         let chunks = Arc::new(ChunkIndex::new(root.join("streams").join("chunks")));
-        Ok(LocalWorld { root, feed, chunks })
+        let terminal = TerminalWaiters::new(&root, &feed, |root, run_id| {
+            LocalWorld::read_run(root, run_id, true)
+        });
+        Ok(LocalWorld {
+            root,
+            feed,
+            chunks,
+            terminal,
+        })
     }
 
     /// Another handle on this world (same feed and chunk index), for blocking tasks.
@@ -90,14 +101,31 @@ impl LocalWorld {
 
     /// Blocking twin of [`get_run`](Self::get_run) for callers already on a blocking thread.
     pub fn get_run_sync(&self, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
+        LocalWorld::read_run(&self.root, run_id, with_data)
+    }
+
+    /// [`get_run_sync`](Self::get_run_sync) of the world at `root`.
+    pub(crate) fn read_run(root: &Path, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
         assert_safe_entity_id("runId", run_id)?;
-        let path = self.run_path(run_id);
+        let path = root.join("runs").join(format!("{run_id}.json"));
         match read_json_sync(&path)? {
             Some(v) => parse_run(&path, &v, with_data),
             None => Err(Error::RunNotFound {
                 run_id: run_id.to_string(),
             }),
         }
+    }
+
+    /// Resolves once the run is completed, failed or cancelled (by this process or any
+    /// other), with its data. Costs no thread and no poll per waiter: see
+    /// [`TerminalWaiters`].
+    pub async fn wait_terminal(&self, run_id: &str) -> Result<RunSnapshot> {
+        self.terminal.wait(run_id).await
+    }
+
+    /// The registry of runs waited for (diagnostics, tests).
+    pub fn terminal_waiters(&self) -> &Arc<TerminalWaiters> {
+        &self.terminal
     }
 
     // --------------------------------------------------------------- events

@@ -8,4 +8,5 @@ pub mod hooks;
 pub mod local;
 pub mod model;
 pub mod streams;
+pub mod terminal;
 pub mod watch;

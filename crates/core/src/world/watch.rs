@@ -37,7 +37,19 @@ pub const BACKSTOP_UNWATCHED: Duration = Duration::from_millis(50);
 
 type Subscribers = HashMap<(Topic, String), watch::Sender<u64>>;
 
+/// Told about every change to a run file, on the watcher's thread (so it must only take
+/// short locks and never block): the way a per-world registry follows many runs without
+/// one subscription, task or thread per run.
+pub trait RunListener: Send + Sync {
+    /// `runs/<run_id>.json` was created, replaced or removed.
+    fn run_changed(&self, run_id: &str);
+    /// Change events were lost (the kernel queue overflowed): every run may have changed.
+    fn all_changed(&self);
+}
+
 struct Shared {
+    /// The run listener, if one was installed (see [`ChangeFeed::set_run_listener`]).
+    run_listener: Mutex<Option<std::sync::Weak<dyn RunListener>>>,
     subs: Mutex<Subscribers>,
     /// New event file names per subscribed run, until the subscriber takes them.
     event_names: Mutex<HashMap<String, Vec<String>>>,
@@ -71,6 +83,15 @@ impl Shared {
         for tx in lock(&self.subs).values() {
             tx.send_modify(|g| *g = g.wrapping_add(1));
         }
+        if let Some(l) = self.run_listener() {
+            l.all_changed();
+        }
+    }
+
+    fn run_listener(&self) -> Option<Arc<dyn RunListener>> {
+        lock(&self.run_listener)
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
     }
 
     fn on_name(&self, topic: Topic, name: &str) {
@@ -81,6 +102,9 @@ impl Shared {
             Topic::Run => {
                 if let Some(id) = name.strip_suffix(".json") {
                     self.notify(Topic::Run, id);
+                    if let Some(l) = self.run_listener() {
+                        l.run_changed(id);
+                    }
                 }
             }
             Topic::Stream => {
@@ -265,6 +289,7 @@ impl ChangeFeed {
     pub fn new(root: &Path) -> Arc<ChangeFeed> {
         Arc::new(ChangeFeed {
             shared: Arc::new(Shared {
+                run_listener: Mutex::new(None),
                 subs: Mutex::new(HashMap::new()),
                 event_names: Mutex::new(HashMap::new()),
                 overflows: std::sync::atomic::AtomicU64::new(0),
@@ -347,6 +372,12 @@ impl ChangeFeed {
 }
 
 impl ChangeFeed {
+    /// Installs the listener told about every run file change (replacing any other). The
+    /// feed keeps only a weak reference: the listener's owner decides its lifetime.
+    pub fn set_run_listener(&self, listener: std::sync::Weak<dyn RunListener>) {
+        *lock(&self.shared.run_listener) = Some(listener);
+    }
+
     /// The names of the event files of `run_id` created since the last call (only while
     /// someone is subscribed to the run's [`Topic::Event`]).
     pub fn take_event_names(&self, run_id: &str) -> Vec<String> {
