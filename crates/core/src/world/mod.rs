@@ -7,5 +7,6 @@ pub mod fsio;
 pub mod hooks;
 pub mod local;
 pub mod model;
+pub mod recovery;
 pub mod streams;
 pub mod watch;
