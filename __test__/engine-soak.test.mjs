@@ -262,3 +262,28 @@ test(`crash-recovery soak: ${TRIALS} trials of ${KILLS} SIGKILLs of a ${STEPS}-s
   // with no step_completed event, finished by recovery without running the step again
   assert.ok((hit.get('step_completed') || 0) > 0, `no kill landed between a step file and its step_completed event (seed ${SEED})`)
 })
+
+test('the test hook kills exactly between a step file and its step_completed event: the issue\'s state, finished by resumeRuns() without running the step again', { timeout: 60_000 }, async () => {
+  const dir = fs.mkdtempSync(path.join(dataDir, 'window-'))
+  const sideLog = path.join(dir, 'side.log')
+  fs.writeFileSync(sideLog, '')
+  // The journal's events in the starting process: run_started (1), step 1's
+  // step_created (2) and step_started (3), its step_completed (4).
+  const a = await life('start', { WORKFLOW_LOCAL_DATA_DIR: dir, SIDE_LOG: sideLog, GEN: '1', [KILL_ENV]: '4' })
+  assert.equal(a.signal, 'SIGKILL', a.stderr)
+  const snap = snapshot(dir)
+  assert.equal(snap.steps.length, 1)
+  assert.equal(snap.steps[0].status, 'completed', 'the step file says completed')
+  assert.deepEqual(snap.byCorr.get(snap.steps[0].stepId), ['step_created', 'step_started'], 'no step_completed event')
+  assert.equal(snap.run.status, 'running')
+
+  const b = await life('resume', { WORKFLOW_LOCAL_DATA_DIR: dir, SIDE_LOG: sideLog, GEN: '2' })
+  assert.equal(b.code, 0, b.stderr)
+  assert.ok(b.lines.includes(`RESULT ${JSON.stringify(Array.from({ length: STEPS }, (_, k) => (k + 1) * 3))}`), b.lines.join('\n'))
+  const side = fs.readFileSync(sideLog, 'utf8').trim().split('\n')
+  assert.deepEqual(side.slice(0, 2), ['1 start 1', '1 done 1'])
+  assert.ok(!side.includes('2 start 1'), 'step 1 did not run again')
+  const done = snapshot(dir)
+  assert.deepEqual(windows(done), [])
+  assert.equal(done.byCorr.get(snap.steps[0].stepId).filter((t) => t === 'step_completed').length, 1)
+})
