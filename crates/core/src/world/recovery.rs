@@ -286,7 +286,8 @@ impl LocalWorld {
         let status = run.snap.status;
         let mut repairs = Vec::new();
         if !run.snap.is_legacy() {
-            self.repair(run_id, &run, &log, &mut repairs)?;
+            // durable before the engine goes on from them, as any API write
+            crate::world::durable::committed(|| self.repair(run_id, &run, &log, &mut repairs))?;
         }
         // Nothing written: the log read above is current.
         let events_json = if repairs.is_empty() {
