@@ -118,11 +118,21 @@ export declare function fetch(input: string | URL | Request, init?: RequestInit)
 export declare const FatalError: typeof FatalErrorClass
 export declare const RetryableError: typeof RetryableErrorClass
 
+/** A run `resumeRuns()` could not resume: `error` names the reason (and the file, for a storage fault). */
+export interface ResumeFailure {
+  runId: string
+  error: Error
+}
+
 /**
  * Resumes the pending and running runs of the workflows declared in this process (after
- * a restart or a crash), by replaying their event logs. Returns the run ids now running here.
+ * a restart or a crash): crash recovery (the events a killed writer left out are written
+ * from the entities it wrote), then a replay of their event logs. Returns the run ids now
+ * running here; `failures` (not enumerable) lists the runs that could not be resumed — a
+ * corrupt or missing file (`CORRUPT_FILE`), a state recovery cannot continue from — each
+ * left as it was and also logged.
  */
-export declare function resumeRuns(): Promise<string[]>
+export declare function resumeRuns(): Promise<string[] & { readonly failures: ResumeFailure[] }>
 
 /**
  * Virtual time for tests: durable sleeps and step retry delays stop waiting in real time.

@@ -346,6 +346,39 @@ impl NativeWorld {
         Blocking::task(move || world.list_events_json_sync(&run_id).map_err(to_napi))
     }
 
+    /// Crash recovery of one run before the engine replays it (call it holding the run's
+    /// lease): writes the events a killed writer left out, removes locks that guard
+    /// nothing, and reads the log strictly (a corrupt file is an error naming it). Resolves
+    /// to the JSON text of `{ status, events: [...], repairs: [...] }` (off the JS thread).
+    #[napi(catch_unwind)]
+    pub fn recover_run(&self, run_id: String) -> AsyncTask<Blocking> {
+        let world = Arc::clone(&self.inner);
+        Blocking::task(move || {
+            let r = world.recover_run_sync(&run_id).map_err(to_napi)?;
+            let mut out = String::with_capacity(r.events_json.len() + 64);
+            out.push_str("{\"status\":");
+            out.push_str(&Value::String(r.status).to_string());
+            out.push_str(",\"repairs\":");
+            out.push_str(&Value::from(r.repairs).to_string());
+            out.push_str(",\"events\":");
+            out.push_str(&r.events_json);
+            out.push('}');
+            Ok(out)
+        })
+    }
+
+    /// The ids of the runs that have a lease file (executing somewhere, or left by a
+    /// process that died): one JSON array text (off the JS thread).
+    #[napi(catch_unwind)]
+    pub fn leased_runs(&self) -> AsyncTask<Blocking> {
+        let root: PathBuf = self.inner.root().to_path_buf();
+        Blocking::task(move || {
+            workflow_core::lease::leased_runs(&root)
+                .map(|ids| Value::from(ids).to_string())
+                .map_err(to_napi)
+        })
+    }
+
     /// The runs (as stored) whose status is in `statuses`: one JSON array text (off the JS
     /// thread).
     #[napi(catch_unwind)]

@@ -44,15 +44,15 @@ class Engine {
    * it stops by itself (reason "held by another process") when another process holds
    * the run's lease. Nothing here touches the disk on the JS thread.
    */
-  launch(runId, def, fresh) {
+  launch(runId, def, fresh, recovered = false) {
     const running = this.executions.get(runId)
     if (running) return running
     // a run started from a step or a workflow body runs in its own context
     if (stepStore.getStore() || workflowStore.getStore()) {
-      return stepStore.exit(() => workflowStore.exit(() => this.launch(runId, def, fresh)))
+      return stepStore.exit(() => workflowStore.exit(() => this.launch(runId, def, fresh, recovered)))
     }
     const world = this.world()
-    const exec = new Execution(this, world, runId, def, fresh)
+    const exec = new Execution(this, world, runId, def, fresh, recovered)
     this.executions.set(runId, exec)
     this.busy++
     // After the release of a previous execution of this run in this process, if any (the
@@ -89,6 +89,14 @@ class Engine {
       this.releasing.set(runId, release)
       await release
       if (this.releasing.get(runId) === release) this.releasing.delete(runId)
+      // Its files disagreed with what it knew: once more, from the repaired log.
+      if (exec.retry && !this.executions.has(runId)) {
+        try {
+          this.launch(runId, def, undefined, true)
+        } catch (e) {
+          console.error(`[workflow-native] Could not resume run ${runId}:`, e)
+        }
+      }
     })
     return exec
   }
@@ -176,8 +184,13 @@ class Engine {
   }
 
   /**
-   * Resumes every pending or running run of a workflow registered here (after a restart).
-   * Resolves to the run ids now executing in this process.
+   * Resumes every pending or running run of a workflow registered here (after a restart):
+   * each is recovered (what a crash left half-written is finished) and its log read.
+   * Resolves to the run ids now executing in this process; the array's non-enumerable
+   * `failures` lists `{ runId, error }` for the runs that could not be resumed (a corrupt
+   * or missing file, a state recovery cannot continue from), each also logged. Runs a
+   * dead process left finished in their files but not in their logs (its lease is still
+   * there) get their terminal event.
    */
   async resumeRuns() {
     const world = this.world()
@@ -187,9 +200,54 @@ class Engine {
       const def = this.registry.get(run.workflowName)
       if (!def) continue
       const exec = this.launch(run.runId, def)
-      launched.push(exec.leased.then((held) => (held ? run.runId : null), () => null))
+      launched.push(
+        exec.ready.then(
+          (r) => ({ runId: run.runId, ...r }),
+          (error) => ({ runId: run.runId, held: false, error }),
+        ),
+      )
     }
-    return (await Promise.all(launched)).filter((id) => id !== null)
+    const finished = this.recoverFinished(world, new Set(runs.map((r) => r.runId)))
+    const results = [...(await Promise.all(launched)), ...(await finished)]
+    const ids = results.filter((r) => r.held && !r.error && !r.finished).map((r) => r.runId)
+    const failures = results.filter((r) => r.error).map((r) => ({ runId: r.runId, error: r.error }))
+    Object.defineProperty(ids, 'failures', { value: failures, enumerable: false })
+    return ids
+  }
+
+  /**
+   * Runs with a lease left but not pending or running: a process died around their end.
+   * Under the lease (taken over only if stale), recovery writes a terminal event the run's
+   * file has and its log lacks (and removes the run's hooks and waits first, as the
+   * interrupted transition would have).
+   */
+  async recoverFinished(world, active) {
+    let leased
+    try {
+      leased = JSON.parse(await world.leasedRuns())
+    } catch (e) {
+      console.error('[workflow-native] Could not list the run leases:', e)
+      return []
+    }
+    const out = []
+    for (const runId of leased) {
+      if (active.has(runId) || this.executions.has(runId)) continue
+      let held = false
+      try {
+        held = await this.acquireLease(world, runId)
+        if (!held) continue
+        const rec = JSON.parse(await world.recoverRun(runId))
+        if (rec.status === 'pending' || rec.status === 'running') continue // not ours to run
+      } catch (e) {
+        if (!(e && e.name === 'WorkflowRunNotFoundError')) {
+          console.error(`[workflow-native] Could not recover run ${runId} (left as it is):`, e)
+          out.push({ runId, held: true, finished: true, error: e })
+        }
+      } finally {
+        if (held) await this.releaseLease(world, runId)
+      }
+    }
+    return out
   }
 }
 

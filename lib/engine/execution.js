@@ -39,9 +39,15 @@ class Execution {
    * @param runId
    * @param def { workflowId, fn }
    * @param fresh `{ workflowName, input }` of a run just created here: its log need not be read
+   * @param recovered this execution follows one that met a state it could not continue
+   *   from (see inconsistent()): meeting one again is reported, not retried
    */
-  constructor(engine, world, runId, def, fresh) {
+  constructor(engine, world, runId, def, fresh, recovered = false) {
     this.fresh = fresh
+    this.recovered = recovered
+    this.failure = null // why this run could not go on here (reported by resumeRuns())
+    this.retry = false // the engine launches the run again (repaired) once this one stopped
+    this.repairs = [] // what crash recovery finished before the replay
     this.engine = engine
     this.world = world
     this.runId = runId
@@ -75,6 +81,15 @@ class Execution {
     let settle
     this.done = new Promise((r) => (settle = r))
     this.settle = settle
+    let ready
+    // `{ held, error? }` once the run is recovered and its log read (or it stopped before)
+    this.ready = new Promise((r) => (ready = r))
+    this.markReady = (info) => {
+      if (!ready) return
+      const r = ready
+      ready = null
+      r(info)
+    }
   }
 
   // ------------------------------------------------------------------ the event log
@@ -113,7 +128,7 @@ class Execution {
   async settleRefusal(e) {
     if (e instanceof Halted) return HALT
     if (e && RUN_GONE.has(e.name)) {
-      await this.runEnded()
+      await this.runEnded(e)
       return HALT
     }
     if (isStorageFault(e)) {
@@ -135,12 +150,13 @@ class Execution {
   onWriteFault(err) {
     if (this.stopped || err instanceof Halted) return
     if (err && RUN_GONE.has(err.name)) {
-      this.runEnded()
+      this.runEnded(err)
       return
     }
     // Nothing after the failed write may be written; the run stays as it is on disk (not
     // failed: that is for user code) and can be resumed once the fault is fixed.
     this.journal.haltWrites()
+    this.failure = err
     console.error(
       `[workflow-native] A storage fault stopped run ${this.runId} in this process (not failed: resumeRuns() takes it up once the fault is fixed):`,
       err,
@@ -149,19 +165,59 @@ class Execution {
   }
 
   /**
-   * The one place for "the run ended under us" (cancelled, or finished by another
-   * writer): no more writes; the run's own terminal event, if another writer stored one,
-   * is picked up; the run stops here quietly.
+   * The one place for a write refused as if the run had ended under us (cancelled, or
+   * finished by another writer). What the run's files say decides, not the refusal: no
+   * more writes; the run's own terminal event, if another writer stored one, is picked
+   * up; a run whose file says it ended stops here quietly. A run that did not end has
+   * files that disagree with what this execution knows (a step or wait already closed
+   * without its event, say): see inconsistent().
    */
-  async runEnded() {
+  async runEnded(refusal) {
     if (this.stopped) return
     this.journal.haltWrites()
     try {
       this.onForeign(await this.journal.poll())
     } catch {
-      // the log could not be read: stop all the same
+      // the log could not be read: the run's file decides
     }
-    if (!this.stopped) this.stop('run ended')
+    if (this.stopped) return
+    let status
+    try {
+      status = await this.world.runStatus(this.runId)
+    } catch (e) {
+      if (!this.stopped) this.onWriteFault(e)
+      return
+    }
+    if (this.stopped) return
+    if (status === 'cancelled') return this.stop('cancelled')
+    if (status === 'completed' || status === 'failed') return this.stop('finished elsewhere')
+    this.inconsistent(refusal, status)
+  }
+
+  /**
+   * The run goes on, yet the world refused a write as if it had not: its files disagree
+   * with this execution (a crash left an entity ahead of its event, or something changed
+   * them behind the engine). The execution stops; the first time, the engine launches the
+   * run again, which repairs the files and replays the log (see recoverRun()); a second
+   * time, the run stays as it is and the reason is reported (never a verdict on the run).
+   */
+  inconsistent(refusal, status) {
+    const req = refusal && refusal.request
+    const what = req ? `${req.eventType}${req.correlationId ? ` for ${req.correlationId}` : ''}` : 'a write'
+    const reason = `the world refused ${what} (${refusal && refusal.name}: ${refusal && refusal.message}) although the run is ${status}`
+    if (!this.recovered) {
+      console.warn(`[workflow-native] Run ${this.runId}: ${reason}; repairing its files and replaying it`)
+      this.retry = true
+    } else {
+      const err = new errors.WorkflowRuntimeError(
+        `Run ${this.runId} cannot continue in this process: ${reason}, and again after its files were repaired (left as it is; not failed)`,
+        { cause: refusal },
+      )
+      err.runId = this.runId
+      this.failure = err
+      console.error(`[workflow-native] ${err.message}`)
+    }
+    this.stop('inconsistent')
   }
 
   /** Events written by others (a hook payload, a completed wait, a cancellation). */
@@ -207,10 +263,15 @@ class Execution {
     return look
   }
 
-  /** Loads the whole log (on resume). */
-  async load() {
-    const events = JSON.parse(await this.world.readEvents(this.runId))
-    for (const ev of events) this.log.add(ev, true)
+  /**
+   * On resume: finishes what a crash left of the run (an entity written without its
+   * event, a lock guarding nothing), then loads the whole log, read strictly (a corrupt
+   * file rejects, naming it).
+   */
+  async recover() {
+    const rec = JSON.parse(await this.world.recoverRun(this.runId))
+    this.repairs = rec.repairs
+    for (const ev of rec.events) this.log.add(ev, true)
   }
 
   /** Stops the run here: timers cancelled, pending invocations never settle. */
@@ -222,6 +283,7 @@ class Execution {
     for (const h of this.handlers.values()) if (h.onStop) h.onStop()
     this.handlers.clear()
     this.journal.close()
+    this.markReady({ held: true, error: this.failure || undefined })
     this.settle()
   }
 
@@ -319,10 +381,19 @@ class Execution {
       console.error(`[workflow-native] Could not take the lease of run ${this.runId}:`, e)
       held = false
     }
-    if (!held) return this.stop('held by another process')
+    if (!held) {
+      this.markReady({ held: false })
+      return this.stop('held by another process')
+    }
     try {
       if (this.fresh) this.log.runCreated = { eventData: this.fresh }
-      else await this.load()
+      else {
+        try {
+          await this.recover()
+        } catch (e) {
+          return this.notResumable(e)
+        }
+      }
       if (this.stopped) return
       this.journal.follow(
         [...this.log.known],
@@ -334,6 +405,7 @@ class Execution {
       if (this.stopped) return
       if (this.log.terminal) return this.stop('already finished')
       if (!this.log.runCreated) throw new errors.WorkflowRuntimeError(`Run ${this.runId} has no run_created event`)
+      this.markReady({ held: true })
       if (this.log.runStartedAt === undefined) {
         const res = await this.record('run_started', undefined, undefined)
         if (res === HALT) return
@@ -375,8 +447,19 @@ class Execution {
       const code = err && typeof err.name === 'string' && RUNTIME_ERRORS.test(err.name) ? 'RUNTIME_ERROR' : 'USER_ERROR'
       await this.fail(err, code)
     } finally {
+      this.markReady({ held: true, error: this.failure || undefined })
       this.settle()
     }
+  }
+
+  /** Recovery could not bring the run to a state to replay from: reported, left as it is. */
+  notResumable(e) {
+    if (this.stopped) return
+    if (isStorageFault(e)) return this.onWriteFault(e)
+    this.journal.haltWrites()
+    this.failure = e
+    console.error(`[workflow-native] Run ${this.runId} could not be resumed (left as it is, not failed):`, e)
+    this.stop('not resumable')
   }
 
   async fail(err, errorCode) {

@@ -192,6 +192,11 @@ class RunJournal {
       const { index } = out.failed
       const err = out.failed.nativeError || errorFromData(out.failed.error)
       const entry = batch[index]
+      // which write was refused, for the engine's report (not enumerable: the error is
+      // the core's, as the world raised it)
+      if (err && typeof err === 'object' && !('request' in err)) {
+        Object.defineProperty(err, 'request', { value: entry.req, configurable: true, writable: true })
+      }
       // Writes after the refused one were not attempted: back to the head of the queue
       // (a refusal that ends the run closes the journal and halts them).
       this.#queue.unshift(...batch.slice(index + 1))

@@ -53,6 +53,34 @@ pub struct Journal {
     runs: Mutex<HashMap<String, RunAppends>>,
     /// Bumped after every append, so followers re-check names they could not classify.
     appended: watch::Sender<u64>,
+    /// TEST ONLY (crash tests): see [`KILL_BEFORE_EVENT_ENV`].
+    kill_before_event: Option<u64>,
+    /// Events this journal was asked to write (for the test hook).
+    requested: std::sync::atomic::AtomicU64,
+}
+
+/// TEST ONLY. `WORKFLOW_NATIVE_TEST_KILL_BEFORE_EVENT=<n>` (read once, when the journal is
+/// created): the process sends itself SIGKILL while writing the n-th event this journal
+/// is asked for (counting from 1), after that event's lock and entity files are written
+/// and before the event file is — the crash window world-local's write order leaves. Unset
+/// (the default, and the only setting meant for production) it does nothing.
+pub const KILL_BEFORE_EVENT_ENV: &str = "WORKFLOW_NATIVE_TEST_KILL_BEFORE_EVENT";
+
+fn kill_point_from_env() -> Option<u64> {
+    std::env::var(KILL_BEFORE_EVENT_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+}
+
+/// The test hook's crash: SIGKILL to this process (nothing runs after it, as with a kill
+/// from outside).
+fn kill_self() -> ! {
+    // SAFETY: sending a signal to our own pid has no memory-safety preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
 }
 
 /// The world as one batch of appends sees it: a run or step the batch read is not read
@@ -63,6 +91,9 @@ struct BatchStore<'a> {
     world: &'a LocalWorld,
     run: RefCell<Option<(String, Option<RunState>)>>,
     step: RefCell<Option<(String, StepState)>>,
+    /// TEST ONLY: the event being applied is the one to die before (see
+    /// [`KILL_BEFORE_EVENT_ENV`]).
+    kill_before_publish: std::cell::Cell<bool>,
 }
 
 impl<'a> BatchStore<'a> {
@@ -71,6 +102,7 @@ impl<'a> BatchStore<'a> {
             world,
             run: RefCell::new(None),
             step: RefCell::new(None),
+            kill_before_publish: std::cell::Cell::new(false),
         }
     }
 
@@ -193,6 +225,9 @@ impl EventStore for BatchStore<'_> {
         event_id: &str,
         event: &Map<String, Value>,
     ) -> Result<bool> {
+        if self.kill_before_publish.get() {
+            kill_self();
+        }
         self.world.publish_event(run_id, event_id, event)
     }
 }
@@ -295,6 +330,8 @@ impl Journal {
             world,
             runs: Mutex::new(HashMap::new()),
             appended: watch::channel(0).0,
+            kill_before_event: kill_point_from_env(),
+            requested: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -336,6 +373,13 @@ impl Journal {
         let mut failed = None;
         let store = BatchStore::new(&self.world);
         for (i, req) in requests.into_iter().enumerate() {
+            if let Some(n) = self.kill_before_event {
+                let ordinal = self
+                    .requested
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                store.kill_before_publish.set(ordinal == n);
+            }
             match store.apply(run_id, req) {
                 Ok(r) => {
                     if let Some(id) = r

@@ -170,6 +170,21 @@ fn link_new(mine: &Path, path: &Path) -> Result<bool> {
     }
 }
 
+/// The ids of the runs that have a lease file, held or stale (crash recovery looks at
+/// the runs a dead process was executing).
+pub fn leased_runs(root: &Path) -> Result<Vec<String>> {
+    let dir = base(root).join("leases");
+    let mut out = Vec::new();
+    for name in crate::world::fsio::list_dir_sync(&dir)? {
+        if let Some(id) = name.strip_suffix(".json") {
+            if assert_safe_entity_id("runId", id).is_ok() {
+                out.push(id.to_string());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Gives the lease up if `owner` holds it.
 pub fn release(root: &Path, run_id: &str, owner: &str) -> Result<()> {
     let path = lease_path(root, run_id)?;

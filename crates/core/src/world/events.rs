@@ -238,7 +238,7 @@ impl LocalWorld {
     }
 
     /// `.locks/<kind>/<id>.<suffix>`
-    fn marker_path(&self, marker: &Once) -> Result<PathBuf> {
+    pub(crate) fn marker_path(&self, marker: &Once) -> Result<PathBuf> {
         let (kind, id, suffix) = match marker {
             Once::StepTerminal(k) => ("steps", k, "terminal"),
             Once::HookDisposed(k) => ("hooks", k, "disposed"),

@@ -7,6 +7,7 @@ pub mod fsio;
 pub mod hooks;
 pub mod local;
 pub mod model;
+pub mod recovery;
 pub mod streams;
 pub mod terminal;
 pub mod watch;
