@@ -115,6 +115,15 @@ function runOne(sys, { quick, env, timeoutMs, log, onChild }) {
       else if (m.type === 'result') result = m
       else if (m.type === 'error') error = error ? `${error}\n${m.message}` : m.message
     })
+    child.once('error', (e) => {
+      error = error ? `${error}\n${e.message}` : e.message
+      // never spawned: no 'exit' will come
+      if (child.pid === undefined) {
+        clearTimeout(timer)
+        onChild(null)
+        reject(new Error(error))
+      }
+    })
     child.once('exit', async (code, signal) => {
       clearTimeout(timer)
       onChild(null)
