@@ -2,7 +2,7 @@
 // 4.4.1) and workflow-native, in one process, on the same data directory written by the
 // official world. Prints a table and writes bench/RESULTS.md.
 //
-//   node bench/run.mjs [--quick]
+//   node bench/run.mjs [--quick] [--floor-only | --peers-only]
 
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -13,9 +13,21 @@ import { fileURLToPath } from 'node:url'
 import { median, pct, timeEach } from './stats.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
+// The environment as given, before this script sets its own variables: the peer section's
+// children get it (WORKFLOW_NATIVE_SYNC passes through).
+const launchEnv = { ...process.env }
 const quick = process.argv.includes('--quick')
 // --floor-only: just the engine-vs-floor section (issue 8), printed, RESULTS.md untouched
 const floorOnly = process.argv.includes('--floor-only')
+// --peers-only: just the side-by-side with DBOS and Restate (issue 12), printed (with its
+// RESULTS.md section), RESULTS.md untouched
+const peersOnly = process.argv.includes('--peers-only')
+if (peersOnly) {
+  const { runPeers } = await import('./peers/coordinator.mjs')
+  const peers = await runPeers({ quick, env: launchEnv })
+  console.log(`\n${peers.markdown}`)
+  process.exit(0)
+}
 const dataDir = path.join(os.tmpdir(), `wfn-bench-${process.pid}`)
 fs.rmSync(dataDir, { recursive: true, force: true })
 process.env.WORKFLOW_LOCAL_DATA_DIR = dataDir
@@ -94,6 +106,14 @@ const floorRows = []
     )
   }
   if (floorOnly) process.exit(0)
+}
+
+// ---------------------------- issue 12: side by side with DBOS Transact and Restate
+// Before the sections below fill the data disk (see bench/peers/coordinator.mjs).
+let peers
+{
+  const { runPeers } = await import('./peers/coordinator.mjs')
+  peers = await runPeers({ quick, env: launchEnv })
 }
 
 // ------------------------------------------- issue 4: the embedded engine
@@ -358,6 +378,9 @@ runtime (its real flow and step endpoints); a no-step workflow start → \`retur
 ${perStep ? `Per-step overhead (multi-step time minus no-step time, per step; every step writes step_created,
 step_started and step_completed plus its step file, synchronously): official ${perStep.official.toFixed(0)} µs
 (over the ${perStep.officialSteps} steps it completed), ours ${perStep.ours.toFixed(0)} µs.` : ''}
+
+${peers.markdown}
+Targets (issue 12): faster than both DBOS and Restate on a, b and c, durability on, same disk.
 
 ## Machine
 - CPU: ${cpu}, ${os.cpus().length} cores; RAM ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB
