@@ -126,7 +126,10 @@ test('the follower reports events other writers add, never the journal\'s own', 
     eventData: { resumeAt: new Date(Date.now() + 3_600_000) },
   })
   await j.write('step_started', 'step_A', { stepName: 's' })
+  // the change feed does not keep the process alive (by design): a handle does, meanwhile
+  const keepAlive = setInterval(() => {}, 60_000)
   await foreignArrived
+  clearInterval(keepAlive)
   // whatever else is visible now was reported already or is ours
   assert.deepEqual(await j.poll(), [])
   assert.deepEqual(seen, ['wait_created'])
