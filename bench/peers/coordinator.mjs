@@ -21,6 +21,7 @@ import { createRequire } from 'node:module'
 import { median } from '../stats.mjs'
 import { pgClient, PG_ADMIN_URL } from './pg.mjs'
 import { installedVersion } from './versions.mjs'
+import { SIZES } from './common.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const require = createRequire(import.meta.url)
@@ -218,8 +219,22 @@ export async function runPeers({ quick = false, env = process.env, log = console
   }
   process.on('SIGINT', onSignal)
   process.on('SIGTERM', onSignal)
+  // The durability floor of workload a, once per round on the data disk: as many small
+  // files as a has steps, each created, synced and its directory synced (issue 12).
+  const { binding } = await import('../../lib/native.js')
+  const floorSteps = (quick ? SIZES.quick : SIZES.full).steps
+  const floors = []
   try {
     for (let r = 0; r < rounds && !aborted; r++) {
+      {
+        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wfn-bench-sync-floor-'))
+        try {
+          floors.push(Number(await binding.fsSyncFloor(path.join(dir, 'f'), floorSteps, 450)))
+        } finally {
+          fs.rmSync(dir, { recursive: true, force: true })
+        }
+        log(`peers round ${r + 1}/${rounds}: durability floor (${floorSteps} × file + fdatasync + directory fsync): ${floors.at(-1).toFixed(0)} ms`)
+      }
       const order = list.map((_, i) => list[(i + r) % list.length])
       for (const sys of order) {
         if (aborted) break
@@ -268,8 +283,13 @@ export async function runPeers({ quick = false, env = process.env, log = console
     row.ratio = { a: row.aMs / ref.aMs, b: row.bMs / ref.bMs, c: ref.cRps / row.cRps }
   }
   const sizes = rows.find((r) => r.sizes)?.sizes
+  const floor = floors.length ? { ms: median(floors), rounds: floors, steps: floorSteps } : null
+  if (floor && ref) floor.ratio = ref.aMs / floor.ms
   for (const row of rows) log(consoleLine(row))
-  return { rows, notes, rounds, quick, sizes, markdown: markdown({ rows, notes, rounds, quick, sizes }) }
+  if (floor) {
+    log(`durability floor for a: ${floor.ms.toFixed(0)} ms; ours (default, data disk) ${floor.ratio ? `${floor.ratio.toFixed(2)}x the floor` : 'not measured'}`)
+  }
+  return { rows, notes, rounds, quick, sizes, floor, markdown: markdown({ rows, notes, rounds, quick, sizes, floor }) }
 }
 
 const f2 = (x) => (x < 10 ? x.toFixed(2) : x < 100 ? x.toFixed(1) : x.toFixed(0))
@@ -295,7 +315,7 @@ function label(row, notes) {
   return row.label
 }
 
-function markdown({ rows, notes, rounds, quick, sizes }) {
+function markdown({ rows, notes, rounds, quick, sizes, floor }) {
   const s = sizes || { steps: 1000, empties: 50, concurrent: 500, concurrentSteps: 3 }
   const x = (v) => `${v.toFixed(2)}×`
   const table = rows
@@ -340,7 +360,7 @@ workflows (\`restate.workflow\`, each step a \`ctx.run\`) served by the SDK from
 benchmark process, registered through the admin API, and invoked through the HTTP ingress
 (\`POST /<workflow>/<key>/run\`, which answers with the result; keep-alive connections).
 
-Per round:
+${floor ? `Durability floor of (a), same disk, same run: ${floor.steps.toLocaleString('en-US')} × (create a 450-byte file, \`fdatasync\` it, \`fsync\` its directory) = ${sec(floor.ms)} (rounds: ${floor.rounds.map(sec).join(' / ')}); ours (default, data disk) on a: **${floor.ratio ? `${floor.ratio.toFixed(2)}×` : '–'} the floor** (target ≤ 2×).\n\n` : ''}Per round:
 ${perRound}
 ${failures ? `\nFailures:\n${failures}\n` : ''}
 Machine: ${notes.cpu}, ${notes.ramGiB} GiB RAM; ${notes.kernel}; Node ${notes.node}; load average (1/5/15 min)

@@ -32,7 +32,11 @@ function writerFor(world) {
   if (w) return w
   const pending = new Map() // id -> { resolve(text), sent }
   let nextId = 1
-  let keepAlive = null
+  // Keeps the process alive while answers are pending: one timer, referenced only then
+  // (ref/unref is cheaper than a timer per append).
+  const keepAlive = setInterval(() => {}, 0x3fffffff)
+  keepAlive.unref()
+  let alive = false
   let polling = false
   let parked = false
   let pollStart = 0
@@ -46,9 +50,9 @@ function writerFor(world) {
       typicalMs = typicalMs * 0.9 + (now - entry.sent) * 0.1
       entry.resolve(text)
     }
-    if (pending.size === 0 && keepAlive) {
-      clearTimeout(keepAlive)
-      keepAlive = null
+    if (pending.size === 0 && alive) {
+      keepAlive.unref()
+      alive = false
     }
   }
   const poll = () => {
@@ -85,7 +89,10 @@ function writerFor(world) {
       if (nextId > 0xfffffff0) nextId = 1
       return new Promise((resolve) => {
         pending.set(id, { resolve, sent: performance.now() })
-        if (!keepAlive) keepAlive = setTimeout(() => {}, 0x7fffffff)
+        if (!alive) {
+          keepAlive.ref()
+          alive = true
+        }
         native.write(id, runId, requests)
         if (!parked) startPolling()
         else pollStart = performance.now()
