@@ -16,7 +16,7 @@ pub mod frames;
 pub mod index;
 pub mod readahead;
 
-pub use cursor::{Batch, StreamCursor, StreamReader, MAX_BATCH_BYTES};
-pub use frames::{FrameDecoder, Item, StreamMode};
-pub use index::{list_chunk_files, ChunkIndex};
+pub use cursor::{Batch, FeedInput, StreamCursor, StreamReader, MAX_BATCH_BYTES, TEMP_STALE};
+pub use frames::{decode_chunk, DecodeError, Item, StreamMode};
+pub use index::{list_chunk_files, ChunkIndex, Listing};
 pub use readahead::PrefetchReader;

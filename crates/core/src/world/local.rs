@@ -24,6 +24,10 @@ pub struct LocalWorld {
     root: PathBuf,
     feed: Arc<ChangeFeed>,
     chunks: Arc<ChunkIndex>,
+    /// `(runId, stream)` pairs this world registered in `streams/runs/` (as world-local
+    /// remembers them), so a stream write does not re-read the registration each time.
+    pub(crate) registered_streams:
+        Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl LocalWorld {
@@ -40,7 +44,12 @@ impl LocalWorld {
         };
         let feed = ChangeFeed::new(&root);
         let chunks = Arc::new(ChunkIndex::new(root.join("streams").join("chunks")));
-        Ok(LocalWorld { root, feed, chunks })
+        Ok(LocalWorld {
+            root,
+            feed,
+            chunks,
+            registered_streams: Arc::default(),
+        })
     }
 
     /// Another handle on this world (same feed and chunk index), for blocking tasks.
