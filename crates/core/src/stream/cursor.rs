@@ -27,10 +27,10 @@
 //!   it behind). A chunk that still appears after a later one was delivered (two unrelated
 //!   writers of one stream) is delivered when seen, never dropped.
 
-use super::frames::{decode_chunk, DecodeError, Item, StreamMode};
+use super::frames::{chunk_kind, decode_chunk_file, ChunkKind, DecodeError, Item, StreamMode};
 use super::index::{
-    bad_flag, chunk_flag, chunk_key, directory_in_place, empty_chunk, is_a_directory,
-    temp_chunk_key, temp_created_ms, ChunkIndex, Listing, DATA_FLAG, EOF_FLAG,
+    chunk_flag, chunk_key, directory_in_place, is_a_directory, temp_chunk_key, temp_created_ms,
+    ChunkIndex, Listing, EOF_FLAG,
 };
 use crate::dirscan::DirHandle;
 use crate::error::{Error, Result};
@@ -281,7 +281,8 @@ impl StreamCursor {
     fn apply_names(&mut self, names: Vec<StreamFileEvent>) {
         let prefix = format!("{}-", self.name);
         for ev in names {
-            if !ev.name.starts_with(&prefix) {
+            // (The kernel reports single path components; anything else is not ours.)
+            if !ev.name.starts_with(&prefix) || ev.name.contains(['/', '\0']) {
                 continue;
             }
             if let Some(i) = ev.name.find(".tmp.") {
@@ -509,19 +510,13 @@ impl StreamCursor {
                         return self.fail(batch, e);
                     }
                 };
-                let Some(&flag) = data.first() else {
-                    return self.fail(batch, empty_chunk(&path));
+                let corrupt = |e: DecodeError| match e {
+                    DecodeError::Corrupt(why) => Error::corrupt(&path, why),
+                    DecodeError::UnknownFormat(_) => Error::Runtime(e.message()),
+                    DecodeError::Encrypted => Error::Decryption(e.message()),
                 };
-                if flag == EOF_FLAG {
-                    self.done = true;
-                    self.known.clear();
-                    self.consumed.insert(*key);
-                    break 'rounds;
-                }
-                if flag != DATA_FLAG {
-                    return self.fail(batch, bad_flag(&path, flag));
-                }
-                if self.skip > 0 {
+                if self.skip > 0 && chunk_kind(&data) == Ok(ChunkKind::Data) {
+                    // Before the start index: counted, not decoded (as world-local).
                     self.known.remove(key);
                     self.consumed.insert(*key);
                     self.skip -= 1;
@@ -529,14 +524,18 @@ impl StreamCursor {
                 }
                 round_bytes += data.len();
                 let before = batch.items.len();
-                if let Err(e) = decode_chunk(self.mode, &data[1..], &mut batch.items) {
-                    batch.items.truncate(before);
-                    let e = match e {
-                        DecodeError::Corrupt(why) => Error::corrupt(&path, why),
-                        DecodeError::UnknownFormat(_) => Error::Runtime(e.message()),
-                        DecodeError::Encrypted => Error::Decryption(e.message()),
-                    };
-                    return self.fail(batch, e);
+                match decode_chunk_file(self.mode, &data, &mut batch.items) {
+                    Ok(ChunkKind::Data) => {}
+                    Ok(ChunkKind::Close) => {
+                        self.done = true;
+                        self.known.clear();
+                        self.consumed.insert(*key);
+                        break 'rounds;
+                    }
+                    Err(e) => {
+                        batch.items.truncate(before);
+                        return self.fail(batch, corrupt(e));
+                    }
                 }
                 self.known.remove(key);
                 self.consumed.insert(*key);
@@ -646,6 +645,7 @@ impl StreamReader {
 mod tests {
     use super::*;
     use crate::stream::fixtures::{frame, ulid_at, write_chunk};
+    use crate::stream::index::DATA_FLAG;
     use std::path::Path;
 
     fn idx(d: &Path) -> Arc<ChunkIndex> {
@@ -909,6 +909,19 @@ mod tests {
         assert_eq!(c.fake_listings.len(), 1, "it did not list");
     }
 
+    #[test]
+    fn any_flag_but_one_is_data_as_world_local_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chunk(d, "s", &ulid_at(1), 7, &frame("[1]"));
+        write_chunk(d, "s", &ulid_at(2), 1, b"");
+        let mut c = StreamCursor::new(idx(d), "s", 0, StreamMode::Objects).unwrap();
+        let (items, done) = read_all(&mut c);
+        assert_eq!(texts(items), ["[1]"]);
+        assert!(done);
+        assert_eq!(idx(d).stream_info("s").unwrap(), (0, true));
+    }
+
     fn corrupt_path(e: &Error) -> Option<String> {
         match e {
             Error::CorruptFile { path, .. } => Some(path.display().to_string()),
@@ -941,8 +954,8 @@ mod tests {
                 Box::new(|p: &Path| std::fs::write(p, b"\0\x01\x02not json").unwrap()),
             ),
             (
-                "unknown flag",
-                Box::new(|p: &Path| std::fs::write(p, b"\x07[1]").unwrap()),
+                "close marker with more bytes",
+                Box::new(|p: &Path| std::fs::write(p, b"\x01[1]").unwrap()),
             ),
             (
                 "directory",
@@ -1075,5 +1088,33 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(got.len() as u64, LIVE_CHUNKS);
         assert_eq!(audit(&got), (0, 0));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Whatever names the feed reports (foreign, malformed, temp or not), a round never
+        /// panics and never delivers a file that is not there.
+        #[test]
+        fn any_names_from_the_feed_are_handled(
+            names in proptest::collection::vec(("s-(chnk_)?\\PC{0,40}(\\.bin|\\.json|\\.tmp\\.\\PC{0,30})?", 0u8..3), 0..12)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let mut c = StreamCursor::new(idx(dir.path()), "s", 0, StreamMode::Objects).unwrap();
+            let mut input = feed(&[]);
+            input.names = names
+                .into_iter()
+                .map(|(name, change)| StreamFileEvent {
+                    name,
+                    change: match change {
+                        0 => FileChange::Appeared,
+                        1 => FileChange::MovedAway,
+                        _ => FileChange::Deleted,
+                    },
+                })
+                .collect();
+            let b = c.read(10, input).unwrap();
+            proptest::prop_assert!(b.items.is_empty() && !b.done);
+        }
     }
 }

@@ -166,6 +166,45 @@ pub fn decode_chunk(
     }
 }
 
+/// What a chunk file is, from its flag byte: `0x01` is world-local's close marker, written
+/// alone; any other flag is data, as world-local reads it (its writers use `0x00`). A file
+/// with no byte at all, or a close marker followed by bytes, is not something a writer
+/// makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkKind {
+    Data,
+    Close,
+}
+
+/// The kind of a chunk file from its bytes (only the first two are looked at).
+pub fn chunk_kind(file: &[u8]) -> Result<ChunkKind, DecodeError> {
+    match file {
+        [] => Err(DecodeError::Corrupt(
+            "empty chunk file (a chunk file holds at least its flag byte: 0 data, 1 close marker)"
+                .into(),
+        )),
+        [1] => Ok(ChunkKind::Close),
+        [1, ..] => Err(DecodeError::Corrupt(
+            "a close marker (flag byte 1) followed by more bytes".into(),
+        )),
+        _ => Ok(ChunkKind::Data),
+    }
+}
+
+/// Decodes a whole chunk file (flag byte + payload) into `out`; returns its kind (a close
+/// marker yields nothing).
+pub fn decode_chunk_file(
+    mode: StreamMode,
+    file: &[u8],
+    out: &mut Vec<Item>,
+) -> Result<ChunkKind, DecodeError> {
+    let kind = chunk_kind(file)?;
+    if kind == ChunkKind::Data {
+        decode_chunk(mode, &file[1..], out)?;
+    }
+    Ok(kind)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +356,19 @@ mod tests {
                 Err(DecodeError::UnknownFormat(_) | DecodeError::Encrypted) => {
                     prop_assert_eq!(mode, StreamMode::Objects)
                 }
+            }
+        }
+
+        /// Whole chunk files, any bytes: a kind or a typed error, never a panic; only data
+        /// files yield items.
+        #[test]
+        fn any_chunk_file_decodes_or_is_a_typed_error(mode in any_mode(), file in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let mut out = Vec::new();
+            match decode_chunk_file(mode, &file, &mut out) {
+                Ok(ChunkKind::Close) => prop_assert!(out.is_empty() && file == [1]),
+                Ok(ChunkKind::Data) => prop_assert_ne!(file[0], 1),
+                Err(DecodeError::Corrupt(_)) => {}
+                Err(_) => prop_assert!(mode == StreamMode::Objects && file.first() != Some(&1)),
             }
         }
 

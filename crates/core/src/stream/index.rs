@@ -7,6 +7,7 @@
 //! not change while it ran), and readers confirm what it shows with the next listing (see
 //! `cursor`).
 
+use super::frames::{chunk_kind, ChunkKind};
 use crate::dirscan::for_each_name;
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
@@ -94,24 +95,8 @@ pub(crate) fn directory_in_place(path: &Path) -> Error {
     Error::corrupt(path, "a directory where a stream chunk file should be")
 }
 
-/// The error for a chunk file with no bytes at all.
-pub(crate) fn empty_chunk(path: &Path) -> Error {
-    Error::corrupt(
-        path,
-        "empty chunk file (a chunk file holds at least its flag byte: 0 data, 1 close marker)",
-    )
-}
-
-/// The error for a flag byte that is neither `0` (data) nor `1` (close marker).
-pub(crate) fn bad_flag(path: &Path, flag: u8) -> Error {
-    Error::corrupt(
-        path,
-        format!("flag byte 0x{flag:02x} is neither 0 (data) nor 1 (close marker)"),
-    )
-}
-
-/// The flag byte of a chunk file (`None` if it vanished). Empty files, directories and
-/// unknown flags are corrupt.
+/// The kind of a chunk file, as its data flag or close-marker flag (`None` if it vanished).
+/// Empty files, directories and close markers with more bytes are corrupt.
 pub(crate) fn chunk_flag(path: &Path) -> Result<Option<u8>> {
     let mut f = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -119,13 +104,18 @@ pub(crate) fn chunk_flag(path: &Path) -> Result<Option<u8>> {
         Err(e) if is_a_directory(&e) => return Err(directory_in_place(path)),
         Err(e) => return Err(Error::io(path, e)),
     };
-    let mut b = [0u8; 1];
-    match f.read(&mut b) {
-        Ok(1) if b[0] == DATA_FLAG || b[0] == EOF_FLAG => Ok(Some(b[0])),
-        Ok(1) => Err(bad_flag(path, b[0])),
-        Ok(_) => Err(empty_chunk(path)),
-        Err(e) if is_a_directory(&e) => Err(directory_in_place(path)),
-        Err(e) => Err(Error::io(path, e)),
+    // Two bytes: the flag, and whether anything follows a close marker's. (Chunk files
+    // are published whole; a short read of a regular file means its end.)
+    let mut b = [0u8; 2];
+    let n = match f.read(&mut b) {
+        Ok(n) => n,
+        Err(e) if is_a_directory(&e) => return Err(directory_in_place(path)),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    match chunk_kind(&b[..n]) {
+        Ok(ChunkKind::Data) => Ok(Some(DATA_FLAG)),
+        Ok(ChunkKind::Close) => Ok(Some(EOF_FLAG)),
+        Err(e) => Err(Error::corrupt(path, e.message())),
     }
 }
 
@@ -445,5 +435,91 @@ mod tests {
         );
         assert_eq!(list_chunk_files(d, "a_x").unwrap().len(), 1);
         assert!(list_chunk_files(d, "zzz").unwrap().is_empty());
+    }
+
+    #[test]
+    fn tail_index_counts_every_chunk_file_and_reports_a_corrupt_last_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        write_chunk(d, "s", &ulid_at(1), 0, &frame("[1]"));
+        // A corrupt file in the middle is a chunk (it is not opened here).
+        std::fs::write(d.join(format!("s-chnk_{}.bin", ulid_at(2))), b"").unwrap();
+        write_chunk(d, "s", &ulid_at(3), 0, &frame("[3]"));
+        assert_eq!(
+            ChunkIndex::new(d.to_path_buf()).stream_info("s").unwrap(),
+            (2, false)
+        );
+        let last = d.join(format!("s-chnk_{}.bin", ulid_at(4)));
+        for (what, make) in [
+            (
+                "empty",
+                Box::new(|p: &Path| std::fs::write(p, b"").unwrap()) as Box<dyn Fn(&Path)>,
+            ),
+            (
+                "close marker with more bytes",
+                Box::new(|p: &Path| std::fs::write(p, b"\x01[1]").unwrap()),
+            ),
+            (
+                "directory",
+                Box::new(|p: &Path| std::fs::create_dir(p).unwrap()),
+            ),
+        ] {
+            make(&last);
+            let e = ChunkIndex::new(d.to_path_buf())
+                .stream_info("s")
+                .unwrap_err();
+            assert_eq!(e.code().as_deref(), Some("CORRUPT_FILE"), "{what}: {e}");
+            assert!(
+                e.to_string().contains(&last.display().to_string()),
+                "{what}: {e}"
+            );
+            let _ = std::fs::remove_file(&last);
+            let _ = std::fs::remove_dir(&last);
+        }
+    }
+
+    #[test]
+    fn the_tail_of_a_closed_stream_is_counted_from_a_listing_started_after_the_close() {
+        // A listing that is not a snapshot may miss a chunk published while it ran; with a
+        // close marker in it, a second listing gives the exact count.
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 0..3 {
+            write_chunk(d, "s", &ulid_at(i), 0, &frame("[0]"));
+        }
+        write_chunk(d, "s", &ulid_at(9), 1, b"");
+        // Just written: the directory's mtime is too recent for a snapshot.
+        let index = ChunkIndex::new(d.to_path_buf());
+        assert!(!index.tail_listing("s").unwrap().2);
+        assert_eq!(index.stream_info("s").unwrap(), (2, true));
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2048))]
+
+        /// Any file name: the key, temp key, temp time and filters never panic.
+        #[test]
+        fn any_name_parses_without_panicking(name in "\\PC{0,80}") {
+            let _ = chunk_key(&name);
+            let _ = temp_chunk_key(&name);
+            let _ = temp_created_ms(&name);
+            let _ = is_chunk_file(&name, "s-") || is_chunk_temp(&name, "s-");
+        }
+
+        /// Chunk names sort by key exactly as world-local sorts them (by file name), and a
+        /// temp file's key is its chunk's.
+        #[test]
+        fn keys_order_like_file_names(a in any::<u128>(), b in any::<u128>(), t in 0u64..(1 << 48)) {
+            let (ua, ub) = (ulid::Ulid(a), ulid::Ulid(b));
+            let (na, nb) = (format!("s-chnk_{ua}.bin"), format!("s-chnk_{ub}.bin"));
+            prop_assert_eq!(chunk_key(&na), a);
+            prop_assert_eq!(chunk_key(&na).cmp(&chunk_key(&nb)), na.cmp(&nb));
+            let temp = format!("{na}.tmp.{}", ulid::Ulid::from_parts(t, 5));
+            prop_assert!(is_chunk_temp(&temp, "s-") && !is_chunk_file(&temp, "s-"));
+            prop_assert_eq!(temp_chunk_key(&temp), a);
+            prop_assert_eq!(temp_created_ms(&temp), Some(t));
+        }
     }
 }
