@@ -341,35 +341,31 @@ impl StreamCursor {
         Some(bound)
     }
 
-    /// Applies the start index once the known files are complete up to somewhere.
+    /// Applies the start index once the known files are complete up to somewhere. Files
+    /// before the start are counted, not opened (as world-local skips them); only the last
+    /// one is, to see whether it is the close marker.
     fn resolve_start(&mut self, bound: u128) -> Result<()> {
-        let files: Vec<(u128, String)> = self
-            .known
-            .range(..=bound)
-            .map(|(k, n)| (*k, n.clone()))
-            .collect();
+        let files: Vec<u128> = self.known.range(..=bound).map(|(k, _)| *k).collect();
+        let closed = match self.known.range(..=bound).next_back() {
+            Some((_, last)) => chunk_flag(&self.index.dir().join(last))? == Some(EOF_FLAG),
+            None => false,
+        };
+        let data = files.len() as u64 - u64::from(closed);
         let start = if self.start_index < 0 {
-            let mut count = files.len() as i64;
-            if let Some((_, last)) = files.last() {
-                if chunk_flag(&self.index.dir().join(last))? == Some(EOF_FLAG) {
-                    count -= 1;
-                }
-            }
-            (count + self.start_index).max(0) as u64
+            (data as i64 + self.start_index).max(0) as u64
         } else {
             self.start_index as u64
         };
-        let mut skipped = 0u64;
-        for (key, f) in files.iter().take(start.min(usize::MAX as u64) as usize) {
-            if chunk_flag(&self.index.dir().join(f))? == Some(EOF_FLAG) {
-                // A start index past the close marker: nothing left to read.
-                self.done = true;
-                self.known.clear();
-                return Ok(());
-            }
+        if closed && start >= data {
+            // Nothing left before the close marker.
+            self.done = true;
+            self.known.clear();
+            return Ok(());
+        }
+        let skipped = start.min(data);
+        for key in files.iter().take(skipped as usize) {
             self.known.remove(key);
             self.consumed.insert(*key);
-            skipped += 1;
         }
         self.skip = start - skipped;
         self.started = true;
@@ -1115,6 +1111,65 @@ mod tests {
                 .collect();
             let b = c.read(10, input).unwrap();
             proptest::prop_assert!(b.items.is_empty() && !b.done);
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// A directory of arbitrary chunk files (any bytes, some empty, some directories,
+        /// temp files): reading to the end and the tail index give values or typed
+        /// errors, never a panic; the reader never yields more values than there are
+        /// chunk files.
+        #[test]
+        fn arbitrary_chunk_files_read_or_fail_typed(
+            files in proptest::collection::vec((0u64..40, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..24), 0u8..8), 0..12),
+            start in -5i64..5,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let mut chunk_files = 0usize;
+            for (id, bytes, kind) in files {
+                let name = chunk_name(id);
+                let path = d.join(&name);
+                if path.exists() {
+                    continue;
+                }
+                match kind {
+                    0 => std::fs::create_dir(&path).unwrap(),
+                    1 => std::fs::write(d.join(format!("{name}.tmp.{}", ulid::Ulid::new())), &bytes).unwrap(),
+                    2 => std::fs::write(&path, frame(&String::from_utf8_lossy(&bytes))).unwrap(),
+                    _ => std::fs::write(&path, &bytes).unwrap(),
+                }
+                if kind != 1 {
+                    chunk_files += 1;
+                }
+            }
+            let _ = idx(d).stream_info("s");
+            for mode in [StreamMode::Objects, StreamMode::BytesRaw, StreamMode::BytesFramed] {
+                let mut c = StreamCursor::new(idx(d), "s", start, mode).unwrap();
+                let mut items = 0usize;
+                for _ in 0..(chunk_files + 4) {
+                    match c.read_available(7) {
+                        Ok(b) => {
+                            items += b.items.len();
+                            if b.done || b.items.is_empty() {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            proptest::prop_assert!(matches!(
+                                e,
+                                Error::CorruptFile { .. } | Error::Runtime(_) | Error::Decryption(_) | Error::Io { .. }
+                            ), "{e:?}");
+                            break;
+                        }
+                    }
+                }
+                if mode != StreamMode::Objects {
+                    proptest::prop_assert!(items <= chunk_files * 6);
+                }
+            }
         }
     }
 }
