@@ -346,10 +346,15 @@ impl StreamCursor {
     /// one is, to see whether it is the close marker.
     fn resolve_start(&mut self, bound: u128) -> Result<()> {
         let files: Vec<u128> = self.known.range(..=bound).map(|(k, _)| *k).collect();
-        let closed = match self.known.range(..=bound).next_back() {
-            Some((_, last)) => chunk_flag(&self.index.dir().join(last))? == Some(EOF_FLAG),
-            None => false,
-        };
+        // A last file that cannot be classified is not a close marker: the reader reaches
+        // it in order and reports it then.
+        let closed = self
+            .known
+            .range(..=bound)
+            .next_back()
+            .is_some_and(|(_, last)| {
+                matches!(chunk_flag(&self.index.dir().join(last)), Ok(Some(EOF_FLAG)))
+            });
         let data = files.len() as u64 - u64::from(closed);
         let start = if self.start_index < 0 {
             (data as i64 + self.start_index).max(0) as u64
@@ -958,14 +963,19 @@ mod tests {
                 Box::new(|p: &Path| std::fs::create_dir(p).unwrap()),
             ),
         ];
-        for (what, corrupt) in cases {
+        for ((what, corrupt), last) in cases.iter().flat_map(|c| [(c, false), (c, true)]) {
+            let what = format!("{what}{}", if last { " (last)" } else { "" });
             let dir = tempfile::tempdir().unwrap();
             let d = dir.path();
             write_chunk(d, "s", &ulid_at(1), 0, &frame("[1]"));
             let bad = d.join(chunk_name(2));
             corrupt(&bad);
-            write_chunk(d, "s", &ulid_at(3), 0, &frame("[3]"));
-            let mut c = StreamCursor::new(idx(d), "s", 0, StreamMode::Objects).unwrap();
+            if !last {
+                write_chunk(d, "s", &ulid_at(3), 0, &frame("[3]"));
+            }
+            // From the start, or (last) the last two chunks: the same outcome.
+            let start = if last { -2 } else { 0 };
+            let mut c = StreamCursor::new(idx(d), "s", start, StreamMode::Objects).unwrap();
             // The chunk before the bad one is delivered, then the error names the file.
             let b = c.read_available(10).unwrap();
             assert_eq!(texts(b.items), ["[1]"], "{what}");
