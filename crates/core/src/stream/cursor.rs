@@ -24,8 +24,10 @@
 //!   writes a batch in parallel) may publish k+1 before k. Its temp files
 //!   (`<chunk file>.tmp.<id>`) show a write in flight: chunks after an in-flight one are
 //!   held back until it lands, or until its temp file is [`TEMP_STALE`] old (a crash leaves
-//!   it behind). A chunk that still appears after a later one was delivered (two unrelated
-//!   writers of one stream) is delivered when seen, never dropped.
+//!   it behind). But such a writer may publish k+1 before it even created k's temp file;
+//!   nothing on disk tells a reader about k then. A chunk that appears after a later one
+//!   was delivered (that case, or two unrelated writers of one stream) is delivered when
+//!   seen, never dropped.
 
 use super::frames::{chunk_kind, decode_chunk_file, ChunkKind, DecodeError, Item, StreamMode};
 use super::index::{

@@ -1,8 +1,8 @@
 //! Run streams on disk: chunk listing, tail index, frame decoding and a live reader.
 //!
 //! A stream is the set of files `streams/chunks/<name>-chnk_<ULID>.bin` in file-name
-//! (= ULID) order. Each file holds one flag byte (`0x00` data, `0x01` close marker) and the
-//! chunk bytes. Object streams carry one `u32 BE length || "devl" || devalue text` frame per
+//! (= ULID) order. Each file holds one flag byte (`0x00` data; a lone `0x01` is the close
+//! marker) and the chunk bytes. Object streams carry one `u32 BE length || "devl" || devalue text` frame per
 //! chunk; byte streams carry raw bytes or `u32 BE length || bytes` frames (`framed-v1`).
 //!
 //! [`index`] lists a stream's chunk files (cached) and answers the tail index;
