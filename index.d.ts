@@ -71,9 +71,17 @@ export type WorkflowReadableStream<R = any> = ReadableStream<R> & {
 
 /** Options for a run's readable stream. */
 export interface WorkflowReadableStreamOptions {
-  /** Distinguishes several streams of one run. */
+  /**
+   * Distinguishes several streams of one run. A falsy value is the default stream; like the
+   * official, any other value goes through `Buffer.from(namespace, 'utf-8')` (byte arrays
+   * are accepted; other non-strings throw its `TypeError`).
+   */
   namespace?: string
-  /** First chunk to read (0-based); negative values count from the end (-3 = last 3). */
+  /**
+   * First chunk to read (0-based); negative values count from the end (-3 = last 3).
+   * `NaN` and `-Infinity` read from the first chunk; `Infinity` and non-integers throw a
+   * `RangeError`, non-numbers a `TypeError` (synchronously, from `getReadable`).
+   */
   startIndex?: number
   /** Accepted for compatibility; workflow-native has no background operations to add. */
   ops?: Promise<any>[]

@@ -1,10 +1,10 @@
 'use strict'
 // The Run handle: a run's metadata, return value, streams, wake-up and cancellation.
 
-const { binding, errorFromData } = require('./native.js')
+const { errorFromData } = require('./native.js')
 const { resolveWorld, deliverInBackground } = require('./world.js')
 const { hydratePayload } = require('./hydrate.js')
-const { refReadable, clientRevivers } = require('./streams.js')
+const { refReadable, clientRevivers, startIndexOption, runStreamOf } = require('./streams.js')
 const errors = require('../errors.js')
 const { invalidArgType, optionsObject, display } = require('./validate.js')
 
@@ -121,12 +121,16 @@ class Run {
     return this.getReadable()
   }
 
-  /** A `ReadableStream` of the run's default or namespaced stream, plus `getTailIndex()`. */
+  /**
+   * A `ReadableStream` of the run's default or namespaced stream, plus `getTailIndex()`.
+   * Bad options throw here, synchronously (see `startIndexOption` and `runStreamOf`).
+   */
   getReadable(options = {}) {
-    const { global = globalThis, startIndex, namespace } = options || {}
-    const runId = this.runId
-    const name = binding.runStreamName(String(runId), typeof namespace === 'string' ? namespace : undefined)
-    const stream = this.#openStream(global, { name, startIndex })
+    // The official reads `options.ops` first: `null` fails the same way.
+    if (options === null) throw new TypeError("Cannot read properties of null (reading 'ops')")
+    const { global = globalThis, startIndex, namespace } = options
+    const name = runStreamOf(String(this.runId), namespace)
+    const stream = this.#openStream(global, { name, startIndex: startIndexOption(startIndex) })
     return Object.assign(stream, {
       getTailIndex: () => this.#with((w) => w.streamInfo(name)).then((i) => i.tailIndex),
     })

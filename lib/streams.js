@@ -22,6 +22,54 @@ function clientRevivers(global, open) {
   return externalRevivers(global, (ref) => refReadable(global, open, ref))
 }
 
+/** How Node's own argument errors show a received value (`Received type string ('2')`). */
+function describeReceived(value) {
+  if (value === null || value === undefined) return `Received ${value}`
+  if (typeof value === 'function') return `Received function ${value.name || '<anonymous>'}`
+  if (typeof value === 'object') {
+    const ctor = value.constructor && value.constructor.name
+    return ctor ? `Received an instance of ${ctor}` : 'Received an object without a prototype'
+  }
+  let shown = typeof value === 'bigint' ? `${value}n` : typeof value === 'string' ? `'${value}'` : String(value)
+  if (shown.length > 28) shown = `${shown.slice(0, 25)}...`
+  return `Received type ${typeof value} (${shown})`
+}
+
+/**
+ * `getReadable({ startIndex })` as a chunk index: `undefined`/`null` read from the first
+ * chunk, as do `NaN` and `-Infinity` (what the official reader does with them); other
+ * integers as given (negative: from the end). Anything else throws at once — the official
+ * reader coerces it (`'2'` reads from chunk 20, `true` from 1) or never delivers anything
+ * (`1.5`, `Infinity`, `3n`).
+ */
+function startIndexOption(value) {
+  if (value === undefined || value === null) return 0
+  if (typeof value !== 'number') {
+    const e = new TypeError(`The "startIndex" option must be of type number. ${describeReceived(value)}`)
+    e.code = 'ERR_INVALID_ARG_TYPE'
+    throw e
+  }
+  if (Number.isNaN(value) || value === -Infinity) return 0
+  if (!Number.isInteger(value)) {
+    const e = new RangeError(`The value of "startIndex" is out of range. It must be an integer. Received ${value}`)
+    e.code = 'ERR_OUT_OF_RANGE'
+    throw e
+  }
+  return Math.max(-Number.MAX_SAFE_INTEGER, Math.min(Number.MAX_SAFE_INTEGER, value))
+}
+
+/**
+ * The stream of a run for `getReadable({ namespace })`: as the official does it, a falsy
+ * namespace is the default stream, anything else is taken by `Buffer.from(namespace,
+ * 'utf-8')` (strings, arrays of bytes, buffers; other types throw Node's TypeError) and
+ * appended as unpadded base64url.
+ */
+function runStreamOf(runId, namespace) {
+  const base = binding.runStreamName(runId, undefined)
+  if (!namespace) return base
+  return `${base}_${Buffer.from(namespace, 'utf-8').toString('base64url')}`
+}
+
 const FLUSH_BATCH = 64
 
 /** The abort handle of each pipe started by `pipeOut`, by destination writable. */
@@ -71,4 +119,4 @@ function worldStreams(world, global) {
   }
 }
 
-module.exports = { worldStreams, stopPipeInto, refReadable, clientRevivers }
+module.exports = { worldStreams, stopPipeInto, refReadable, clientRevivers, startIndexOption, runStreamOf }

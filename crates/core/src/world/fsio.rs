@@ -131,19 +131,6 @@ pub async fn write_exclusive(path: &Path, data: &[u8]) -> Result<bool> {
     blocking_committed(path, move || write_exclusive_sync(&p, &d)).await
 }
 
-/// Several create-once files written and committed together (one sync per directory):
-/// `false` for each name another writer had already published.
-pub async fn write_exclusive_all(files: Vec<(PathBuf, Vec<u8>)>) -> Result<Vec<bool>> {
-    let first = files.first().map(|(p, _)| p.clone()).unwrap_or_default();
-    blocking_committed(&first, move || {
-        files
-            .iter()
-            .map(|(p, d)| write_exclusive_sync(p, d))
-            .collect()
-    })
-    .await
-}
-
 /// Creates `dir` (and missing parents), recording the change for the commit.
 fn create_dirs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;

@@ -27,6 +27,10 @@ pub struct LocalWorld {
     chunks: Arc<ChunkIndex>,
     /// Every `returnValue` waiting on this world (no thread, no poll per waiter).
     terminal: Arc<TerminalWaiters>,
+    /// `(runId, stream)` pairs this world registered in `streams/runs/` (as world-local
+    /// remembers them), so a stream write does not re-read the registration each time.
+    pub(crate) registered_streams:
+        Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 impl LocalWorld {
@@ -51,6 +55,7 @@ impl LocalWorld {
             feed,
             chunks,
             terminal,
+            registered_streams: Arc::default(),
         })
     }
 

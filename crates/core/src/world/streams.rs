@@ -2,12 +2,10 @@
 //! `0x00` + bytes), a one-byte `0x01` file to close, and the stream's name registered in
 //! `streams/runs/<runId>.json`.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ids::{assert_safe_entity_id, prefixed_id};
 use crate::stream::{StreamMode, StreamReader};
-use crate::world::fsio::{
-    read_json, to_pretty_json, write_exclusive, write_exclusive_all, write_replace,
-};
+use crate::world::fsio::{read_json, to_pretty_json, write_exclusive_sync, write_replace};
 use crate::world::local::LocalWorld;
 use crate::world::watch::Topic;
 use serde_json::{json, Value};
@@ -48,31 +46,44 @@ impl LocalWorld {
     async fn register_stream(&self, name: &str, run_id: &str) -> Result<()> {
         assert_safe_entity_id("runId", run_id)?;
         assert_safe_entity_id("streamName", name)?;
+        let key = (run_id.to_string(), name.to_string());
+        if crate::stream::index::lock(&self.registered_streams).contains(&key) {
+            return Ok(());
+        }
         let path = self
             .root()
             .join("streams")
             .join("runs")
             .join(format!("{run_id}.json"));
-        let mut streams: Vec<Value> = match read_json(&path).await {
-            Ok(Some(v)) => v
-                .get("streams")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default(),
-            _ => Vec::new(),
+        // A registration file we cannot read or parse is reported, not overwritten (that
+        // would drop the run's other streams).
+        let mut streams: Vec<Value> = match read_json(&path).await? {
+            Some(v) => match v.get("streams").and_then(Value::as_array) {
+                Some(list) => list.clone(),
+                None => {
+                    return Err(Error::corrupt(
+                        &path,
+                        "expected an object with a \"streams\" array",
+                    ))
+                }
+            },
+            None => Vec::new(),
         };
-        if streams.iter().any(|s| s.as_str() == Some(name)) {
-            return Ok(());
+        if !streams.iter().any(|s| s.as_str() == Some(name)) {
+            streams.push(json!(name));
+            write_replace(
+                &path,
+                to_pretty_json(&json!({ "streams": streams })).as_bytes(),
+            )
+            .await?;
         }
-        streams.push(json!(name));
-        write_replace(
-            &path,
-            to_pretty_json(&json!({ "streams": streams })).as_bytes(),
-        )
-        .await
+        crate::stream::index::lock(&self.registered_streams).insert(key);
+        Ok(())
     }
 
-    /// `writeToStream` / `writeToStreamMulti`: one file per chunk, ULIDs drawn in order.
+    /// `writeToStream` / `writeToStreamMulti`: one file per chunk, ULIDs drawn in order,
+    /// published one after the other (each whole, under its name) on one blocking task, so
+    /// a reader never sees chunk k+1 before chunk k.
     pub async fn write_stream_chunks(
         &self,
         name: &str,
@@ -85,8 +96,7 @@ impl LocalWorld {
         let ids: Vec<String> = chunks.iter().map(|_| prefixed_id("chnk")).collect();
         self.register_stream(name, run_id).await?;
         let dir = self.chunks_dir();
-        // Written in order, made durable together (one directory sync for the lot).
-        let files = ids
+        let files: Vec<(std::path::PathBuf, Vec<u8>)> = ids
             .iter()
             .zip(chunks)
             .map(|(id, chunk)| {
@@ -96,15 +106,31 @@ impl LocalWorld {
                 (dir.join(format!("{name}-{id}.bin")), data)
             })
             .collect();
-        write_exclusive_all(files).await?;
-        Ok(())
+        publish_in_order(files).await
     }
 
     /// `closeStream`: the close-marker file.
     pub async fn close_stream(&self, name: &str, run_id: &str) -> Result<()> {
         let id = prefixed_id("chnk");
         self.register_stream(name, run_id).await?;
-        write_exclusive(&self.chunks_dir().join(format!("{name}-{id}.bin")), &[1u8]).await?;
-        Ok(())
+        let path = self.chunks_dir().join(format!("{name}-{id}.bin"));
+        publish_in_order(vec![(path, vec![1u8])]).await
     }
+}
+
+/// Publishes create-once files in order on a blocking task. Each name holds a fresh ULID;
+/// should one exist already, it is left untouched (as the async publish did).
+async fn publish_in_order(files: Vec<(std::path::PathBuf, Vec<u8>)>) -> Result<()> {
+    // Published in order, then made durable together (one directory sync for the lot)
+    // before the write resolves.
+    tokio::task::spawn_blocking(move || {
+        crate::world::durable::committed(|| {
+            for (path, data) in &files {
+                write_exclusive_sync(path, data)?;
+            }
+            Ok(())
+        })
+    })
+    .await
+    .map_err(|e| Error::Plain(format!("stream write task failed: {e}")))?
 }

@@ -47,12 +47,50 @@ pub trait RunListener: Send + Sync {
     fn all_changed(&self);
 }
 
+/// What the feed saw happen to a file of a stream (Linux only; elsewhere streams get
+/// wake-ups but no names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamFileEvent {
+    /// The file name: a chunk file, or a chunk's temp file (`<chunk file>.tmp.<id>`).
+    pub name: String,
+    pub change: FileChange,
+}
+
+/// The names one stream subscription has not taken yet.
+#[derive(Default)]
+struct NameQueue {
+    names: Vec<StreamFileEvent>,
+    /// Names were dropped (the subscriber did not take them in time): the subscriber must
+    /// list the directory.
+    lost: bool,
+}
+
+/// Names a stream subscription may have waiting before the oldest are dropped (and the
+/// subscriber told to list the directory instead).
+const MAX_QUEUED_NAMES: usize = 65_536;
+
+/// How a file event changes a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+pub enum FileChange {
+    /// created, linked or moved in
+    Appeared,
+    /// renamed away (within the directory, its new name is reported next, as `Appeared`)
+    MovedAway,
+    /// deleted
+    Deleted,
+    /// written to (not queued)
+    Written,
+}
+
 struct Shared {
     /// The run listener, if one was installed (see [`ChangeFeed::set_run_listener`]).
     run_listener: Mutex<Option<std::sync::Weak<dyn RunListener>>>,
     subs: Mutex<Subscribers>,
     /// New event file names per subscribed run, until the subscriber takes them.
     event_names: Mutex<HashMap<String, Vec<String>>>,
+    /// The name queue of every stream subscription, by stream name.
+    stream_names: Mutex<HashMap<String, Vec<Arc<Mutex<NameQueue>>>>>,
     /// Bumped when the kernel dropped events (queue overflow): names may be missing, so
     /// event subscribers must rescan the directory.
     overflows: std::sync::atomic::AtomicU64,
@@ -92,6 +130,35 @@ impl Shared {
         lock(&self.run_listener)
             .as_ref()
             .and_then(std::sync::Weak::upgrade)
+    }
+
+    /// A change in the chunk directory: queued for the stream's subscribers (temp files
+    /// too: they tell a write is in flight) and a wake-up for them, except for a temp file
+    /// appearing, being written or renamed (its chunk shows up under its own name).
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn on_stream(&self, name: &str, change: FileChange) {
+        let Some(idx) = name.rfind("-chnk_") else {
+            return;
+        };
+        let stream = &name[..idx];
+        let temp = name.contains(".tmp.");
+        if change != FileChange::Written {
+            let queues = lock(&self.stream_names);
+            for q in queues.get(stream).into_iter().flatten() {
+                let mut q = lock(q);
+                if q.names.len() >= MAX_QUEUED_NAMES {
+                    q.names.clear();
+                    q.lost = true;
+                }
+                q.names.push(StreamFileEvent {
+                    name: name.to_string(),
+                    change,
+                });
+            }
+        }
+        if !temp || change == FileChange::Deleted {
+            self.notify(Topic::Stream, stream);
+        }
     }
 
     fn on_name(&self, topic: Topic, name: &str) {
@@ -152,7 +219,7 @@ impl Shared {
 mod os {
     //! inotify, read by one thread per world; the thread ends when the world is dropped
     //! (removing the watches wakes it with IN_IGNORED).
-    use super::{lock, Shared, Topic};
+    use super::{lock, FileChange, Shared, Topic};
     use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
     use std::collections::HashMap;
     use std::path::Path;
@@ -198,6 +265,22 @@ mod os {
                             else {
                                 continue;
                             };
+                            if *topic == Topic::Stream {
+                                let change = if ev
+                                    .mask
+                                    .intersects(EventMask::CREATE | EventMask::MOVED_TO)
+                                {
+                                    FileChange::Appeared
+                                } else if ev.mask.contains(EventMask::MOVED_FROM) {
+                                    FileChange::MovedAway
+                                } else if ev.mask.contains(EventMask::DELETE) {
+                                    FileChange::Deleted
+                                } else {
+                                    FileChange::Written
+                                };
+                                shared.on_stream(name, change);
+                                continue;
+                            }
                             shared.on_name(*topic, name);
                         }
                         drop(dirs);
@@ -283,6 +366,8 @@ pub struct Subscription {
     feed: Arc<ChangeFeed>,
     topic: Topic,
     key: String,
+    /// A stream subscription's queue of file names (see [`Subscription::take_stream_names`]).
+    names: Option<Arc<Mutex<NameQueue>>>,
 }
 
 impl ChangeFeed {
@@ -292,6 +377,7 @@ impl ChangeFeed {
                 run_listener: Mutex::new(None),
                 subs: Mutex::new(HashMap::new()),
                 event_names: Mutex::new(HashMap::new()),
+                stream_names: Mutex::new(HashMap::new()),
                 overflows: std::sync::atomic::AtomicU64::new(0),
                 runs_dir: root.join("runs"),
                 chunks_dir: root.join("streams").join("chunks"),
@@ -361,12 +447,22 @@ impl ChangeFeed {
                 .or_insert_with(|| watch::channel(0u64).0)
                 .subscribe()
         };
+        // Registered before the watch starts: no name published after that is missed.
+        let names = (topic == Topic::Stream).then(|| {
+            let q = Arc::new(Mutex::new(NameQueue::default()));
+            lock(&self.shared.stream_names)
+                .entry(key.to_string())
+                .or_default()
+                .push(Arc::clone(&q));
+            q
+        });
         self.ensure_watching(topic);
         Subscription {
             rx,
             feed: Arc::clone(self),
             topic,
             key: key.to_string(),
+            names,
         }
     }
 }
@@ -402,6 +498,32 @@ impl ChangeFeed {
 }
 
 impl Subscription {
+    /// The stream files created, moved in, deleted or moved away since the last call, in
+    /// the order the kernel reported them, and whether some were dropped since (then the
+    /// directory must be listed). Empty for other topics and where names are not reported
+    /// (see [`names_reported`](Self::names_reported)).
+    pub fn take_stream_names(&self) -> (Vec<StreamFileEvent>, bool) {
+        match &self.names {
+            Some(q) => {
+                let mut q = lock(q);
+                (std::mem::take(&mut q.names), std::mem::take(&mut q.lost))
+            }
+            None => (Vec::new(), false),
+        }
+    }
+
+    /// Whether this subscription receives every name published in its directory from now
+    /// on, in the order the kernel saw them (Linux, with the directory watched).
+    pub fn names_reported(&self) -> bool {
+        cfg!(target_os = "linux") && self.names.is_some() && self.feed.ensure_watching(self.topic)
+    }
+
+    /// How many times the kernel dropped change events so far (see
+    /// [`ChangeFeed::overflow_count`]).
+    pub fn overflow_count(&self) -> u64 {
+        self.feed.overflow_count()
+    }
+
     /// Marks everything seen so far as consumed. Call before re-checking state, so a change
     /// that lands between the check and the wait is not lost.
     pub fn mark_seen(&mut self) {
@@ -440,6 +562,15 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        if let Some(q) = self.names.take() {
+            let mut queues = lock(&self.feed.shared.stream_names);
+            if let Some(list) = queues.get_mut(&self.key) {
+                list.retain(|other| !Arc::ptr_eq(other, &q));
+                if list.is_empty() {
+                    queues.remove(&self.key);
+                }
+            }
+        }
         let mut subs = lock(&self.feed.shared.subs);
         let key = (self.topic, std::mem::take(&mut self.key));
         // Our receiver is still alive here, so "1" means we are the last one.
