@@ -35,22 +35,41 @@ export function fsTypeOf(dir) {
   }
 }
 
+/** ", journaled" / ", no journal" for an ext4 directory (from /proc/fs/jbd2), else "". */
+export function journalOf(dir) {
+  try {
+    if (fsTypeOf(dir) !== 'ext4') return ''
+    const [maj, min] = execFileSync('stat', ['-c', '%Hd %Ld', dir], { encoding: 'utf8' }).trim().split(' ')
+    const dev = fs.readFileSync(`/sys/dev/block/${maj}:${min}/uevent`, 'utf8').match(/DEVNAME=(\S+)/)?.[1]
+    const jbd2 = fs.existsSync('/proc/fs/jbd2') ? fs.readdirSync('/proc/fs/jbd2') : []
+    return dev && jbd2.some((e) => e.startsWith(`${dev}-`)) ? ', journaled' : ', no journal'
+  } catch {
+    return ''
+  }
+}
+
 /** The systems, in the order of the first round. `ref` is the row the ratios compare with. */
 function systems(env) {
   const disk = os.tmpdir()
   const inherited = env.WORKFLOW_NATIVE_SYNC
   const dflt = inherited === undefined ? 'default settings' : `WORKFLOW_NATIVE_SYNC=${inherited} (inherited)`
   const list = [
-    { id: 'ours-disk', label: `workflow-native, ${dflt} (${fsTypeOf(disk)})`, script: 'ours-child.mjs', args: [disk], ref: true },
+    { id: 'ours-disk', label: `workflow-native, ${dflt} (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], ref: true },
     { id: 'dbos', label: 'DBOS Transact', script: 'dbos-child.mjs', args: [], execArgv: ['--no-deprecation'] },
     { id: 'restate', label: 'Restate', script: 'restate-child.mjs', args: [disk] },
-    { id: 'ours-disk-off', label: `workflow-native, sync off (${fsTypeOf(disk)})`, script: 'ours-child.mjs', args: [disk], env: { WORKFLOW_NATIVE_SYNC: 'off' } },
+    { id: 'ours-disk-off', label: `workflow-native, sync off (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], env: { WORKFLOW_NATIVE_SYNC: 'off' } },
   ]
   if (fs.existsSync('/dev/shm')) {
     list.push(
       { id: 'ours-shm', label: `workflow-native, ${dflt} (${fsTypeOf('/dev/shm')})`, script: 'ours-child.mjs', args: ['/dev/shm'] },
       { id: 'ours-shm-off', label: `workflow-native, sync off (${fsTypeOf('/dev/shm')})`, script: 'ours-child.mjs', args: ['/dev/shm'], env: { WORKFLOW_NATIVE_SYNC: 'off' } },
     )
+  }
+  // WFN_BENCH_EXTRA_DIR=<dir>: one more row of ours on another file system (e.g. a
+  // journaled ext4 when the data disk has no journal; see journalOf())
+  const extra = env.WFN_BENCH_EXTRA_DIR
+  if (extra && fs.existsSync(extra)) {
+    list.push({ id: 'ours-extra', label: `workflow-native, ${dflt} (${fsTypeOf(extra)}${journalOf(extra)}, ${extra})`, script: 'ours-child.mjs', args: [extra] })
   }
   // WFN_BENCH_PEERS=<id>,<id>: only these (development; ids above)
   const only = env.WFN_BENCH_PEERS ? new Set(env.WFN_BENCH_PEERS.split(',').map((x) => x.trim())) : null
@@ -224,16 +243,18 @@ export async function runPeers({ quick = false, env = process.env, log = console
   const { binding } = await import('../../lib/native.js')
   const floorSteps = (quick ? SIZES.quick : SIZES.full).steps
   const floors = []
+  const extraDir = env.WFN_BENCH_EXTRA_DIR && fs.existsSync(env.WFN_BENCH_EXTRA_DIR) ? env.WFN_BENCH_EXTRA_DIR : null
+  const extraFloors = []
   try {
     for (let r = 0; r < rounds && !aborted; r++) {
-      {
-        const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wfn-bench-sync-floor-'))
+      for (const [base, into] of [[os.tmpdir(), floors], ...(extraDir ? [[extraDir, extraFloors]] : [])]) {
+        const dir = fs.mkdtempSync(path.join(base, 'wfn-bench-sync-floor-'))
         try {
-          floors.push(Number(await binding.fsSyncFloor(path.join(dir, 'f'), floorSteps, 450)))
+          into.push(Number(await binding.fsSyncFloor(path.join(dir, 'f'), floorSteps, 450)))
         } finally {
           fs.rmSync(dir, { recursive: true, force: true })
         }
-        log(`peers round ${r + 1}/${rounds}: durability floor (${floorSteps} × file + fdatasync + directory fsync): ${floors.at(-1).toFixed(0)} ms`)
+        log(`peers round ${r + 1}/${rounds}: durability floor on ${base} (${floorSteps} × file + fdatasync + directory fsync): ${into.at(-1).toFixed(0)} ms`)
       }
       const order = list.map((_, i) => list[(i + r) % list.length])
       for (const sys of order) {
@@ -285,9 +306,15 @@ export async function runPeers({ quick = false, env = process.env, log = console
   const sizes = rows.find((r) => r.sizes)?.sizes
   const floor = floors.length ? { ms: median(floors), rounds: floors, steps: floorSteps } : null
   if (floor && ref) floor.ratio = ref.aMs / floor.ms
+  const extraRow = rows.find((r) => r.id === 'ours-extra' && r.n)
+  if (floor && extraFloors.length) {
+    floor.extra = { dir: extraDir, ms: median(extraFloors), rounds: extraFloors }
+    if (extraRow) floor.extra.ratio = extraRow.aMs / floor.extra.ms
+  }
   for (const row of rows) log(consoleLine(row))
   if (floor) {
     log(`durability floor for a: ${floor.ms.toFixed(0)} ms; ours (default, data disk) ${floor.ratio ? `${floor.ratio.toFixed(2)}x the floor` : 'not measured'}`)
+    if (floor.extra) log(`durability floor on ${floor.extra.dir}: ${floor.extra.ms.toFixed(0)} ms; ours there ${floor.extra.ratio ? `${floor.extra.ratio.toFixed(2)}x` : '-'}`)
   }
   return { rows, notes, rounds, quick, sizes, floor, markdown: markdown({ rows, notes, rounds, quick, sizes, floor }) }
 }
@@ -360,7 +387,7 @@ workflows (\`restate.workflow\`, each step a \`ctx.run\`) served by the SDK from
 benchmark process, registered through the admin API, and invoked through the HTTP ingress
 (\`POST /<workflow>/<key>/run\`, which answers with the result; keep-alive connections).
 
-${floor ? `Durability floor of (a), same disk, same run: ${floor.steps.toLocaleString('en-US')} × (create a 450-byte file, \`fdatasync\` it, \`fsync\` its directory) = ${sec(floor.ms)} (rounds: ${floor.rounds.map(sec).join(' / ')}); ours (default, data disk) on a: **${floor.ratio ? `${floor.ratio.toFixed(2)}×` : '–'} the floor** (target ≤ 2×).\n\n` : ''}Per round:
+${floor ? `Durability floor of (a), same disk, same run: ${floor.steps.toLocaleString('en-US')} × (create a 450-byte file, \`fdatasync\` it, \`fsync\` its directory) = ${sec(floor.ms)} (rounds: ${floor.rounds.map(sec).join(' / ')}); ours (default, data disk) on a: **${floor.ratio ? `${floor.ratio.toFixed(2)}×` : '–'} the floor** (target ≤ 2×).${floor.extra ? ` On \`${floor.extra.dir}\`: floor ${sec(floor.extra.ms)} (rounds: ${floor.extra.rounds.map(sec).join(' / ')}); ours there **${floor.extra.ratio ? `${floor.extra.ratio.toFixed(2)}×` : '–'} the floor**.` : ''}\n\n` : ''}Per round:
 ${perRound}
 ${failures ? `\nFailures:\n${failures}\n` : ''}
 Machine: ${notes.cpu}, ${notes.ramGiB} GiB RAM; ${notes.kernel}; Node ${notes.node}; load average (1/5/15 min)

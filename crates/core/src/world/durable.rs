@@ -9,8 +9,10 @@
 //!    on ext4 in its default `data=ordered` mode, `sync_file_range(WRITE)`, which starts
 //!    the write-back now (allocating the blocks and updating the on-disk size in the
 //!    running journal transaction); ext4 then never commits a transaction holding the
-//!    name before that data is on disk. Either way a name that survives a crash never
-//!    points at contents that did not.
+//!    name before that data is on disk. On file systems without a journal (ext4 can be
+//!    made without one) the file is written under a temporary name and `fsync`ed whole
+//!    before it is linked or renamed into place. Either way a name that survives a crash
+//!    never points at contents that did not.
 //! 2. **Names at the commit point.** Publishing records the directory it changed
 //!    (also for deletions and new directories); [`commit`] then `fsync`s each such
 //!    directory once — on ext4 only the one changed last: ext4 keeps one journal for the
@@ -22,9 +24,14 @@
 //!    group commit) before any of them is answered; every API write (`start()`'s run,
 //!    `resumeHook()`, `cancel()`, a stream chunk) commits before it resolves.
 //! 3. **Order.** Within a commit, files are published in the order the state machine
-//!    writes them (entity, then its event; event after event). ext4 and XFS journal
-//!    metadata changes in order, so a crash keeps a prefix of the names published, each
-//!    pointing at durable contents (rule 1): a later event never survives an earlier one.
+//!    writes them (entity, then its event; event after event). A journaling file system
+//!    (ext4, XFS) commits metadata changes in order, so a crash keeps a prefix of the
+//!    names published, each pointing at durable contents (rule 1): a later event never
+//!    survives an earlier one. Without a journal the names of one commit may survive in
+//!    any order (all of them once `commit` returned): a crash *during* a commit can leave
+//!    a later event of that commit without an earlier one — never an acknowledged one —
+//!    which recovery reads as a gap in the log; use a journaled file system for the
+//!    ordering guarantee.
 //!
 //! A failed sync is an error naming the file or directory: the write is reported as
 //! failed (a storage fault), never acknowledged.
@@ -139,7 +146,9 @@ enum Kind {
     Volatile,
     /// ext4 with ordered data: start write-back before publishing, sync directories.
     OrderedJournal,
-    /// Anything else: `fdatasync` each file before publishing it, sync directories.
+    /// Anything else (ext4 without a journal included): each file is written under a
+    /// temporary name and `fsync`ed whole (contents and inode) before it is published,
+    /// and every changed directory is synced.
     Plain,
 }
 
@@ -158,9 +167,38 @@ fn kind_of_fd(fd: libc::c_int) -> Kind {
     let magic = st.f_type as i64;
     match magic {
         TMPFS_MAGIC | RAMFS_MAGIC => Kind::Volatile,
-        EXT4_MAGIC if !ext4_writeback_mounted() => Kind::OrderedJournal,
+        EXT4_MAGIC if !ext4_writeback_mounted() && has_journal(fd) => Kind::OrderedJournal,
         _ => Kind::Plain,
     }
+}
+
+/// Whether the file system holding `fd` has an active journal (jbd2 lists it in
+/// `/proc/fs/jbd2/<device>-<inode>`): ext4 can be made without one, and then neither
+/// data ordering nor in-order metadata commits hold.
+#[cfg(target_os = "linux")]
+fn has_journal(fd: libc::c_int) -> bool {
+    // SAFETY: an all-zero stat is a valid value to be overwritten by the call.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is an open descriptor and `st` a valid out-pointer.
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    let (major, minor) = (libc::major(st.st_dev), libc::minor(st.st_dev));
+    let Ok(uevent) = std::fs::read_to_string(format!("/sys/dev/block/{major}:{minor}/uevent"))
+    else {
+        return false;
+    };
+    let Some(name) = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME=")) else {
+        return false;
+    };
+    let prefix = format!("{}-", name.rsplit('/').next().unwrap_or(name));
+    std::fs::read_dir("/proc/fs/jbd2")
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -242,7 +280,7 @@ pub(crate) fn data_barrier(file: &std::fs::File, name: &Path) -> io::Result<()> 
     match kind {
         Kind::Volatile => return Ok(()),
         Kind::OrderedJournal => start_writeback(file)?,
-        Kind::Plain => file.sync_data()?,
+        Kind::Plain => file.sync_all()?,
     }
     observe(SyncPoint::Data(name))
 }
@@ -262,6 +300,17 @@ fn start_writeback(file: &std::fs::File) -> io::Result<()> {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(file: &std::fs::File) -> io::Result<()> {
     file.sync_data()
+}
+
+/// Whether a create-once file at `path` must be written under a temporary name (not as an
+/// unnamed `O_TMPFILE` file): on file systems without a journal, an unnamed file's inode
+/// is synced while it has no link, and the link count its name gives it might not reach
+/// the disk — the name would then point at an inode the kernel refuses to read.
+pub(crate) fn needs_named_temp(path: &Path) -> bool {
+    enabled()
+        && path
+            .parent()
+            .is_some_and(|dir| kind_of_dir(dir) == Kind::Plain)
 }
 
 /// Records that the directory holding `path` changed (a name published or removed): the

@@ -182,9 +182,14 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
         }
         Ok(linked)
     };
-    match anon::publish(path, data) {
+    let unnamed = if durable::needs_named_temp(path) {
+        Ok(None)
+    } else {
+        anon::publish(path, data)
+    };
+    match unnamed {
         Ok(Some(linked)) => return published(linked),
-        Ok(None) => {} // not supported here: temp file + link
+        Ok(None) => {} // not supported here (or not safe to sync): temp file + link
         Err(e) if e.kind() == ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
                 create_dirs(parent)?;
