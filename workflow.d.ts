@@ -129,10 +129,21 @@ export interface ResumeFailure {
  * a restart or a crash): crash recovery (the events a killed writer left out are written
  * from the entities it wrote), then a replay of their event logs. Returns the run ids now
  * running here; `failures` (not enumerable) lists the runs that could not be resumed — a
- * corrupt or missing file (`CORRUPT_FILE`), a state recovery cannot continue from — each
- * left as it was and also logged.
+ * corrupt, missing or unreadable file (`CORRUPT_FILE`, or the errno `code`, with `path`), a
+ * state recovery cannot continue from — each left as it was, logged and passed to
+ * `options.onError`. One of them never keeps the others from resuming; only a `runs/`
+ * directory that cannot be listed rejects.
  */
-export declare function resumeRuns(): Promise<string[] & { readonly failures: ResumeFailure[] }>
+export interface ResumeRunsOptions {
+  /**
+   * Called with each problem as it is found: the error of every run in `failures` (with
+   * `runId` set, and `path` naming the file for a storage fault), and a lease file that was
+   * not a lease and was replaced (`recovered: true`: that run resumed).
+   */
+  onError?: (error: Error & { runId?: string; path?: string; code?: string; recovered?: boolean }) => void
+}
+
+export declare function resumeRuns(options?: ResumeRunsOptions): Promise<string[] & { readonly failures: ResumeFailure[] }>
 
 /**
  * Virtual time for tests: durable sleeps and step retry delays stop waiting in real time.

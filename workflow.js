@@ -192,9 +192,18 @@ const fetchStep = step('fetch', (...args) => globalThis.fetch(...args), { id: 's
 
 // ----------------------------------------------------------------- engine controls
 
-/** Resumes the pending and running runs of the workflows declared in this process. */
-function resumeRuns() {
-  return getEngine().resumeRuns()
+/**
+ * Resumes the pending and running runs of the workflows declared in this process.
+ * Resolves to their ids; a run that cannot be resumed (a run file, a file of its log or
+ * its lease that cannot be read) is logged, listed in the array's `failures` property and
+ * passed to `options.onError`, and never keeps the other runs from resuming.
+ */
+async function resumeRuns(options) {
+  const opts = optionsObject('options', options)
+  if (opts.onError !== undefined && typeof opts.onError !== 'function') {
+    throw invalidArgType('options.onError', 'of type function', opts.onError)
+  }
+  return getEngine().resumeRuns(opts)
 }
 
 /**

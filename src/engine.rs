@@ -379,27 +379,40 @@ impl NativeWorld {
         })
     }
 
-    /// The runs (as stored) whose status is in `statuses`: one JSON array text (off the JS
-    /// thread).
+    /// The runs (as stored) whose status is in `statuses`, off the JS thread: the JSON text
+    /// of `{ runs: [...], faults: [{ name, message, path, code }] }`, one fault per file
+    /// that is not a readable run. Rejects only when `runs/` cannot be listed.
     #[napi(catch_unwind)]
     pub fn read_runs(&self, statuses: Option<Vec<String>>) -> AsyncTask<Blocking> {
         let world = Arc::clone(&self.inner);
         Blocking::task(move || {
-            world
-                .list_runs_json_sync(statuses.as_deref())
-                .map_err(to_napi)
+            let (runs, faults) = world
+                .list_runs_report_sync(statuses.as_deref())
+                .map_err(to_napi)?;
+            let faults: Vec<Value> = faults.iter().map(error_data).collect();
+            Ok(format!(
+                "{{\"runs\":{runs},\"faults\":{}}}",
+                Value::Array(faults)
+            ))
         })
     }
 
-    /// Takes or renews a run's lease for `owner`; resolves to "true" or "false" (another
-    /// live owner holds it).
+    /// Takes or renews a run's lease for `owner`; resolves to the JSON text of `{ held,
+    /// replaced? }`: `held` false when another live owner holds it, `replaced` the error
+    /// naming a lease file that was not a lease (corrupt, a directory) and was taken over.
     #[napi(catch_unwind)]
     pub fn acquire_lease(&self, run_id: String, owner: String, ttl_ms: u32) -> AsyncTask<Blocking> {
         let root: PathBuf = self.inner.root().to_path_buf();
         Blocking::task(move || {
-            workflow_core::lease::acquire(&root, &run_id, &owner, u64::from(ttl_ms))
-                .map(|b| b.to_string())
-                .map_err(to_napi)
+            let got =
+                workflow_core::lease::acquire_reporting(&root, &run_id, &owner, u64::from(ttl_ms))
+                    .map_err(to_napi)?;
+            let mut out = Map::new();
+            out.insert("held".into(), Value::Bool(got.held));
+            if let Some(e) = &got.replaced {
+                out.insert("replaced".into(), error_data(e));
+            }
+            Ok(Value::Object(out).to_string())
         })
     }
 

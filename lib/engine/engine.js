@@ -5,7 +5,9 @@
 // messages (wakeUp(), resumeHook(), start()) are dispatched here instead of over HTTP when
 // the workflow is registered in this process.
 
+const path = require('node:path')
 const { resolveWorld, setLocalDispatcher } = require('../world.js')
+const { errorFromData } = require('../native.js')
 const { Clock } = require('./clock.js')
 const { Execution } = require('./execution.js')
 const { workflowStore, stepStore } = require('./context.js')
@@ -60,7 +62,7 @@ class Engine {
     // delete the new lease).
     const released = this.releasing.get(runId) || Promise.resolve()
     const leased = released
-      .then(() => this.acquireLease(world, runId))
+      .then(() => this.acquireLease(world, runId, (err) => (exec.leaseReplaced = err)))
       .finally(() => {
         this.busy--
         this.clock.poke()
@@ -101,14 +103,29 @@ class Engine {
     return exec
   }
 
-  async acquireLease(world, runId) {
-    return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
+  /**
+   * Takes or renews the run's lease: whether this process holds it now. A lease file that
+   * is not a lease (corrupt, a directory) is not a live owner: the core takes it over and
+   * names it; that is logged and handed to `onReplaced`.
+   */
+  async acquireLease(world, runId, onReplaced) {
+    const got = JSON.parse(await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS))
+    if (got.replaced) {
+      const err = errorFromData(got.replaced)
+      err.runId = runId
+      err.recovered = true
+      console.error(
+        `[workflow-native] Replaced the lease of run ${runId}: its file is not a lease, so no live process holds it (${err.message})`,
+      )
+      if (onReplaced) onReplaced(err)
+    }
+    return got.held
   }
 
   /** False only when another process holds the lease now. */
   async renewLease(world, runId) {
     try {
-      return (await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS)) === 'true'
+      return await this.acquireLease(world, runId)
     } catch (e) {
       console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, e)
       return true
@@ -187,28 +204,71 @@ class Engine {
    * Resumes every pending or running run of a workflow registered here (after a restart):
    * each is recovered (what a crash left half-written is finished) and its log read.
    * Resolves to the run ids now executing in this process; the array's non-enumerable
-   * `failures` lists `{ runId, error }` for the runs that could not be resumed (a corrupt
-   * or missing file, a state recovery cannot continue from), each also logged. Runs a
-   * dead process left finished in their files but not in their logs (its lease is still
-   * there) get their terminal event.
+   * `failures` lists `{ runId, error }` for the runs that could not be resumed (a run
+   * file, a file of its log or its lease that cannot be read, a state recovery cannot
+   * continue from), each also logged and passed to `options.onError` (with `runId` set)
+   * as it is found. One of them never keeps the others from resuming. A lease file that
+   * was not a lease is replaced (the run resumes) and reported to `onError` with
+   * `recovered: true`. Runs a dead process left finished in their files but not in their
+   * logs (its lease is still there) get their terminal event. Rejects only when the runs
+   * cannot be listed.
    */
-  async resumeRuns() {
+  async resumeRuns(options) {
+    const onError = options && typeof options.onError === 'function' ? options.onError : undefined
+    const report = (runId, error) => {
+      if (!onError || !error) return
+      if (typeof error === 'object' && error.runId === undefined) {
+        try {
+          error.runId = runId
+        } catch {
+          // a frozen error: handed on as it is
+        }
+      }
+      try {
+        onError(error)
+      } catch (e) {
+        console.error('[workflow-native] resumeRuns(): onError threw:', e)
+      }
+    }
     const world = this.world()
-    const runs = JSON.parse(await world.readRuns(['pending', 'running']))
+    const { runs, faults } = JSON.parse(await world.readRuns(['pending', 'running']))
+    const skipped = faults.map((data) => {
+      const error = errorFromData(data)
+      const runId = typeof data.path === 'string' ? path.basename(data.path, '.json') : undefined
+      console.error(`[workflow-native] resumeRuns() skipped a run file that cannot be read: ${error.message}`)
+      report(runId, error)
+      return { runId, held: false, error }
+    })
     const launched = []
     for (const run of runs) {
       const def = this.registry.get(run.workflowName)
       if (!def) continue
+      const already = this.executions.get(run.runId)
       const exec = this.launch(run.runId, def)
       launched.push(
         exec.ready.then(
-          (r) => ({ runId: run.runId, ...r }),
-          (error) => ({ runId: run.runId, held: false, error }),
+          (r) => {
+            // (an execution already running here was reported by the call that launched it)
+            if (exec !== already) {
+              report(run.runId, exec.leaseReplaced)
+              report(run.runId, r.error)
+            }
+            return { runId: run.runId, ...r }
+          },
+          (error) => {
+            report(run.runId, error)
+            return { runId: run.runId, held: false, error }
+          },
         ),
       )
     }
-    const finished = this.recoverFinished(world, new Set(runs.map((r) => r.runId)))
-    const results = [...(await Promise.all(launched)), ...(await finished)]
+    // (a run whose file cannot be read is reported once, above)
+    const listed = new Set([...runs.map((r) => r.runId), ...skipped.map((r) => r.runId)])
+    const finished = this.recoverFinished(world, listed).then((out) => {
+      for (const r of out) report(r.runId, r.error)
+      return out
+    })
+    const results = [...skipped, ...(await Promise.all(launched)), ...(await finished)]
     const ids = results.filter((r) => r.held && !r.error && !r.finished).map((r) => r.runId)
     const failures = results.filter((r) => r.error).map((r) => ({ runId: r.runId, error: r.error }))
     Object.defineProperty(ids, 'failures', { value: failures, enumerable: false })

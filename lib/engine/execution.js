@@ -32,6 +32,18 @@ function isStorageFault(e) {
 const RUNTIME_ERRORS =
   /^(WorkflowRuntimeError|CorruptedEventLogError|RuntimeDecryptionError|StepNotRegisteredError|WorkflowNotRegisteredError)$/
 
+/** The storage fault of a run whose log has no `run_created` event (a lost file). */
+function missingRunCreated(world, runId) {
+  const dir = require('node:path').join(world.dataDir, 'events')
+  const err = new errors.WorkflowWorldError(
+    `Corrupt workflow data: the event log of run ${runId} in ${dir} has no run_created event (its file is missing)`,
+    { code: 'CORRUPT_FILE' },
+  )
+  err.path = dir
+  err.runId = runId
+  return err
+}
+
 class Execution {
   /**
    * @param engine the Engine
@@ -155,6 +167,13 @@ class Execution {
     }
     // Nothing after the failed write may be written; the run stays as it is on disk (not
     // failed: that is for user code) and can be resumed once the fault is fixed.
+    if (err && typeof err === 'object' && err.runId === undefined) {
+      try {
+        err.runId = this.runId
+      } catch {
+        // a frozen error: reported as it is
+      }
+    }
     this.journal.haltWrites()
     this.failure = err
     console.error(
@@ -379,11 +398,13 @@ class Execution {
     } catch (e) {
       // a storage fault: the operator's problem, not the run's; it stays resumable
       console.error(`[workflow-native] Could not take the lease of run ${this.runId}:`, e)
+      if (e && typeof e === 'object' && e.runId === undefined) e.runId = this.runId
+      this.failure = e
       held = false
     }
     if (!held) {
-      this.markReady({ held: false })
-      return this.stop('held by another process')
+      this.markReady({ held: false, error: this.failure || undefined })
+      return this.stop(this.failure ? 'lease unreadable' : 'held by another process')
     }
     try {
       if (this.fresh) this.log.runCreated = { eventData: this.fresh }
@@ -404,7 +425,8 @@ class Execution {
       if (!this.fresh) this.onForeign(await this.journal.poll())
       if (this.stopped) return
       if (this.log.terminal) return this.stop('already finished')
-      if (!this.log.runCreated) throw new errors.WorkflowRuntimeError(`Run ${this.runId} has no run_created event`)
+      // The run file exists, so its log lost a file: a storage fault, not the run's.
+      if (!this.log.runCreated) throw missingRunCreated(this.world, this.runId)
       this.markReady({ held: true })
       if (this.log.runStartedAt === undefined) {
         const res = await this.record('run_started', undefined, undefined)
@@ -470,6 +492,9 @@ class Execution {
         errorCode,
       })
     } catch (e) {
+      // A storage fault: the run is not failed on disk (the core took the attempt back);
+      // it stays resumable, and its replay reaches the same failure once the fault is fixed.
+      if (isStorageFault(e)) return this.onWriteFault(e)
       if (!(e instanceof Halted || (e && RUN_GONE.has(e.name)))) {
         console.error(`[workflow-native] Could not record the failure of run ${this.runId}:`, e)
       }

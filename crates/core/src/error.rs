@@ -173,6 +173,13 @@ impl Error {
     }
 }
 
+/// Reports a storage failure nobody can be handed (a clean-up after an event was
+/// recorded, the undo of a failed one) on stderr: the operator's attention, not the
+/// caller's error.
+pub fn report(what: &str, e: &Error) {
+    eprintln!("[workflow-native] {what}: {e}");
+}
+
 /// The errno name Node would put in `err.code`.
 fn io_code(e: &std::io::Error) -> &'static str {
     match e.raw_os_error() {

@@ -19,7 +19,7 @@ use crate::dirscan::for_each_name;
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
 use crate::machine::{
-    self, EventResult, EventStore, Once, Request, RunState, StepState, TokenClaim,
+    self, Entity, EventResult, EventStore, Once, Request, RunState, StepState, TokenClaim,
 };
 use crate::world::fsio::parse_date_ms;
 use crate::world::local::LocalWorld;
@@ -209,6 +209,10 @@ impl EventStore for BatchStore<'_> {
     }
     fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
         self.world.replace_wait(wait_key, wait)
+    }
+    fn remove_entity(&self, kind: Entity, key: &str) -> Result<()> {
+        self.forget();
+        self.world.remove_entity(kind, key)
     }
     fn claim_once(&self, marker: &Once) -> Result<bool> {
         self.world.claim_once(marker)

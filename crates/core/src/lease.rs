@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::world::fsio::{now_ms, remove_if_exists_sync, write_exclusive_sync};
+use crate::world::fsio::{now_ms, parse_json, remove_if_exists_sync, write_exclusive_sync};
 use serde_json::{json, Value};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -87,31 +87,66 @@ fn ensure_owner(root: &Path, owner: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The inode of the lease at `path` (a link to some owner's file) if it may be taken over
-/// now, `None` while its owner is live.
-fn stale(path: &Path, ttl: Duration, host: &str) -> Result<Option<u64>> {
-    let meta = match std::fs::metadata(path) {
+/// Whether the lease at `path` (a link to some owner's file) may be taken over now.
+enum Held {
+    /// by a live owner
+    Live,
+    /// no more: its inode (0 when the file is gone), and why it is not a lease when it
+    /// is not one (a corrupt file, a directory)
+    Stale(u64, Option<Error>),
+}
+
+/// A lease is a complete owner record from the moment its name exists (owner files are
+/// published whole, leases are links to them): contents that are not one are a corrupt
+/// file, and a corrupt file is not a live owner.
+fn stale(path: &Path, ttl: Duration, host: &str) -> Result<Held> {
+    let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Some(0)),
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Held::Stale(0, None)),
         Err(e) => return Err(Error::io(path, e)),
     };
+    if !meta.is_file() {
+        return Ok(Held::Stale(
+            meta.ino(),
+            Some(Error::corrupt(
+                path,
+                "not a lease file (a directory or other non-file)",
+            )),
+        ));
+    }
     let beat = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
     let expired = SystemTime::now()
         .duration_since(beat)
         .map(|age| age >= ttl)
         .unwrap_or(false);
     if expired {
-        return Ok(Some(meta.ino()));
+        return Ok(Held::Stale(meta.ino(), None));
     }
-    let record: Option<Value> = std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let Some(record) = record else {
-        return Ok(None); // being written: treat as live until it expires
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Held::Stale(0, None)),
+        Err(e) => return Err(Error::io(path, e)),
     };
-    let same_host = record.get("host").and_then(Value::as_str) == Some(host);
-    let pid = record.get("pid").and_then(Value::as_i64).unwrap_or(0);
-    Ok((same_host && !process_alive(pid)).then_some(meta.ino()))
+    let record = match parse_json(path, &bytes) {
+        Ok(v) => v,
+        Err(e) => return Ok(Held::Stale(meta.ino(), Some(e))),
+    };
+    let (Some(pid), Some(owner_host)) = (
+        record.get("pid").and_then(Value::as_i64),
+        record.get("host").and_then(Value::as_str),
+    ) else {
+        return Ok(Held::Stale(
+            meta.ino(),
+            Some(Error::corrupt(
+                path,
+                "not a lease record (needs a number \"pid\" and a string \"host\")",
+            )),
+        ));
+    };
+    if owner_host == host && !process_alive(pid) {
+        return Ok(Held::Stale(meta.ino(), None));
+    }
+    Ok(Held::Live)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -124,21 +159,38 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// Takes or renews the lease of `run_id` for `owner` (stale after `ttl_ms` without a
 /// heartbeat). Returns false when another live owner holds it.
 pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bool> {
+    acquire_reporting(root, run_id, owner, ttl_ms).map(|a| a.held)
+}
+
+/// The outcome of [`acquire_reporting`].
+#[derive(Debug)]
+pub struct Acquired {
+    /// this owner holds the lease now
+    pub held: bool,
+    /// the lease file found was not a lease (corrupt contents, a directory): it was taken
+    /// over as not live, and this names it for the operator
+    pub replaced: Option<Error>,
+}
+
+/// [`acquire`], telling also when the lease it found was a corrupt file it replaced.
+pub fn acquire_reporting(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<Acquired> {
     let path = lease_path(root, run_id)?;
     let mine = ensure_owner(root, owner)?;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
+    let done = |held: bool, replaced: Option<Error>| Ok(Acquired { held, replaced });
     match std::fs::hard_link(&mine, &path) {
-        Ok(()) => return Ok(true),
+        Ok(()) => return done(true, None),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(&path, e)),
     }
     if same_file(&mine, &path) {
-        return Ok(true); // ours already; the owner file was touched above
+        return done(true, None); // ours already; the owner file was touched above
     }
-    let Some(stale_ino) = stale(&path, Duration::from_millis(ttl_ms), &host_name())? else {
-        return Ok(false);
+    let (stale_ino, replaced) = match stale(&path, Duration::from_millis(ttl_ms), &host_name())? {
+        Held::Live => return done(false, None),
+        Held::Stale(ino, why) => (ino, why),
     };
     // Take over without a race: move the stale lease aside (only one process can), check
     // that what moved is the lease judged stale, then link ours in (fails if taken).
@@ -146,19 +198,24 @@ pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bo
     match std::fs::rename(&path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => {
-            return link_new(&mine, &path);
+            return done(link_new(&mine, &path)?, None);
         }
         Err(e) => return Err(Error::io(&path, e)),
     }
-    let moved_ino = std::fs::metadata(&aside).map(|m| m.ino()).ok();
-    if moved_ino != Some(stale_ino) {
+    let moved = std::fs::symlink_metadata(&aside).ok();
+    if moved.as_ref().map(MetadataExt::ino) != Some(stale_ino) {
         // Someone renewed or took it meanwhile: put theirs back.
         let _ = std::fs::hard_link(&aside, &path);
         let _ = std::fs::remove_file(&aside);
-        return Ok(false);
+        return done(false, None);
     }
-    let _ = std::fs::remove_file(&aside);
-    link_new(&mine, &path)
+    if moved.is_some_and(|m| m.is_dir()) {
+        let _ = std::fs::remove_dir_all(&aside);
+    } else {
+        let _ = std::fs::remove_file(&aside);
+    }
+    let held = link_new(&mine, &path)?;
+    done(held, if held { replaced } else { None })
 }
 
 /// Links our owner file at `path` unless something is there already.
@@ -255,6 +312,70 @@ mod tests {
         let lease = lease_path(dir.path(), "wrun_C").unwrap();
         std::fs::hard_link(&remote, &lease).unwrap();
         assert!(!acquire(dir.path(), "wrun_C", "b", 60_000).unwrap());
+    }
+
+    #[test]
+    fn a_lease_that_is_not_a_lease_record_is_taken_over_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        type Make = Box<dyn Fn(&Path)>;
+        let cases: Vec<(&str, Make)> = vec![
+            ("empty", Box::new(|p| std::fs::write(p, b"").unwrap())),
+            (
+                "garbage",
+                Box::new(|p| std::fs::write(p, b"\xff\x00{{nope").unwrap()),
+            ),
+            (
+                "truncated",
+                Box::new(|p| std::fs::write(p, b"{\"owner\":\"x\",\"pi").unwrap()),
+            ),
+            (
+                "wrong type",
+                Box::new(|p| std::fs::write(p, b"[1,2,3]").unwrap()),
+            ),
+            (
+                "no pid",
+                Box::new(|p| std::fs::write(p, b"{\"host\":\"h\"}").unwrap()),
+            ),
+            (
+                "directory",
+                Box::new(|p| {
+                    std::fs::create_dir_all(p.join("inside")).unwrap();
+                    std::fs::write(p.join("inside/f"), b"x").unwrap();
+                }),
+            ),
+        ];
+        for (i, (what, make)) in cases.iter().enumerate() {
+            let run = format!("wrun_C{i}");
+            let lease = lease_path(dir.path(), &run).unwrap();
+            std::fs::create_dir_all(lease.parent().unwrap()).unwrap();
+            make(&lease);
+            // a fresh heartbeat: only its contents say it is not live
+            let got = acquire_reporting(dir.path(), &run, "b", 60_000).unwrap();
+            assert!(got.held, "{what}: taken over");
+            let e = got.replaced.unwrap_or_else(|| panic!("{what}: reported"));
+            assert_eq!(e.code().as_deref(), Some("CORRUPT_FILE"), "{what}: {e}");
+            assert!(
+                e.to_string().contains(&format!("{run}.json")),
+                "{what}: {e}"
+            );
+            assert!(
+                same_file(&owner_path(dir.path(), "b").unwrap(), &lease),
+                "{what}"
+            );
+            // and it is an ordinary lease again: renewed, not reported twice
+            let again = acquire_reporting(dir.path(), &run, "b", 60_000).unwrap();
+            assert!(again.held && again.replaced.is_none(), "{what}");
+            assert!(
+                !acquire(dir.path(), &run, "c", 60_000).unwrap(),
+                "{what}: live now"
+            );
+        }
+        // nothing left aside
+        let names: Vec<String> = std::fs::read_dir(dir.path().join(".workflow-native/leases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.iter().all(|n| !n.contains(".stale.")), "{names:?}");
     }
 
     #[test]

@@ -2,26 +2,35 @@
 //! (one live hook per token: a retry of the same hook converges on the first event, any
 //! other hook gets a `hook_conflict` event instead); `hook_disposed` happens once.
 
+use super::entities::RunState;
 use super::json::literal;
 use super::request::{Created, Ctx, EventResult};
 use super::store::{EventStore, Once, TokenClaim};
+use super::txn::after_commit;
 use crate::error::{Error, Result};
 use crate::ids::ulid_time_ms;
 use crate::world::fsio::{iso_from_ms, to_compact_json};
 use serde_json::{json, Map, Value};
 
 /// `hook_disposed` / `hook_received` need the hook to exist (`HookNotFoundError` carrying
-/// the hook id, as world-local reports it).
-pub(crate) fn check_exists<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<()> {
+/// the hook id, as world-local reports it). A hook of a run that ended does not: the
+/// run's end removes it, and one a failed clean-up left behind is as good as gone.
+pub(crate) fn check_exists<S: EventStore + ?Sized>(
+    store: &S,
+    ctx: &Ctx,
+    run: Option<&RunState>,
+) -> Result<()> {
     if !matches!(ctx.ty, "hook_disposed" | "hook_received") {
         return Ok(());
     }
-    match ctx.corr {
-        Some(c) if !store.hook_exists(c)? => Err(Error::HookNotFound {
+    let Some(c) = ctx.corr else { return Ok(()) };
+    let run_ended = run.is_some_and(|r| r.snap.status.is_terminal());
+    if run_ended || !store.hook_exists(c)? {
+        return Err(Error::HookNotFound {
             token: c.to_string(),
-        }),
-        _ => Ok(()),
+        });
     }
+    Ok(())
 }
 
 /// The error of a retried `hook_created` whose first attempt is already published.
@@ -119,13 +128,16 @@ pub(crate) fn created<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<Ho
     })
 }
 
-/// `hook_disposed`: once only; the hook and its token claim go away.
+/// `hook_disposed`: once only. The hook and its token claim go once the event is stored
+/// (world-local deletes them first: a failed event would leave a hook gone for good).
+/// A repeat deletes what a failed clean-up of the first one left.
 pub(crate) fn disposed<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<()> {
     if !store.claim_once(&Once::HookDisposed(ctx.corr_text.clone()))? {
+        after_commit(ctx, "deleting the hook", store.delete_hook(&ctx.corr_text));
         return Err(Error::EntityConflict(format!(
             "Hook \"{}\" already disposed",
             ctx.corr_text
         )));
     }
-    store.delete_hook(&ctx.corr_text)
+    Ok(())
 }

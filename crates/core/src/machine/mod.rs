@@ -24,6 +24,7 @@ pub mod request;
 pub mod runs;
 pub mod steps;
 pub mod store;
+mod txn;
 pub mod waits;
 
 use crate::error::{Error, Result};
@@ -32,12 +33,35 @@ use serde_json::{Map, Value};
 
 pub use entities::{RunState, StepState};
 pub use request::{Applied, Created, EventResult, Request};
-pub use store::{EventStore, Once, TokenClaim};
+pub use store::{Entity, EventStore, Once, TokenClaim};
 
 /// `events.create` on `store`: checks, entity effects and the event, in world-local's
 /// order. Callers serialise concurrent `hook_created` for one hook themselves
 /// (world-local's per-instance mutex).
+///
+/// All or nothing for storage failures: the event is the commit point. A failure before
+/// it takes back the entity changes already made (see [`txn`]) and is returned; the
+/// clean-ups after it (a finished run's hooks and waits, a disposed hook, a new hook's
+/// entity) cannot fail the event any more: their failures are reported and repaired by
+/// later accesses (a hook lookup, a repeated cancel, world-local's own rebuilds).
 pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created> {
+    let txn = txn::Txn::new(store, &req.event_type);
+    let out = apply_in(&txn, req);
+    if let Err(e) = &out {
+        for failed in txn.rollback() {
+            crate::error::report(
+                &format!(
+                    "Could not take back a change of a failed \"{}\" ({e})",
+                    req.event_type
+                ),
+                &failed,
+            );
+        }
+    }
+    out
+}
+
+fn apply_in<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created> {
     let ctx = Ctx::new(req)?;
     let ty = ctx.ty;
 
@@ -60,11 +84,13 @@ pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created
         }
     }
     let step = steps::check(store, &ctx, current.as_ref())?;
-    hooks::check_exists(store, &ctx)?;
+    hooks::check_exists(store, &ctx, current.as_ref())?;
 
     let mut event = ctx.event();
     let mut result = EventResult::default();
     let mut hook_write: Option<(Map<String, Value>, bool)> = None;
+    let mut run_finished = false;
+    let mut hook_disposed = false;
     match ty {
         "run_created" if ctx.has_data => result.run = Some(runs::created(store, &ctx)?),
         "run_started" => {
@@ -89,6 +115,7 @@ pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created
         {
             if let Some(cur) = &current {
                 result.run = Some(runs::finished(store, &ctx, cur)?);
+                run_finished = true;
             }
         }
         "step_created" if ctx.has_data => result.step = Some(steps::created(store, &ctx)?),
@@ -118,18 +145,34 @@ pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created
                 hook_write = Some((hook, overwrite));
             }
         },
-        "hook_disposed" => hooks::disposed(store, &ctx)?,
+        "hook_disposed" => {
+            hooks::disposed(store, &ctx)?;
+            hook_disposed = true;
+        }
         "wait_created" if ctx.has_data => result.wait = Some(waits::created(store, &ctx)?),
-        "wait_completed" => result.wait = Some(waits::completed(store, &ctx)?),
+        "wait_completed" => {
+            result.wait = Some(waits::completed(store, &ctx, current.as_ref())?);
+        }
         // hook_received, hook_conflict and anything else: the event only.
         _ => {}
     }
 
     publish(store, &ctx, &event)?;
-    // The hook entity only once its event is committed.
+    // Committed. The hook entity only once its event is (a missing one is rebuilt from
+    // the event by a lookup, as world-local rebuilds it).
     if let Some((hook, overwrite)) = hook_write {
-        store.write_hook(&ctx.corr_text, &hook, overwrite)?;
+        txn::after_commit(
+            &ctx,
+            "writing the hook",
+            store.write_hook(&ctx.corr_text, &hook, overwrite),
+        );
         result.hook = Some(Value::Object(hook));
+    }
+    if run_finished {
+        runs::clean_up(store, &ctx);
+    }
+    if hook_disposed {
+        txn::after_commit(&ctx, "deleting the hook", store.delete_hook(&ctx.corr_text));
     }
     result.event = Some(Value::Object(event));
     Ok(Created::new(result))

@@ -6,6 +6,7 @@ use super::entities::RunState;
 use super::json::{error_message, error_stack, js_number_text, js_truthy, literal};
 use super::request::{Applied, Created, Ctx, EventResult};
 use super::store::EventStore;
+use super::txn::after_commit;
 use crate::error::{Error, Result};
 use crate::ids::prefixed_id;
 use crate::world::fsio::now_iso;
@@ -108,6 +109,8 @@ pub(crate) fn check_terminal<S: EventStore + ?Sized>(
     if ty == "run_cancelled" && status == RunStatus::Cancelled {
         let event = ctx.event();
         store.store_event(&ctx.run_id, &ctx.event_id, &event)?;
+        // what the first cancel could not remove (nothing, normally)
+        clean_up(store, ctx);
         return Ok(Some(Created {
             result: EventResult {
                 event: Some(Value::Object(event)),
@@ -174,8 +177,8 @@ pub(crate) fn started<S: EventStore + ?Sized>(
     Ok(Some(Value::Object(run)))
 }
 
-/// `run_completed` / `run_failed` / `run_cancelled`: the terminal run, then its hooks
-/// (with their token claims) and waits are removed.
+/// `run_completed` / `run_failed` / `run_cancelled`: the terminal run. Its hooks (with
+/// their token claims) and waits are removed once the event is stored ([`clean_up`]).
 pub(crate) fn finished<S: EventStore + ?Sized>(
     store: &S,
     ctx: &Ctx,
@@ -183,9 +186,24 @@ pub(crate) fn finished<S: EventStore + ?Sized>(
 ) -> Result<Value> {
     let run = terminal_run(cur, ctx.ty, &ctx.event_data, &ctx.now);
     store.replace_run(&ctx.run_id, &run)?;
-    store.delete_hooks_of_run(&ctx.run_id)?;
-    store.delete_waits_of_run(&ctx.run_id)?;
     Ok(Value::Object(run))
+}
+
+/// After a run ended (its event stored): its hooks and waits go. world-local removes them
+/// before the event; here a failure cannot undo the run's end, so it is reported and
+/// the leftovers are treated as gone by every reader and removed again by a repeated
+/// cancel or a hook lookup.
+pub(crate) fn clean_up<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) {
+    after_commit(
+        ctx,
+        "deleting its hooks",
+        store.delete_hooks_of_run(&ctx.run_id),
+    );
+    after_commit(
+        ctx,
+        "deleting its waits",
+        store.delete_waits_of_run(&ctx.run_id),
+    );
 }
 
 /// The run of `run_completed` / `run_failed` / `run_cancelled`.
@@ -247,7 +265,11 @@ pub(crate) fn legacy_event<S: EventStore + ?Sized>(
             let now = now_iso();
             let run = terminal_run(cur, ctx.ty, &Map::new(), &now);
             store.replace_run(&ctx.run_id, &run)?;
-            store.delete_hooks_of_run(&ctx.run_id)?;
+            after_commit(
+                ctx,
+                "deleting its hooks",
+                store.delete_hooks_of_run(&ctx.run_id),
+            );
             legacy(EventResult {
                 run: Some(Value::Object(run)),
                 ..EventResult::default()

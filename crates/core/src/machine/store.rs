@@ -17,6 +17,14 @@ pub enum Once {
     WaitCompleted(String),
 }
 
+/// The entities whose creation an `events.create` may have to take back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Entity {
+    Run,
+    Step,
+    Wait,
+}
+
 /// Who holds a hook token after [`EventStore::claim_token`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenClaim {
@@ -69,6 +77,10 @@ pub trait EventStore {
     /// Refuses (with an error) to overwrite an existing wait.
     fn create_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()>;
     fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()>;
+
+    /// Deletes a run, step or wait (absent is fine): the undo of its creation when the
+    /// event that created it could not be stored.
+    fn remove_entity(&self, kind: Entity, key: &str) -> Result<()>;
 
     /// `false` when the marker was already taken.
     fn claim_once(&self, marker: &Once) -> Result<bool>;

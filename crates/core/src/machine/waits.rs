@@ -1,5 +1,6 @@
 //! Wait rules: a wait is created once per correlation id and completed once.
 
+use super::entities::RunState;
 use super::json::{literal, spread};
 use super::request::Ctx;
 use super::store::{EventStore, Once};
@@ -29,8 +30,13 @@ pub(crate) fn created<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<Va
 }
 
 /// `wait_completed`: once only. A missing wait gives its marker back, so a later
-/// `wait_created` + `wait_completed` still works.
-pub(crate) fn completed<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<Value> {
+/// `wait_created` + `wait_completed` still works. The waits of a run that ended are gone
+/// (its end removes them; one a failed clean-up left behind counts as removed).
+pub(crate) fn completed<S: EventStore + ?Sized>(
+    store: &S,
+    ctx: &Ctx,
+    run: Option<&RunState>,
+) -> Result<Value> {
     let key = ctx.entity_key();
     let marker = Once::WaitCompleted(key.clone());
     if !store.claim_once(&marker)? {
@@ -39,7 +45,13 @@ pub(crate) fn completed<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<
             ctx.corr_text
         )));
     }
-    let Some(view) = store.load_wait(&key)? else {
+    let run_ended = run.is_some_and(|r| r.snap.status.is_terminal());
+    let found = if run_ended {
+        None
+    } else {
+        store.load_wait(&key)?
+    };
+    let Some(view) = found else {
         let _ = store.release_once(&marker);
         return Err(Error::World(format!(
             "Wait \"{}\" not found",

@@ -9,7 +9,9 @@
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
 use crate::machine::json::literal;
-use crate::machine::{self, Created, EventStore, Once, Request, RunState, StepState, TokenClaim};
+use crate::machine::{
+    self, Created, Entity, EventStore, Once, Request, RunState, StepState, TokenClaim,
+};
 use crate::world::fsio::{
     list_dir_sync, normalize_date, parse_date_ms, parse_json, read_json_sync,
     remove_if_exists_sync, to_compact_json, to_pretty_json, write_exclusive_sync, write_new_sync,
@@ -414,9 +416,29 @@ impl LocalWorld {
         Ok(())
     }
 
+    /// Whether a token claim only stands because a clean-up failed: its run ended, or
+    /// its hook was disposed. Unreadable runs count as live (the claim stays).
+    fn claim_left_behind(&self, c: &Claim) -> bool {
+        if assert_safe_entity_id("runId", &c.run_id).is_err() {
+            return false;
+        }
+        if let Ok(Some(run)) = EventStore::load_run(self, &c.run_id) {
+            if run.snap.status.is_terminal() {
+                return true;
+            }
+        }
+        match &c.hook_id {
+            Some(h) => self
+                .marker_path(&Once::HookDisposed(h.clone()))
+                .is_ok_and(|p| p.symlink_metadata().is_ok()),
+            None => false,
+        }
+    }
+
     /// Deletes every hook of the run with its token claim and recovery marker.
     fn delete_hooks_of_run_sync(&self, run_id: &str) -> Result<()> {
         let dir = self.root().join("hooks");
+        let mut first_error = None;
         for name in list_dir_sync(&dir)? {
             let Some(stem) = name.strip_suffix(".json") else {
                 continue;
@@ -436,23 +458,34 @@ impl LocalWorld {
             if s("runId") != run_id {
                 continue;
             }
+            // Every hook is tried (one that cannot be removed does not keep the others),
+            // the hook itself first: a claim left behind is freed by the next claim.
             let token = s("token");
-            remove_if_exists_sync(&self.token_claim_path(&token))?;
-            remove_if_exists_sync(&self.recovery_marker_path(&token, run_id, &s("hookId")))?;
-            remove_if_exists_sync(&path)?;
+            for removed in [
+                remove_if_exists_sync(&path),
+                remove_if_exists_sync(&self.token_claim_path(&token)),
+                remove_if_exists_sync(&self.recovery_marker_path(&token, run_id, &s("hookId"))),
+            ] {
+                if let Err(e) = removed {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     fn delete_waits_of_run_sync(&self, run_id: &str) -> Result<()> {
         let dir = self.root().join("waits");
         let prefix = format!("{run_id}-");
+        let mut first_error = None;
         for name in list_dir_sync(&dir)? {
             if name.starts_with(&prefix) && name.ends_with(".json") {
-                remove_if_exists_sync(&dir.join(&name))?;
+                if let Err(e) = remove_if_exists_sync(&dir.join(&name)) {
+                    first_error.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
     // -------------------------------------------------------------- listings
@@ -490,8 +523,20 @@ impl LocalWorld {
     /// `None`), ordered by createdAt then runId, as one JSON array text. Files that are
     /// not valid runs are skipped.
     pub fn list_runs_json_sync(&self, statuses: Option<&[String]>) -> Result<String> {
+        self.list_runs_report_sync(statuses).map(|(text, _)| text)
+    }
+
+    /// [`list_runs_json_sync`](Self::list_runs_json_sync) with the files it skipped: one
+    /// error naming each file that is not a readable run (`CORRUPT_FILE` for bad
+    /// contents, the I/O error otherwise). Only a `runs` directory that cannot be listed
+    /// fails the whole listing.
+    pub fn list_runs_report_sync(
+        &self,
+        statuses: Option<&[String]>,
+    ) -> Result<(String, Vec<Error>)> {
         let dir = self.root().join("runs");
         let mut items: Vec<(f64, String, String)> = Vec::new();
+        let mut faults = Vec::new();
         for name in list_dir_sync(&dir)? {
             let Some(stem) = name.strip_suffix(".json") else {
                 continue;
@@ -500,16 +545,22 @@ impl LocalWorld {
                 continue;
             }
             let path = dir.join(&name);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&path, e)),
+            let text = match read_text(&path) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(e) => {
+                    faults.push(e);
+                    continue;
+                }
             };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            let Ok(snap) = parse_run(&path, &v, false) else {
-                continue;
+            let snap = match parse_json(&path, text.as_bytes())
+                .and_then(|v| parse_run(&path, &v, false))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    faults.push(e);
+                    continue;
+                }
             };
             if let Some(wanted) = statuses {
                 if !wanted.iter().any(|s| s == snap.status.as_str()) {
@@ -519,8 +570,20 @@ impl LocalWorld {
             items.push((snap.created_at, snap.run_id, text));
         }
         items.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
-        Ok(join_array(items.into_iter().map(|i| i.2)))
+        Ok((join_array(items.into_iter().map(|i| i.2)), faults))
     }
+}
+
+/// A file's text; `None` when it is gone. Not UTF-8 is a corrupt file.
+fn read_text(path: &Path) -> Result<Option<String>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| Error::corrupt(path, format!("not valid UTF-8 ({e})")))
 }
 
 /// The rules' storage primitives on world-local's files: entities as pretty JSON,
@@ -610,6 +673,22 @@ impl EventStore for LocalWorld {
                 };
                 Ok(TokenClaim::Retry { event_id })
             }
+            Some(c) if self.claim_left_behind(&c) => {
+                // A clean-up that failed after the holder's run ended (or its hook was
+                // disposed) left the claim: remove it with its hook, claim again once.
+                let freed = remove_if_exists_sync(&claim_path).and_then(|()| match &c.hook_id {
+                    Some(h) => remove_if_exists_sync(&self.path_of("hooks", h)?),
+                    None => Ok(()),
+                });
+                if let Err(e) = freed {
+                    crate::error::report("Could not remove a hook token claim left behind", &e);
+                } else if write_exclusive_sync(&claim_path, body.as_bytes())? {
+                    return Ok(TokenClaim::Claimed);
+                }
+                Ok(TokenClaim::Taken {
+                    run_id: read_claim(&claim_path)?.map(|c| c.run_id),
+                })
+            }
             other => Ok(TokenClaim::Taken {
                 run_id: other.map(|c| c.run_id),
             }),
@@ -653,6 +732,15 @@ impl EventStore for LocalWorld {
 
     fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
         self.write_entity("waits", wait_key, wait)
+    }
+
+    fn remove_entity(&self, kind: Entity, key: &str) -> Result<()> {
+        let dir = match kind {
+            Entity::Run => "runs",
+            Entity::Step => "steps",
+            Entity::Wait => "waits",
+        };
+        remove_if_exists_sync(&self.path_of(dir, key)?)
     }
 
     fn claim_once(&self, marker: &Once) -> Result<bool> {

@@ -3,8 +3,8 @@
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
 use crate::world::fsio::{
-    list_dir, parse_date_ms, parse_json, read_json, to_compact_json, to_pretty_json,
-    write_exclusive,
+    list_dir, parse_date_ms, parse_json, read_json, remove_if_exists, to_compact_json,
+    to_pretty_json, write_exclusive,
 };
 use crate::world::local::{sha256_hex, LocalWorld};
 pub use crate::world::model::{parse_hook, Hook};
@@ -20,6 +20,12 @@ impl LocalWorld {
     /// files are searched, and at last the event log (world-local rebuilds a live hook
     /// whose files were lost from its `hook_created` event). `HookNotFoundError(token)`
     /// when there is none.
+    ///
+    /// One unreadable hook file does not hide the others: the search goes on past it,
+    /// and its error (naming the file) is the answer only when no hook is found. A hook
+    /// left behind by a clean-up that failed after its run ended or after it was disposed
+    /// is not returned: it is removed now (repaired) and the answer is the one the
+    /// clean-up would have given, `HookNotFoundError`.
     pub async fn get_hook_by_token(&self, token: &str) -> Result<Hook> {
         let hooks_dir = self.root().join("hooks");
         let claim = hooks_dir
@@ -32,29 +38,85 @@ impl LocalWorld {
                     if let Some(v) = read_json(&path).await? {
                         let h = parse_hook(&path, &v)?;
                         if h.token == token {
-                            return Ok(h);
+                            return self.live_or_repair(h).await;
                         }
                     }
                 }
             }
         }
+        let mut unreadable: Option<Error> = None;
         for name in list_dir(&hooks_dir).await? {
             if !name.ends_with(".json") || name.contains(".tmp.") {
                 continue;
             }
             let path = hooks_dir.join(&name);
-            let Some(v) = read_json(&path).await? else {
-                continue;
+            let v = match read_json(&path).await {
+                Ok(Some(v)) => v,
+                Ok(None) => continue,
+                Err(e) => {
+                    unreadable.get_or_insert(e);
+                    continue;
+                }
             };
             if v.get("token").and_then(Value::as_str) == Some(token) {
-                return parse_hook(&path, &v);
+                let h = parse_hook(&path, &v)?;
+                return self.live_or_repair(h).await;
             }
         }
         if let Some(h) = self.rebuild_hook_from_events(token).await? {
             return Ok(h);
         }
-        Err(Error::HookNotFound {
+        Err(unreadable.unwrap_or_else(|| Error::HookNotFound {
             token: token.to_string(),
+        }))
+    }
+
+    /// The hook, unless its run ended or it was disposed (a clean-up that failed after
+    /// the event was recorded left it): then it is removed, best effort, and not found.
+    async fn live_or_repair(&self, h: Hook) -> Result<Hook> {
+        let run_ended = match self.get_run(&h.run_id, false).await {
+            Ok(run) => run.status.is_terminal(),
+            // the run's own problem is for whoever reads it next
+            Err(_) => false,
+        };
+        let disposed = self
+            .root()
+            .join(".locks")
+            .join("hooks")
+            .join(format!("{}.disposed", h.hook_id));
+        let disposed = assert_safe_entity_id("hookId", &h.hook_id).is_ok()
+            && tokio::fs::symlink_metadata(&disposed).await.is_ok();
+        if !run_ended && !disposed {
+            return Ok(h);
+        }
+        let claim = self
+            .root()
+            .join("hooks")
+            .join("tokens")
+            .join(format!("{}.json", sha256_hex(h.token.as_bytes())));
+        let claim_is_its = matches!(
+            read_json(&claim).await,
+            Ok(Some(c)) if c.get("hookId").and_then(Value::as_str) == Some(h.hook_id.as_str())
+        );
+        let mut removed = Ok(());
+        if claim_is_its {
+            removed = remove_if_exists(&claim).await;
+        }
+        if removed.is_ok() && assert_safe_entity_id("hookId", &h.hook_id).is_ok() {
+            removed = remove_if_exists(&self.hook_path(&h.hook_id)).await;
+        }
+        if let Err(e) = removed {
+            crate::error::report(
+                &format!(
+                    "Could not remove hook {} left behind by its {}",
+                    h.hook_id,
+                    if run_ended { "run's end" } else { "disposal" }
+                ),
+                &e,
+            );
+        }
+        Err(Error::HookNotFound {
+            token: h.token.clone(),
         })
     }
 

@@ -315,7 +315,19 @@ impl LocalWorld {
         let get = |k: &str| view.get(k).cloned();
         let status = run.snap.status;
 
-        // The run itself, in the order its events come.
+        // The run itself, in the order its events come. A run file without its
+        // `run_created` is the crash window of a start (the run file is written first)
+        // only while the run is pending: a run that went on had its log, and lost it (a
+        // storage fault: replaying the code from nothing would run its steps again).
+        if !has("run_created") && status.as_str() != "pending" {
+            return Err(Error::corrupt(
+                &self.root().join("events"),
+                format!(
+                    "missing: the {} run \"{run_id}\" has no run_created event",
+                    status.as_str()
+                ),
+            ));
+        }
         if !has("run_created") {
             let data = literal(vec![
                 ("deploymentId", get("deploymentId")),
@@ -544,18 +556,19 @@ impl LocalWorld {
         spec: &Value,
         repairs: &mut Vec<String>,
     ) -> Result<()> {
-        if EventStore::hook_exists(self, corr)? {
-            return Ok(());
-        }
         let marker = Once::HookDisposed(corr.to_string());
         let lock = self.marker_path(&marker)?;
         if exists(&lock)? {
-            // Disposed (the lock, then the hook removed) but its event never written.
+            // Disposed (the lock taken; world-local removes the hook next, this world
+            // once the event is stored) but its event never written.
             let at = modified_ms(&lock).unwrap_or_else(now_ms);
             self.store_repair(run_id, "hook_disposed", Some(corr), None, spec, at)?;
+            EventStore::delete_hook(self, corr)?;
             repairs.push(format!(
-                "hook_disposed for {corr} (the hook is gone, its disposal lock is there)"
+                "hook_disposed for {corr} (its disposal lock is there)"
             ));
+        } else if EventStore::hook_exists(self, corr)? {
+            return Ok(());
         } else {
             // hook_created publishes its event before the hook file: restore the file.
             EventStore::repair_hook(self, run_id, corr, created_event_id)?;
