@@ -388,3 +388,66 @@ fn listings_name_the_files_they_cannot_read() {
     let e = w.read_run_log_sync(&good).unwrap_err();
     assert_eq!(e.code().as_deref(), Some("EISDIR"));
 }
+
+#[test]
+fn recovery_does_not_rebuild_the_log_of_a_run_that_went_on() {
+    let (dir, w) = world();
+    let run_id = busy_run(&w);
+    // the whole log lost (events/ emptied): not the crash window of a start
+    let events = dir.path().join("events");
+    for e in std::fs::read_dir(&events).unwrap() {
+        std::fs::remove_file(e.unwrap().path()).unwrap();
+    }
+    let before = snapshot(dir.path());
+    let e = w.recover_run_sync(&run_id).unwrap_err();
+    assert_eq!(e.code().as_deref(), Some("CORRUPT_FILE"), "{e}");
+    assert!(e.to_string().contains(&events.display().to_string()), "{e}");
+    assert!(e.to_string().contains("run_created"), "{e}");
+    assert_eq!(
+        std::fs::read_dir(&events).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    assert_eq!(snapshot(dir.path()), before);
+
+    // a pending run without its run_created is the crash window of a start: repaired
+    let pending = new_run(&w, false);
+    for e in std::fs::read_dir(&events).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with(&pending)
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    let rec = w.recover_run_sync(&pending).unwrap();
+    assert_eq!(rec.repairs.len(), 1, "{:?}", rec.repairs);
+    assert_eq!(event_types(dir.path(), &pending), ["run_created"]);
+}
+
+#[test]
+fn a_crash_between_a_disposal_lock_and_its_event_is_finished_by_recovery() {
+    let (dir, w) = world();
+    let run_id = busy_run(&w);
+    // hook_disposed takes its lock, then stores its event, then removes the hook: killed
+    // after the lock, the hook is still there and no event
+    std::fs::create_dir_all(dir.path().join(".locks/hooks")).unwrap();
+    std::fs::write(dir.path().join(".locks/hooks/hook_1.disposed"), b"").unwrap();
+    let rec = w.recover_run_sync(&run_id).unwrap();
+    assert!(
+        rec.repairs
+            .iter()
+            .any(|r| r.starts_with("hook_disposed for hook_1")),
+        "{:?}",
+        rec.repairs
+    );
+    assert_eq!(
+        event_types(dir.path(), &run_id).last().map(String::as_str),
+        Some("hook_disposed")
+    );
+    assert!(!dir.path().join("hooks/hook_1.json").exists());
+    let again = w.recover_run_sync(&run_id).unwrap();
+    assert!(again.repairs.is_empty(), "{:?}", again.repairs);
+}
