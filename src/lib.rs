@@ -18,6 +18,25 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use workflow_core::Error as CoreError;
 
+/// Threads for blocking file work (reads and writes of the async calls). Bounded: a
+/// thousand waiters woken at once (returnValues, live stream readers, API calls) queue for
+/// these instead of each growing the pool by a thread.
+const BLOCKING_THREADS: usize = 8;
+
+/// The runtime of the async exports: tokio's defaults except the bounded blocking pool.
+#[napi_derive::module_init]
+fn init() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
+        .build()
+    {
+        Ok(rt) => napi::bindgen_prelude::create_custom_tokio_runtime(rt),
+        // napi-rs then builds its default runtime
+        Err(e) => eprintln!("[workflow-native] could not build the async runtime: {e}"),
+    }
+}
+
 /// Marker that starts the reason of every error this binding produced; the JS layer
 /// parses the JSON after it into `{ name, message, ...fields }`. JS reads it from
 /// [`error_marker`], so this is its only definition.

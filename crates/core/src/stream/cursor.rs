@@ -564,6 +564,11 @@ impl StreamCursor {
 /// directory (a lost notification, or a watch that stopped working).
 const BACKSTOP_LIST_EVERY: u32 = 10;
 
+/// How many live readers may read their files at once (each read runs on a blocking
+/// thread): waiting readers cost no thread, reading ones at most this many.
+const READS_AT_ONCE: usize = 4;
+static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
+
 /// A live reader: batches of items, waiting on the change feed when nothing is new.
 pub struct StreamReader {
     cursor: Option<StreamCursor>,
@@ -615,12 +620,19 @@ impl StreamReader {
                 lost,
                 list: std::mem::take(&mut self.list),
             };
+            // At most READS_AT_ONCE readers read at a time: thousands of live readers
+            // waking together (the backstop) queue here instead of each taking a thread.
+            let permit = READS
+                .acquire()
+                .await
+                .map_err(|e| Error::Plain(format!("stream reader task failed: {e}")))?;
             let (cursor, res) = tokio::task::spawn_blocking(move || {
                 let r = cursor.read(max_items, feed);
                 (cursor, r)
             })
             .await
             .map_err(|e| Error::Plain(format!("stream reader task failed: {e}")))?;
+            drop(permit);
             let wants_listing = cursor.wants_listing();
             self.cursor = Some(cursor);
             let batch = res?;
