@@ -490,24 +490,40 @@ impl LocalWorld {
 
     // -------------------------------------------------------------- listings
 
-    /// Every event of the run, exactly as stored, in log order (createdAt, then eventId,
-    /// as `events.list` sorts; with monotonic ULIDs that is event-id order), as one JSON
-    /// array text. Files that are not events are skipped.
-    pub fn list_events_json_sync(&self, run_id: &str) -> Result<String> {
+    /// The event files of a run (`events/<runId>-*.json`) with their bytes, unordered; a
+    /// file removed between the listing and its read is left out.
+    pub(crate) fn run_event_files(&self, run_id: &str) -> Result<Vec<(PathBuf, Vec<u8>)>> {
         assert_safe_entity_id("runId", run_id)?;
         let dir = self.root().join("events");
         let prefix = format!("{run_id}-");
-        let mut items: Vec<(f64, String, String)> = Vec::new();
+        let mut out = Vec::new();
         for name in list_dir_sync(&dir)? {
             if !name.starts_with(&prefix) || !name.ends_with(".json") {
                 continue;
             }
             let path = dir.join(&name);
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            match std::fs::read(&path) {
+                Ok(b) => out.push((path, b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(&path, e)),
-            };
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every event of the run, exactly as stored, in log order (createdAt, then eventId,
+    /// as `events.list` sorts; with monotonic ULIDs that is event-id order), as one JSON
+    /// array text. Files that are not events are skipped.
+    pub fn list_events_json_sync(&self, run_id: &str) -> Result<String> {
+        let mut items: Vec<(f64, String, String)> = Vec::new();
+        for (path, bytes) in self.run_event_files(run_id)? {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                );
+                Error::io(&path, e)
+            })?;
             let Ok(v) = serde_json::from_str::<Value>(&text) else {
                 continue;
             };

@@ -17,7 +17,6 @@
 //! the engine run the step again, or wait for ever for an outcome that is on disk.
 
 use crate::error::{Error, Result};
-use crate::ids::assert_safe_entity_id;
 use crate::machine::json::literal;
 use crate::machine::{EventStore, Once};
 use crate::world::fsio::{iso_from_ms, now_ms, parse_date_ms};
@@ -207,20 +206,8 @@ impl LocalWorld {
     }
 
     fn read_log(&self, run_id: &str) -> Result<(String, Vec<LogEvent>)> {
-        assert_safe_entity_id("runId", run_id)?;
-        let dir = self.root().join("events");
-        let prefix = format!("{run_id}-");
         let mut items: Vec<(f64, String, String, LogEvent)> = Vec::new();
-        for name in crate::world::fsio::list_dir_sync(&dir)? {
-            if !name.starts_with(&prefix) || !name.ends_with(".json") {
-                continue;
-            }
-            let path = dir.join(&name);
-            let bytes = match std::fs::read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(&path, e)),
-            };
+        for (path, bytes) in self.run_event_files(run_id)? {
             let text =
                 String::from_utf8(bytes).map_err(|_| Error::corrupt(&path, "not valid UTF-8"))?;
             let v: Value = serde_json::from_str(&text)
