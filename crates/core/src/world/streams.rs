@@ -38,6 +38,24 @@ impl LocalWorld {
         StreamReader::new(self.chunk_index(), sub, name, start_index, mode)
     }
 
+    /// A live reader of a stream of run `run_id` that also ends once the run is terminal
+    /// (completed, failed or cancelled) and every chunk written before is delivered, close
+    /// marker or not. A run that cannot be read (unknown, a corrupt file) when the reader
+    /// first waits leaves it ending at the close marker only.
+    pub fn open_run_stream(
+        &self,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+        run_id: &str,
+    ) -> Result<StreamReader> {
+        assert_safe_entity_id("runId", run_id)?;
+        let reader = self.open_stream(name, start_index, mode)?;
+        let waiters = Arc::clone(self.terminal_waiters());
+        let run_id = run_id.to_string();
+        Ok(reader.end_with(Box::pin(async move { waiters.wait(&run_id).await.is_ok() })))
+    }
+
     /// `{ tailIndex, done }` of stream `name` (`-1` when it has no data chunk yet).
     pub fn stream_tail(&self, name: &str) -> Result<(i64, bool)> {
         self.chunk_index().stream_info(name)
