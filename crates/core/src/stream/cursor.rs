@@ -400,9 +400,24 @@ impl StreamCursor {
     /// reader ends, without a close marker, once it delivered every chunk published before
     /// this call. Every later round lists the directory; a listing started after this call
     /// holds every chunk published before it, so the stream ends when a round finds no
-    /// listed chunk left to deliver.
+    /// listed chunk left to deliver and no chunk write in flight (a temp file younger than
+    /// [`TEMP_STALE`]).
     pub fn end_when_drained(&mut self) {
         self.writer_gone = true;
+    }
+
+    /// A chunk's temp file (a write in flight, not a crashed writer's leftover) whose chunk
+    /// has not landed.
+    fn writes_in_flight(&self) -> bool {
+        let stale_before = now_ms().saturating_sub(TEMP_STALE.as_millis() as u64);
+        self.temps_listed
+            .iter()
+            .chain(&self.temps_reported)
+            .any(|(key, created)| {
+                *created >= stale_before
+                    && !self.consumed.contains(key)
+                    && !self.known.contains_key(key)
+            })
     }
 
     /// One round: takes in what the feed reported (listing the directory when names
@@ -415,7 +430,12 @@ impl StreamCursor {
             feed.list = true;
         }
         let mut batch = self.read_round(max_items, feed)?;
-        if gone && !batch.done && batch.items.is_empty() && self.known.is_empty() {
+        if gone
+            && !batch.done
+            && batch.items.is_empty()
+            && self.known.is_empty()
+            && !self.writes_in_flight()
+        {
             self.done = true;
             self.known.clear();
             batch.done = true;
@@ -598,16 +618,42 @@ const READS_AT_ONCE: usize = 4;
 static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
 
 /// A live reader: batches of items, waiting on the change feed when nothing is new.
-/// Resolves once nothing more will be written to a stream (`true`), or when that cannot
-/// be known (`false`: the reader then ends only at a close marker).
-pub type WriterEnd = std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>>;
+/// Resolves with the time the stream's writer ended (its run became terminal), or `None`
+/// when that cannot be known (the reader then ends only at a close marker).
+pub type WriterEnd =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<SystemTime>> + Send>>;
+
+/// How long after its writer ended a stream still takes chunks before a reader may end it:
+/// the official runtime flushes a step's stream writes in the background (`waitUntil`)
+/// after it records `step_completed`, so the last chunks of a run can land just after the
+/// run ended. A reader that starts later ends as soon as it is drained.
+pub const LATE_WRITES: Duration = Duration::from_millis(500);
 
 /// What woke a reader waiting for writers.
 enum Woke {
     /// the change feed (`notified`) or the backstop interval; whether the directory is watched
     Change(bool, bool),
-    /// the stream's writer is gone (or cannot be followed: `false`)
-    WriterEnd(bool),
+    /// the stream's writer ended at that time (`None`: cannot be followed)
+    WriterEnd(Option<SystemTime>),
+    /// [`LATE_WRITES`] after the writer's end
+    LateWritesOver,
+}
+
+/// `LATE_WRITES` after `ended`, on the runtime's clock (now if that is past).
+fn late_writes_over(ended: SystemTime) -> tokio::time::Instant {
+    let over = ended + LATE_WRITES;
+    let left = over
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + left
+}
+
+/// Waits for `at`, or for ever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 pub struct StreamReader {
@@ -617,6 +663,8 @@ pub struct StreamReader {
     list: bool,
     quiet_polls: u32,
     writer_end: Option<WriterEnd>,
+    /// When the stream may end once drained (its writer ended `LATE_WRITES` before).
+    end_at: Option<tokio::time::Instant>,
 }
 
 impl StreamReader {
@@ -637,12 +685,14 @@ impl StreamReader {
             list: false,
             quiet_polls: 0,
             writer_end: None,
+            end_at: None,
         })
     }
 
-    /// Ends the stream, close marker or not, once `end` resolves to `true` and every chunk
-    /// published before that is delivered. `end` is first polled when the reader has
-    /// nothing to deliver (a stream that is read to its close marker never polls it).
+    /// Ends the stream, close marker or not, once `end` resolved to the time its writer
+    /// ended, [`LATE_WRITES`] passed since, and every chunk published by then is delivered.
+    /// `end` is first polled when the reader has nothing to deliver (a stream that is read
+    /// to its close marker never polls it).
     pub fn end_with(mut self, end: WriterEnd) -> StreamReader {
         self.writer_end = Some(end);
         self
@@ -693,25 +743,36 @@ impl StreamReader {
                 self.list = true;
                 continue;
             }
-            let woke = match self.writer_end.as_mut() {
-                None => {
-                    let (n, w) = self.sub.wait_change().await;
-                    Woke::Change(n, w)
-                }
-                Some(end) => tokio::select! {
+            let woke = if self.writer_end.is_none() && self.end_at.is_none() {
+                let (n, w) = self.sub.wait_change().await;
+                Woke::Change(n, w)
+            } else {
+                let end_at = self.end_at;
+                let writer_end = self.writer_end.as_mut();
+                tokio::select! {
                     (n, w) = self.sub.wait_change() => Woke::Change(n, w),
-                    gone = end => Woke::WriterEnd(gone),
-                },
+                    ended = async {
+                        match writer_end {
+                            Some(end) => end.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Woke::WriterEnd(ended),
+                    () = until(end_at) => Woke::LateWritesOver,
+                }
             };
             let (notified, watched) = match woke {
                 Woke::Change(n, w) => (n, w),
-                Woke::WriterEnd(gone) => {
+                Woke::WriterEnd(ended) => {
                     self.writer_end = None;
-                    if gone {
-                        if let Some(c) = self.cursor.as_mut() {
-                            c.end_when_drained();
-                        }
+                    self.end_at = ended.map(late_writes_over);
+                    continue;
+                }
+                Woke::LateWritesOver => {
+                    self.end_at = None;
+                    if let Some(c) = self.cursor.as_mut() {
+                        c.end_when_drained();
                     }
+                    self.list = true;
                     continue;
                 }
             };
@@ -1226,17 +1287,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_live_reader_ends_when_its_writer_end_resolves_true_and_only_then() {
+    async fn a_live_reader_ends_once_its_writer_ended_and_only_then() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
         let d = root.join("streams").join("chunks");
         std::fs::create_dir_all(&d).unwrap();
         let feed = crate::world::watch::ChangeFeed::new(root);
-        let open = |end: tokio::sync::oneshot::Receiver<bool>| {
+        let open = |end: tokio::sync::oneshot::Receiver<Option<SystemTime>>| {
             let sub = feed.subscribe(crate::world::watch::Topic::Stream, "s");
             StreamReader::new(idx(&d), sub, "s", 0, StreamMode::Objects)
                 .unwrap()
-                .end_with(Box::pin(async move { end.await.unwrap_or(false) }))
+                .end_with(Box::pin(async move { end.await.ok().flatten() }))
         };
         write_chunk(&d, "s", &ulid_at(1), 0, &frame("[1]"));
         let (gone, end) = tokio::sync::oneshot::channel();
@@ -1244,9 +1305,10 @@ mod tests {
         let b = reader.next_many(10).await.unwrap();
         assert_eq!(texts(b.items), ["[1]"]);
         assert!(!b.done);
-        // The last chunk lands, then the writer is gone: the chunk is delivered, then the end.
+        // The last chunk lands, then the writer is gone (long enough ago for late writes):
+        // the chunk is delivered, then the end.
         write_chunk(&d, "s", &ulid_at(2), 0, &frame("[2]"));
-        gone.send(true).unwrap();
+        gone.send(Some(UNIX_EPOCH)).unwrap();
         let mut got = Vec::new();
         let done = loop {
             let b = tokio::time::timeout(Duration::from_secs(60), reader.next_many(10))
@@ -1261,10 +1323,10 @@ mod tests {
         assert!(done);
         assert_eq!(got, ["[2]"]);
 
-        // `false` (the run cannot be followed): the close marker still ends it.
+        // `None` (the run cannot be followed): the close marker still ends it.
         let (unknown, end) = tokio::sync::oneshot::channel();
         let mut reader = open(end);
-        unknown.send(false).unwrap();
+        unknown.send(None).unwrap();
         let b = reader.next_many(10).await.unwrap();
         assert_eq!(texts(b.items), ["[1]", "[2]"]);
         assert!(!b.done);
@@ -1274,6 +1336,45 @@ mod tests {
             .expect("hang guard")
             .unwrap();
         assert!(b.items.is_empty() && b.done);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_write_in_flight_when_the_writer_ended_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let d = root.join("streams").join("chunks");
+        std::fs::create_dir_all(&d).unwrap();
+        let feed = crate::world::watch::ChangeFeed::new(root);
+        write_chunk(&d, "s", &ulid_at(1), 0, &frame("[1]"));
+        // A writer's temp file for chunk 2 (world-local: temp file, then rename).
+        let temp = d.join(format!("{}.tmp.{}", chunk_name(2), ulid::Ulid::new()));
+        let mut data = vec![DATA_FLAG];
+        data.extend_from_slice(&frame("[2]"));
+        std::fs::write(&temp, data).unwrap();
+        let sub = feed.subscribe(crate::world::watch::Topic::Stream, "s");
+        let mut reader = StreamReader::new(idx(&d), sub, "s", 0, StreamMode::Objects)
+            .unwrap()
+            .end_with(Box::pin(async { Some(UNIX_EPOCH) }));
+        let b = reader.next_many(10).await.unwrap();
+        assert_eq!(texts(b.items), ["[1]"]);
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let b = reader.next_many(10).await.unwrap();
+                got.extend(texts(b.items));
+                if b.done {
+                    return got;
+                }
+            }
+        });
+        // The write lands after the reader learnt that the writer ended: still delivered.
+        tokio::task::yield_now().await;
+        std::fs::rename(&temp, d.join(chunk_name(2))).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), reading)
+            .await
+            .expect("hang guard")
+            .unwrap();
+        assert_eq!(got, ["[2]"]);
     }
 
     proptest::proptest! {

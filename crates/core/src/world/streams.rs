@@ -10,6 +10,7 @@ use crate::world::local::LocalWorld;
 use crate::world::watch::Topic;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 impl StreamReader {
     /// A live reader of one of the world's streams from `start_index` (negative: from
@@ -53,7 +54,17 @@ impl LocalWorld {
         let reader = self.open_stream(name, start_index, mode)?;
         let waiters = Arc::clone(self.terminal_waiters());
         let run_id = run_id.to_string();
-        Ok(reader.end_with(Box::pin(async move { waiters.wait(&run_id).await.is_ok() })))
+        Ok(reader.end_with(Box::pin(async move {
+            let run = waiters.wait(&run_id).await.ok()?;
+            // When it ended (now if the run file does not say).
+            let ended = run
+                .completed_at
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map_or_else(SystemTime::now, |ms| {
+                    UNIX_EPOCH + Duration::from_millis(ms as u64)
+                });
+            Some(ended)
+        })))
     }
 
     /// `{ tailIndex, done }` of stream `name` (`-1` when it has no data chunk yet).
