@@ -28,7 +28,8 @@ const FAULT = /A storage fault stopped run/
 function runChild(dir, args, env) {
   return new Promise((resolve, reject) => {
     const p = spawn(process.execPath, [child, ...args], {
-      env: { ...process.env, WORKFLOW_LOCAL_DATA_DIR: dir, ...env },
+      // no idle sync: the n-th sync is the n-th commit whatever the steps' timing
+      env: { ...process.env, WORKFLOW_LOCAL_DATA_DIR: dir, WORKFLOW_NATIVE_TEST_NO_IDLE_SYNC: '1', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     const out = []

@@ -95,6 +95,16 @@ const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 /// whose sync then covers both, short enough that an attempt is soon durable anyway.
 const IDLE_SYNC_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Test hook: `WORKFLOW_NATIVE_TEST_NO_IDLE_SYNC=1` leaves writes answered early to the
+/// next group's sync (never an idle one), so a test that counts syncs does not depend on
+/// how long a step takes.
+fn idle_sync_disabled() -> bool {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *OFF.get_or_init(|| {
+        std::env::var("WORKFLOW_NATIVE_TEST_NO_IDLE_SYNC").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
 /// The next job. Spins briefly, then sleeps; writes answered before their sync are
 /// synced first when nothing comes within [`IDLE_SYNC_AFTER`] (or the writer closes).
 fn next_job(
@@ -119,7 +129,7 @@ fn next_job(
             }
         }
     }
-    if commits.has_unsynced() {
+    if commits.has_unsynced() && !idle_sync_disabled() {
         match rx.recv_timeout(IDLE_SYNC_AFTER) {
             Ok(job) => return Some(job),
             Err(RecvTimeoutError::Timeout) => commits.idle(journal),
