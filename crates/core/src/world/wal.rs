@@ -387,7 +387,7 @@ pub(crate) fn attach(root: &Path) -> Result<()> {
     if find(&root.join("x")).is_some_and(|w| w.root == root) {
         return Ok(());
     }
-    recover(root)?;
+    recover_with(root, true)?;
     let mut r = match registry().write() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
@@ -479,6 +479,13 @@ pub struct Recovered {
 /// Replays the logs an earlier boot left in `root`, flushes those of dead processes of
 /// this boot, and removes them.
 pub fn recover(root: &Path) -> Result<Recovered> {
+    recover_with(root, false)
+}
+
+/// [`recover`]; with `background`, logs that need no replay (dead processes of this
+/// boot) are flushed and removed by a short-lived thread, so opening a world never
+/// waits for a `syncfs`.
+fn recover_with(root: &Path, background: bool) -> Result<Recovered> {
     let dir = log_dir(root);
     let mut out = Recovered::default();
     let entries = match std::fs::read_dir(&dir) {
@@ -544,16 +551,29 @@ pub fn recover(root: &Path) -> Result<Recovered> {
         }
         out.removed = remove_unacknowledged(root, threshold, &named)?;
     }
-    let t0 = sync_file_system(root)?;
-    raise_mark(&dir, t0)?;
-    for (path, _file) in &dead {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io(path, e)),
+    if out.replayed_logs == 0 && background {
+        // Only logs of dead processes of this boot: their writes are in the page cache,
+        // readers see them already; flush and remove them off the caller's thread (the
+        // open log files keep their locks meanwhile, so no one else takes them).
+        let (root_buf, dir_buf) = (root.to_path_buf(), dir.clone());
+        let spawned = std::thread::Builder::new()
+            .name("workflow-native-log-flush".into())
+            .spawn(move || {
+                let res = dir_lock(&dir_buf).and_then(|_guard| retire(&root_buf, &dir_buf, &dead));
+                if let Err(e) = res {
+                    eprintln!(
+                        "workflow-native: could not flush the durability logs of exited \
+                         processes in {}: {e}",
+                        dir_buf.display()
+                    );
+                }
+            });
+        if let Err(e) = spawned {
+            return Err(Error::io(&dir, e));
         }
+        return Ok(out);
     }
-    sync_dir(&dir)?;
+    retire(root, &dir, &dead)?;
     if out.replayed_logs > 0 {
         eprintln!(
             "workflow-native: recovered {} after a machine restart: {} logged operations \
@@ -565,6 +585,20 @@ pub fn recover(root: &Path) -> Result<Recovered> {
         );
     }
     Ok(out)
+}
+
+/// Makes everything durable (`syncfs`), records it, and removes the logs `dead`.
+fn retire(root: &Path, dir: &Path, dead: &[(PathBuf, File)]) -> Result<()> {
+    let t0 = sync_file_system(root)?;
+    raise_mark(dir, t0)?;
+    for (path, _file) in dead {
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    sync_dir(dir)
 }
 
 /// Re-applies one logged operation (atomically: temp file + rename).
