@@ -519,9 +519,15 @@ fn recover_with(root: &Path, background: bool) -> Result<Recovered> {
         if !lock(&file, true).map_err(|e| Error::io(&path, e))? {
             continue; // its process lives
         }
-        let (header, ops) = read_log(&path)?;
+        // the header decides; the records are read only when they are to be replayed
+        let mut head = vec![0u8; HEADER_LEN as usize];
+        let read = file
+            .read_at(&mut head, 0)
+            .map_err(|e| Error::io(&path, e))?;
+        let header = decode_header(&head[..read])
+            .ok_or_else(|| Error::corrupt(&path, "durability log: unreadable header"))?;
         if header.boot != boot {
-            earlier_boot.push((header, ops));
+            earlier_boot.push(read_log(&path)?);
         } else {
             out.flushed_logs += 1;
         }
