@@ -1,0 +1,123 @@
+'use strict'
+// Finds the native addon for a platform and loads it: a local build first (what
+// `npm run build` leaves in a checkout, or a package packed from one), then the platform
+// package npm installs as an optional dependency (`workflow-native-<platform>`). When
+// neither is there, the error names the platform and says how to get a binary.
+//
+// The platform is a parameter so the messages can be tested for platforms this machine
+// is not; everything else reads this package's own package.json, the one list of targets.
+
+const fs = require('node:fs')
+const path = require('node:path')
+const manifest = require('../package.json')
+
+const ROOT = path.join(__dirname, '..')
+const NAME = manifest.name
+const VERSION = manifest.version
+const BINARY = manifest.napi.binaryName
+/** Platform ids with a prebuilt package, from `optionalDependencies` (`<name>-<id>`). */
+const PREBUILT = Object.keys(manifest.optionalDependencies || {})
+  .filter((dep) => dep.startsWith(`${NAME}-`))
+  .map((dep) => dep.slice(NAME.length + 1))
+
+/** The running process's platform: `{ platform, arch, libc }` (`libc` on Linux only). */
+function currentPlatform() {
+  const host = { platform: process.platform, arch: process.arch }
+  if (host.platform === 'linux') host.libc = linuxLibc()
+  return host
+}
+
+/** `'gnu'` or `'musl'`: the C library this Node runs on. */
+function linuxLibc() {
+  // glibc's ldd is a shell script naming glibc; musl's is a link to the musl loader.
+  try {
+    if (fs.readFileSync('/usr/bin/ldd', 'latin1').includes('musl')) return 'musl'
+  } catch {
+    // No ldd (distroless images and the like): ask Node, below.
+  }
+  const report = process.report && typeof process.report.getReport === 'function' ? process.report.getReport() : null
+  return report && report.header && report.header.glibcVersionRuntime ? 'gnu' : 'musl'
+}
+
+/** The napi-rs name of a platform: `linux-x64-gnu`, `darwin-arm64`, `win32-x64-msvc`, … */
+function platformId({ platform, arch, libc }) {
+  if (platform === 'linux') return `linux-${arch}-${libc || 'gnu'}`
+  if (platform === 'win32') return `win32-${arch}-msvc`
+  return `${platform}-${arch}`
+}
+
+/** A platform in words, for messages: `linux arm64 (musl libc)`. */
+function describe({ platform, arch, libc }) {
+  const c = platform !== 'linux' ? '' : libc === 'musl' ? ' (musl libc)' : ' (glibc)'
+  return `${platform} ${arch}${c}`
+}
+
+const FROM_SOURCE =
+  'To build it from source (needs Rust stable and Node >= 20): in a checkout of the workflow-native ' +
+  'repository run `npm install && npm run build:release`, then install that directory ' +
+  '(`npm install /path/to/workflow-native`) or a package packed from it (`npm pack`).'
+
+function loadError(message, host, cause) {
+  const err = new Error(message, cause === undefined ? undefined : { cause })
+  err.code = 'ERR_WORKFLOW_NATIVE_BINARY'
+  err.platform = platformId(host)
+  return err
+}
+
+/** `require(file)`; a binary that is there but cannot be loaded is named in the error. */
+function requireBinary(file, host, what) {
+  try {
+    return require(file)
+  } catch (e) {
+    throw loadError(
+      `workflow-native: the binary for ${describe(host)} (${platformId(host)}) in ${what} could not be loaded: ${e && e.message}`,
+      host,
+      e,
+    )
+  }
+}
+
+/**
+ * The native addon for `host` (default: this process's platform): a local build
+ * `<package>/workflow-native.<id>.node`, else the package `workflow-native-<id>` at this
+ * package's version. Throws an `Error` with `code` `ERR_WORKFLOW_NATIVE_BINARY` and
+ * `platform` (the id) when there is none or it cannot be loaded.
+ */
+function loadNative(host = currentPlatform()) {
+  const id = platformId(host)
+  const local = path.join(ROOT, `${BINARY}.${id}.node`)
+  if (fs.existsSync(local)) return requireBinary(local, host, local)
+
+  const pkg = `${NAME}-${id}`
+  if (!PREBUILT.includes(id)) {
+    throw loadError(
+      `workflow-native has no prebuilt binary for ${describe(host)} (${id}); prebuilt binaries exist for ` +
+        `${PREBUILT.join(', ')}. ${FROM_SOURCE}`,
+      host,
+    )
+  }
+  let pkgJson
+  try {
+    pkgJson = require.resolve(`${pkg}/package.json`)
+  } catch (e) {
+    if (!e || e.code !== 'MODULE_NOT_FOUND') throw e
+    throw loadError(
+      `workflow-native: the binary for ${describe(host)} (${id}) is in the package ${pkg}@${VERSION}, which is ` +
+        `not installed. npm installs it with workflow-native on this platform unless optional dependencies ` +
+        `are omitted (--omit=optional, --no-optional); install it with \`npm install ${pkg}@${VERSION}\`. ` +
+        FROM_SOURCE,
+      host,
+    )
+  }
+  const found = JSON.parse(fs.readFileSync(pkgJson, 'utf8')).version
+  if (found !== VERSION) {
+    throw loadError(
+      `workflow-native ${VERSION} needs ${pkg} ${VERSION}, but ${found} is installed ` +
+        `(${path.dirname(pkgJson)}): install the same version, \`npm install ${pkg}@${VERSION}\`.`,
+      host,
+    )
+  }
+  return requireBinary(pkg, host, `the package ${pkg}`)
+}
+
+module.exports = { loadNative, currentPlatform, platformId, PREBUILT }
