@@ -46,9 +46,9 @@ function platformId({ platform, arch, libc }) {
   return `${platform}-${arch}`
 }
 
-/** A platform in words, for messages: `linux arm64 (musl libc)`. */
+/** A platform in words, for messages: `linux arm64 with musl libc`. */
 function describe({ platform, arch, libc }) {
-  const c = platform !== 'linux' ? '' : libc === 'musl' ? ' (musl libc)' : ' (glibc)'
+  const c = platform !== 'linux' ? '' : libc === 'musl' ? ' with musl libc' : ' with glibc'
   return `${platform} ${arch}${c}`
 }
 
@@ -79,13 +79,14 @@ function requireBinary(file, host, what) {
 
 /**
  * The native addon for `host` (default: this process's platform): a local build
- * `<package>/workflow-native.<id>.node`, else the package `workflow-native-<id>` at this
- * package's version. Throws an `Error` with `code` `ERR_WORKFLOW_NATIVE_BINARY` and
- * `platform` (the id) when there is none or it cannot be loaded.
+ * `<root>/workflow-native.<id>.node` (`root`: this package's directory), else the package
+ * `workflow-native-<id>` at this package's version. Throws an `Error` with `code`
+ * `ERR_WORKFLOW_NATIVE_BINARY` and `platform` (the id) when there is none or it cannot be
+ * loaded.
  */
-function loadNative(host = currentPlatform()) {
+function loadNative(host = currentPlatform(), { root = ROOT } = {}) {
   const id = platformId(host)
-  const local = path.join(ROOT, `${BINARY}.${id}.node`)
+  const local = path.join(root, `${BINARY}.${id}.node`)
   if (fs.existsSync(local)) return requireBinary(local, host, local)
 
   const pkg = `${NAME}-${id}`
