@@ -1,6 +1,6 @@
 'use strict'
 // Finds the native addon for a platform and loads it: a local build first (what
-// `npm run build` leaves in a checkout, or a package packed from one), then the platform
+// `npm run build` leaves in a checkout, also when an app installs that checkout), then the platform
 // package npm installs as an optional dependency (`workflow-native-<platform>`). When
 // neither is there, the error names the platform and says how to get a binary.
 //
@@ -54,8 +54,8 @@ function describe({ platform, arch, libc }) {
 
 const FROM_SOURCE =
   'To build it from source (needs Rust stable and Node >= 20): in a checkout of the workflow-native ' +
-  'repository run `npm install && npm run build:release`, then install that directory ' +
-  '(`npm install /path/to/workflow-native`) or a package packed from it (`npm pack`).'
+  'repository run `npm install && npm run build:release`, then install that directory in your ' +
+  'project (`npm install /path/to/workflow-native`).'
 
 function loadError(message, host, cause) {
   const err = new Error(message, cause === undefined ? undefined : { cause })
