@@ -1,24 +1,59 @@
 'use strict'
 // Finds the native addon for a platform and loads it: a local build first (what
-// `npm run build` leaves in a checkout, also when an app installs that checkout), then the platform
-// package npm installs as an optional dependency (`workflow-native-<platform>`). When
-// neither is there, the error names the platform and says how to get a binary.
+// `npm run build` leaves in a checkout, also when an app installs that checkout), then the
+// platform package npm installs as an optional dependency (`workflow-native-<platform>`).
+// When neither is there, the error names the platform and says how to get a binary.
 //
-// The platform is a parameter so the messages can be tested for platforms this machine
-// is not; everything else reads this package's own package.json, the one list of targets.
+// The platform is a parameter so the messages can be tested for platforms this machine is not.
 
 const fs = require('node:fs')
 const path = require('node:path')
-const manifest = require('../package.json')
+const { name: NAME, version: VERSION } = require('../package.json')
 
 const ROOT = path.join(__dirname, '..')
-const NAME = manifest.name
-const VERSION = manifest.version
-const BINARY = manifest.napi.binaryName
-/** Platform ids with a prebuilt package, from `optionalDependencies` (`<name>-<id>`). */
-const PREBUILT = Object.keys(manifest.optionalDependencies || {})
-  .filter((dep) => dep.startsWith(`${NAME}-`))
-  .map((dep) => dep.slice(NAME.length + 1))
+
+// One entry per prebuilt platform, every `require` a string literal: bundlers and file
+// tracers (Next.js output tracing, @vercel/nft) follow only those, so they see each file the
+// loader may load. The same platforms as package.json's optionalDependencies (a test checks).
+const BINARIES = {
+  'linux-x64-gnu': {
+    local: () => require('../workflow-native.linux-x64-gnu.node'),
+    pkg: () => require('workflow-native-linux-x64-gnu'),
+    manifest: () => require('workflow-native-linux-x64-gnu/package.json'),
+  },
+  'linux-arm64-gnu': {
+    local: () => require('../workflow-native.linux-arm64-gnu.node'),
+    pkg: () => require('workflow-native-linux-arm64-gnu'),
+    manifest: () => require('workflow-native-linux-arm64-gnu/package.json'),
+  },
+  'linux-x64-musl': {
+    local: () => require('../workflow-native.linux-x64-musl.node'),
+    pkg: () => require('workflow-native-linux-x64-musl'),
+    manifest: () => require('workflow-native-linux-x64-musl/package.json'),
+  },
+  'linux-arm64-musl': {
+    local: () => require('../workflow-native.linux-arm64-musl.node'),
+    pkg: () => require('workflow-native-linux-arm64-musl'),
+    manifest: () => require('workflow-native-linux-arm64-musl/package.json'),
+  },
+  'darwin-x64': {
+    local: () => require('../workflow-native.darwin-x64.node'),
+    pkg: () => require('workflow-native-darwin-x64'),
+    manifest: () => require('workflow-native-darwin-x64/package.json'),
+  },
+  'darwin-arm64': {
+    local: () => require('../workflow-native.darwin-arm64.node'),
+    pkg: () => require('workflow-native-darwin-arm64'),
+    manifest: () => require('workflow-native-darwin-arm64/package.json'),
+  },
+  'win32-x64-msvc': {
+    local: () => require('../workflow-native.win32-x64-msvc.node'),
+    pkg: () => require('workflow-native-win32-x64-msvc'),
+    manifest: () => require('workflow-native-win32-x64-msvc/package.json'),
+  },
+}
+/** Platform ids with a prebuilt package. */
+const PREBUILT = Object.keys(BINARIES)
 
 /** The running process's platform: `{ platform, arch, libc }` (`libc` on Linux only). */
 function currentPlatform() {
@@ -64,10 +99,10 @@ function loadError(message, host, cause) {
   return err
 }
 
-/** `require(file)`; a binary that is there but cannot be loaded is named in the error. */
-function requireBinary(file, host, what) {
+/** `load()`; a binary that is there but cannot be loaded is named in the error. */
+function loadBinary(load, host, what) {
   try {
-    return require(file)
+    return load()
   } catch (e) {
     throw loadError(
       `workflow-native: the binary for ${describe(host)} (${platformId(host)}) in ${what} could not be loaded: ${e && e.message}`,
@@ -86,20 +121,24 @@ function requireBinary(file, host, what) {
  */
 function loadNative(host = currentPlatform(), { root = ROOT } = {}) {
   const id = platformId(host)
-  const local = path.join(root, `${BINARY}.${id}.node`)
-  if (fs.existsSync(local)) return requireBinary(local, host, local)
-
-  const pkg = `${NAME}-${id}`
-  if (!PREBUILT.includes(id)) {
+  const entry = Object.hasOwn(BINARIES, id) ? BINARIES[id] : undefined
+  const local = path.join(root, `workflow-native.${id}.node`)
+  if (fs.existsSync(local)) {
+    // A platform without a package (built from source) or another root: a computed path.
+    const load = entry && root === ROOT ? entry.local : () => require(local)
+    return loadBinary(load, host, local)
+  }
+  if (!entry) {
     throw loadError(
       `workflow-native has no prebuilt binary for ${describe(host)} (${id}); prebuilt binaries exist for ` +
         `${PREBUILT.join(', ')}. ${FROM_SOURCE}`,
       host,
     )
   }
-  let pkgJson
+  const pkg = `${NAME}-${id}`
+  let found
   try {
-    pkgJson = require.resolve(`${pkg}/package.json`)
+    found = entry.manifest().version
   } catch (e) {
     if (!e || e.code !== 'MODULE_NOT_FOUND') throw e
     throw loadError(
@@ -110,15 +149,14 @@ function loadNative(host = currentPlatform(), { root = ROOT } = {}) {
       host,
     )
   }
-  const found = JSON.parse(fs.readFileSync(pkgJson, 'utf8')).version
   if (found !== VERSION) {
     throw loadError(
-      `workflow-native ${VERSION} needs ${pkg} ${VERSION}, but ${found} is installed ` +
-        `(${path.dirname(pkgJson)}): install the same version, \`npm install ${pkg}@${VERSION}\`.`,
+      `workflow-native ${VERSION} needs ${pkg} ${VERSION}, but ${found} is installed: install the same ` +
+        `version, \`npm install ${pkg}@${VERSION}\`.`,
       host,
     )
   }
-  return requireBinary(pkg, host, `the package ${pkg}`)
+  return loadBinary(entry.pkg, host, `the package ${pkg}`)
 }
 
 module.exports = { loadNative, currentPlatform, platformId, PREBUILT }
