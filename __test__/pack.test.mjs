@@ -180,4 +180,21 @@ test('a clean checkout packs a main and a platform package that install and run 
     // The run is on disk in world-local's layout.
     assert.ok(fs.existsSync(path.join(app, `data-${script}`, 'runs', `${result.runId}.json`)), script)
   }
+
+  // 5. The loader in the installed layout: a platform package of another version, then none.
+  const load = () =>
+    spawnSync(process.execPath, ['-e', "require('workflow-native')"], { cwd: app, env, encoding: 'utf8' })
+  const platformJson = path.join(app, 'node_modules', `workflow-native-${id}`, 'package.json')
+  fs.writeFileSync(platformJson, JSON.stringify({ ...installed, version: '0.0.0-other' }))
+  const mismatch = load()
+  assert.notEqual(mismatch.status, 0)
+  assert.ok(
+    mismatch.stderr.includes(`workflow-native ${version} needs workflow-native-${id} ${version}, but 0.0.0-other is installed`),
+    mismatch.stderr,
+  )
+  fs.rmSync(path.dirname(platformJson), { recursive: true })
+  const missing = load()
+  assert.notEqual(missing.status, 0)
+  assert.ok(missing.stderr.includes(`(${id}) is in the package workflow-native-${id}@${version}, which is not installed`), missing.stderr)
+  assert.ok(missing.stderr.includes(`npm install workflow-native-${id}@${version}`), missing.stderr)
 })
