@@ -1,11 +1,13 @@
 // Durability (issue 12): nothing is acknowledged before its sync returned, and a failed
 // sync fails loudly. Syncs are made to fail with the test hook
-// WORKFLOW_NATIVE_TEST_FAIL_SYNC=<text>[@<n>] (directory syncs whose path holds <text>
-// fail with EIO, from the n-th on). On this project's disk (ext4) each commit syncs the
-// directory changed last: for every write of the engine that is `events/`, so @n is the
-// n-th commit: 1 = start()'s run creation, 2 = the first step's completion (its attempt —
-// step_created + step_started — and run_started are answered before their sync and made
-// durable by this same commit), 3 = the second step's completion.
+// WORKFLOW_NATIVE_TEST_FAIL_SYNC=<text>[@<n>] (log and directory syncs whose path holds
+// <text> fail with EIO, from the n-th on). Each commit syncs the log once (log mode) or,
+// on this project's disk (ext4), the directory changed last — for every write of the
+// engine that is `events/` (files mode) — so @n is the n-th commit: 1 = start()'s run
+// creation, 2 = the first step's completion (its attempt — step_created + step_started —
+// and run_started are answered before their sync and made durable by this same commit),
+// 3 = the second step's completion. A machine crash is simulated with the test hook
+// WORKFLOW_NATIVE_TEST_BOOT_ID (another boot id: the logs left are replayed).
 import { dataDir } from './helpers/harness.mjs'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -54,52 +56,130 @@ async function statusOf(dir, runId) {
   return runFile.status
 }
 
-test('start() rejects when the run it created cannot be synced: EIO naming the events directory', async () => {
-  const { dir, side } = fresh('create-fails')
-  const r = await runChild(dir, ['start'], { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_FAIL_SYNC: 'events' })
-  const line = r.out.find((l) => l.startsWith('START FAILED '))
-  assert.ok(line, [...r.out, ...r.err].join('\n'))
-  const e = JSON.parse(line.slice('START FAILED '.length))
-  assert.equal(e.code, 'EIO')
-  assert.equal(e.path, path.join(dir, 'events'))
-  assert.match(e.message, /events/)
-  assert.equal(runIdOf(r), undefined)
-  assert.deepEqual(sideLines(side), [])
-})
+// Both durable modes: the log (the default: one fdatasync of
+// <dir>/.workflow-native/log/<file>.wal per commit) and the in-place mode
+// (WORKFLOW_NATIVE_SYNC=files: on this disk the commit syncs events/ last).
+const MODES = [
+  {
+    name: 'log',
+    env: {},
+    fail: '.workflow-native/log',
+    isFaultPath: (dir, p) => typeof p === 'string' && p.startsWith(path.join(dir, '.workflow-native', 'log') + path.sep),
+  },
+  {
+    name: 'files',
+    env: { WORKFLOW_NATIVE_SYNC: 'files' },
+    fail: 'events',
+    isFaultPath: (dir, p) => p === path.join(dir, 'events'),
+  },
+]
 
-test("a step's completion that cannot be synced: the workflow never sees the result; a resume finishes the run", async () => {
-  const { dir, side } = fresh('completion-fails')
-  const a = await runChild(dir, ['start'], { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_FAIL_SYNC: 'events@2' })
+for (const mode of MODES) {
+  test(`[${mode.name}] start() rejects when the run it created cannot be synced: EIO naming the file`, async () => {
+    const { dir, side } = fresh(`create-fails-${mode.name}`)
+    const r = await runChild(dir, ['start'], { ...mode.env, SIDE_LOG: side, WORKFLOW_NATIVE_TEST_FAIL_SYNC: mode.fail })
+    const line = r.out.find((l) => l.startsWith('START FAILED '))
+    assert.ok(line, [...r.out, ...r.err].join('\n'))
+    const e = JSON.parse(line.slice('START FAILED '.length))
+    assert.equal(e.code, 'EIO')
+    assert.ok(mode.isFaultPath(dir, e.path), e.path)
+    assert.ok(e.message.includes(e.path), e.message)
+    assert.equal(runIdOf(r), undefined)
+    assert.deepEqual(sideLines(side), [])
+  })
+
+  test(`[${mode.name}] a step's completion that cannot be synced: the workflow never sees the result; a resume finishes the run`, async () => {
+    const { dir, side } = fresh(`completion-fails-${mode.name}`)
+    const a = await runChild(dir, ['start'], { ...mode.env, SIDE_LOG: side, WORKFLOW_NATIVE_TEST_FAIL_SYNC: `${mode.fail}@2` })
+    const runId = runIdOf(a)
+    assert.ok(runId, [...a.out, ...a.err].join('\n'))
+    assert.ok(a.err.some((l) => FAULT.test(l)), a.err.join('\n'))
+    assert.deepEqual(sideLines(side), ['ran 1'])
+    assert.ok(!a.out.some((l) => l.startsWith('AFTER')), 'the workflow acted on an outcome that was not durable')
+    assert.ok(!a.out.some((l) => l.startsWith('RESULT')))
+    assert.equal(await statusOf(dir, runId), 'running')
+
+    const b = await runChild(dir, ['resume', runId], { ...mode.env, SIDE_LOG: side })
+    assert.equal(b.code, 0, [...b.out, ...b.err].join('\n'))
+    assert.ok(b.out.includes('RESULT 3'), b.out.join('\n'))
+    // the completion was written (only its sync failed), so the step is not run again
+    assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
+    assert.equal(await statusOf(dir, runId), 'completed')
+  })
+
+  test(`[${mode.name}] the second step's completion that cannot be synced: the run stops after the first, the resume runs only the second`, async () => {
+    const { dir, side } = fresh(`second-fails-${mode.name}`)
+    const a = await runChild(dir, ['start'], { ...mode.env, SIDE_LOG: side, WORKFLOW_NATIVE_TEST_FAIL_SYNC: `${mode.fail}@3` })
+    const runId = runIdOf(a)
+    assert.ok(runId, [...a.out, ...a.err].join('\n'))
+    assert.ok(a.err.some((l) => FAULT.test(l)), a.err.join('\n'))
+    assert.ok(a.out.includes('AFTER 2'), a.out.join('\n'))
+    assert.ok(!a.out.some((l) => l.startsWith('RESULT')), 'a result was reported although it was not durable')
+    assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
+    assert.equal(await statusOf(dir, runId), 'running')
+
+    const b = await runChild(dir, ['resume', runId], { ...mode.env, SIDE_LOG: side })
+    assert.equal(b.code, 0, [...b.out, ...b.err].join('\n'))
+    assert.ok(b.out.includes('RESULT 3'), b.out.join('\n'))
+    assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
+  })
+}
+
+/** Every file under the world's directories (not our own .workflow-native), with its bytes. */
+function worldFiles(dir) {
+  const out = new Map()
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name)
+      const rel = path.relative(dir, p)
+      if (rel.startsWith('.workflow-native')) continue
+      if (e.isDirectory()) walk(p)
+      else out.set(rel, fs.readFileSync(p))
+    }
+  }
+  walk(dir)
+  return out
+}
+
+test('[log] a machine crash after the result was acknowledged: every world file lost, emptied or torn; the next boot recovers the run from the log', async () => {
+  const { dir, side } = fresh('power-loss')
+  const a = await runChild(dir, ['start'], { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_BOOT_ID: 'boot-before' })
+  assert.equal(a.code, 0, [...a.out, ...a.err].join('\n'))
+  assert.ok(a.out.includes('RESULT 3'), a.out.join('\n'))
   const runId = runIdOf(a)
-  assert.ok(runId, [...a.out, ...a.err].join('\n'))
-  assert.ok(a.err.some((l) => FAULT.test(l)), a.err.join('\n'))
-  assert.deepEqual(sideLines(side), ['ran 1'])
-  assert.ok(!a.out.some((l) => l.startsWith('AFTER')), 'the workflow acted on an outcome that was not durable')
-  assert.ok(!a.out.some((l) => l.startsWith('RESULT')))
-  assert.equal(await statusOf(dir, runId), 'running')
-
-  const b = await runChild(dir, ['resume', runId], { SIDE_LOG: side })
+  const acked = worldFiles(dir)
+  const events = [...acked.keys()].filter((k) => k.startsWith('events' + path.sep))
+  assert.ok(events.length >= 8, events.join('\n'))
+  // the page cache is gone: no file written since the log began reached the disk intact
+  let i = 0
+  for (const rel of acked.keys()) {
+    const p = path.join(dir, rel)
+    if (i % 3 === 0) fs.rmSync(p)
+    else if (i % 3 === 1) fs.writeFileSync(p, '')
+    else fs.writeFileSync(p, '\0\0{"torn')
+    i++
+  }
+  const b = await runChild(dir, ['inspect', runId], { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_BOOT_ID: 'boot-after' })
   assert.equal(b.code, 0, [...b.out, ...b.err].join('\n'))
+  assert.ok(b.err.some((l) => /recovered .* after a machine restart/.test(l)), b.err.join('\n'))
+  assert.ok(b.out.includes('STATUS completed'), b.out.join('\n'))
   assert.ok(b.out.includes('RESULT 3'), b.out.join('\n'))
-  // the completion was written (only its sync failed), so the step is not run again
-  assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
-  assert.equal(await statusOf(dir, runId), 'completed')
-})
-
-test("the second step's completion that cannot be synced: the run stops after the first, the resume runs only the second", async () => {
-  const { dir, side } = fresh('second-fails')
-  const a = await runChild(dir, ['start'], { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_FAIL_SYNC: 'events@3' })
-  const runId = runIdOf(a)
-  assert.ok(runId, [...a.out, ...a.err].join('\n'))
-  assert.ok(a.err.some((l) => FAULT.test(l) || l.includes(path.join(dir, 'events'))), a.err.join('\n'))
-  assert.ok(a.out.includes('AFTER 2'), a.out.join('\n'))
-  assert.ok(!a.out.some((l) => l.startsWith('RESULT')), 'a result was reported although it was not durable')
-  assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
-  assert.equal(await statusOf(dir, runId), 'running')
-
-  const b = await runChild(dir, ['resume', runId], { SIDE_LOG: side })
-  assert.equal(b.code, 0, [...b.out, ...b.err].join('\n'))
-  assert.ok(b.out.includes('RESULT 3'), b.out.join('\n'))
+  // the log, the run, the steps: byte for byte as acknowledged (the step locks, removed
+  // by the run's completion, may come back: their removal is a clean-up)
+  const after = worldFiles(dir)
+  for (const [rel, bytes] of acked) {
+    if (rel.startsWith('.locks')) continue
+    assert.ok(after.has(rel), `${rel} was not recovered`)
+    assert.ok(after.get(rel).equals(bytes), `${rel} differs after recovery`)
+  }
+  for (const rel of after.keys()) assert.ok(acked.has(rel) || rel.startsWith('.locks'), `${rel} appeared`)
+  // the official world-local reads the recovered log
+  const { createLocalWorld } = await import('@workflow/world-local')
+  const official = createLocalWorld({ dataDir: dir })
+  const run = await official.runs.get(runId)
+  assert.equal(run.status, 'completed')
+  const listed = await official.events.list({ runId, pagination: { limit: 100 } })
+  assert.equal(listed.data.length, events.length)
   assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
 })
 

@@ -130,26 +130,25 @@ class Run {
     if (options === null) throw new TypeError("Cannot read properties of null (reading 'ops')")
     const { global = globalThis, startIndex, namespace } = options
     const name = runStreamOf(String(this.runId), namespace)
-    const stream = this.#openStream(global, { name, startIndex: startIndexOption(startIndex) })
+    // Ends at the close marker, or once the run is terminal and every chunk written was
+    // delivered (the official reader waits for a close marker for ever: vercel/workflow#943).
+    const stream = refReadable(global, this.#open, { name, startIndex: startIndexOption(startIndex) }, String(this.runId))
     return Object.assign(stream, {
       getTailIndex: () => this.#with((w) => w.streamInfo(name)).then((i) => i.tailIndex),
     })
   }
 
   /** Opens a native reader on this run's World (errors surface as stream errors). */
-  #open = (name, start, mode) => {
+  #open = (name, start, mode, endWithRun) => {
     checkRunId(this.runId)
     if (this.#world.error) throw this.#world.error
-    return this.#world.world.openStream(name, start, mode)
+    return this.#world.world.openStream(name, start, mode, endWithRun)
   }
 
   #revivers(global) {
     return clientRevivers(global, this.#open)
   }
 
-  #openStream(global, ref) {
-    return refReadable(global, this.#open, ref)
-  }
 
   /** Interrupts pending `sleep()` calls and re-enqueues the run. */
   async wakeUp(options) {

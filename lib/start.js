@@ -182,9 +182,11 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   if (engineDef) {
     const { getEngine } = require('./engine/engine.js')
     const engine = getEngine()
-    engine.register(engineDef)
+    // The latest declaration under this id runs (a module re-evaluated by a dev server
+    // or a test runner declared it again; `workflow` may be the earlier function).
+    const def = engine.current(engineDef)
     // A run just created: its log is only run_created, which we hold (no need to read it).
-    engine.launch(runId, engineDef, { workflowName, input: taggedBytes(input.bytes) })
+    engine.launch(runId, def, { workflowName, input: taggedBytes(input.bytes) })
   } else if (customWorld) {
     // A World given in the options creates and enqueues (the returned Run still reads
     // the process's World, as in WDK).

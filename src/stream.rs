@@ -52,8 +52,13 @@ impl NativeStreamReader {
         name: &str,
         start: i64,
         mode: StreamReadMode,
+        run_id: Option<&str>,
     ) -> napi::Result<Self> {
-        let reader = StreamReader::open(world, name, start, mode.into()).map_err(to_napi)?;
+        let reader = match run_id {
+            Some(run_id) => world.open_run_stream(name, start, mode.into(), run_id),
+            None => StreamReader::open(world, name, start, mode.into()),
+        }
+        .map_err(to_napi)?;
         Ok(NativeStreamReader {
             inner: Arc::new(PrefetchReader::new(reader)),
         })

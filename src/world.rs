@@ -402,15 +402,26 @@ impl NativeWorld {
         })
     }
 
-    /// A reader of stream `name` from chunk `startIndex`, decoded as `mode` says.
+    /// A reader of stream `name` from chunk `startIndex`, decoded as `mode` says. With
+    /// `endWithRun`, the reader also ends once that run is terminal and every chunk
+    /// written before is delivered (a run's stream that was never closed).
     #[napi(catch_unwind)]
     pub fn open_stream(
         &self,
         name: String,
         start_index: i64,
         mode: StreamReadMode,
+        end_with_run: Option<String>,
     ) -> napi::Result<NativeStreamReader> {
-        guard(|| NativeStreamReader::open(&self.inner, &name, start_index, mode))
+        guard(|| {
+            NativeStreamReader::open(
+                &self.inner,
+                &name,
+                start_index,
+                mode,
+                end_with_run.as_deref(),
+            )
+        })
     }
 }
 

@@ -4,6 +4,7 @@
 //
 //   node durable-child.mjs start          → "STARTED <id>" then "RESULT <v>", or "START FAILED …"
 //   node durable-child.mjs resume <runId> → resumeRuns(), then "RESULT <v>"
+//   node durable-child.mjs inspect <runId> → "STATUS <s>" and "RESULT <v>" (no engine)
 // Every attempt of the step appends "ran <input>" to SIDE_LOG; the workflow prints
 // "AFTER <v>" once it has seen the first step's result.
 import fs from 'node:fs'
@@ -30,6 +31,10 @@ if (process.argv[2] === 'start') {
     process.exit(0)
   }
   say(`STARTED ${run.runId}`)
+  say(`RESULT ${await run.returnValue}`)
+} else if (process.argv[2] === 'inspect') {
+  const run = api.getRun(process.argv[3])
+  say(`STATUS ${await run.status}`)
   say(`RESULT ${await run.returnValue}`)
 } else {
   const ids = await wf.resumeRuns()

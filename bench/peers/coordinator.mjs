@@ -57,6 +57,7 @@ function systems(env) {
     { id: 'ours-disk', label: `workflow-native, ${dflt} (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], ref: true },
     { id: 'dbos', label: 'DBOS Transact', script: 'dbos-child.mjs', args: [], execArgv: ['--no-deprecation'] },
     { id: 'restate', label: 'Restate', script: 'restate-child.mjs', args: [disk] },
+    { id: 'ours-disk-files', label: `workflow-native, in-place durability, WORKFLOW_NATIVE_SYNC=files (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], env: { WORKFLOW_NATIVE_SYNC: 'files' } },
     { id: 'ours-disk-off', label: `workflow-native, sync off (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], env: { WORKFLOW_NATIVE_SYNC: 'off' } },
   ]
   if (fs.existsSync('/dev/shm')) {
@@ -377,8 +378,9 @@ the other system's time / ours for a and b, our runs/s / its runs/s for c; below
 ${table}
 
 How each system runs: ours, the embedded engine in the benchmark process (\`start(wf, [arg])\` →
-\`run.returnValue\`), on a fresh data directory on the file system named; "sync off" is the same with
-\`WORKFLOW_NATIVE_SYNC=off\`. DBOS, launched in the benchmark process (\`DBOS.registerWorkflow\` /
+\`run.returnValue\`), on a fresh data directory on the file system named; the default durability is
+the durability log (one \`fdatasync\` per group commit); "in-place" is \`WORKFLOW_NATIVE_SYNC=files\` (every
+file and directory synced); "sync off" is the same with \`WORKFLOW_NATIVE_SYNC=off\`. DBOS, launched in the benchmark process (\`DBOS.registerWorkflow\` /
 \`DBOS.registerStep\`, \`DBOS.startWorkflow(wf)(arg)\` → \`getResult()\`) on a database of its own,
 created and dropped by the benchmark, on the local PostgreSQL as configured (not changed).
 Restate, its server binary from \`@restatedev/restate-server\` with server defaults (only its listen

@@ -27,12 +27,22 @@ class Engine {
     setLocalDispatcher((message) => this.dispatch(message))
   }
 
+  /**
+   * Declares `def` under its id. A later declaration under the same id replaces the
+   * earlier one (a dev server re-evaluating an edited module, a test runner without
+   * isolation): runs started, resumed or replayed from now on run the new code; a run
+   * executing here keeps the code it started with until its next replay.
+   */
   register(def) {
-    const existing = this.registry.get(def.workflowId)
-    if (existing && existing.fn !== def.fn) {
-      throw new Error(`A different workflow is already registered as "${def.workflowId}"`)
-    }
     this.registry.set(def.workflowId, def)
+  }
+
+  /** The current declaration for `def`'s id (declaring `def` if there is none). */
+  current(def) {
+    const latest = this.registry.get(def.workflowId)
+    if (latest) return latest
+    this.register(def)
+    return def
   }
 
   world() {
@@ -94,7 +104,7 @@ class Engine {
       // Its files disagreed with what it knew: once more, from the repaired log.
       if (exec.retry && !this.executions.has(runId)) {
         try {
-          this.launch(runId, def, undefined, true)
+          this.launch(runId, this.current(def), undefined, true)
         } catch (e) {
           console.error(`[workflow-native] Could not resume run ${runId}:`, e)
         }

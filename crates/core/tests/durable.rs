@@ -1,4 +1,4 @@
-//! Durability: the order of pushes, publications and directory syncs, and what a failed
+//! Durability in the in-place mode (`WORKFLOW_NATIVE_SYNC=files`): the order of pushes, publications and directory syncs, and what a failed
 //! sync does. One test function (the sync observer is process-wide), run on the
 //! project's disk (`CARGO_TARGET_TMPDIR`), never on tmpfs, where nothing is synced.
 
@@ -25,7 +25,7 @@ fn observe(log: &Log, fail: impl Fn(&SyncPoint<'_>) -> bool + Send + Sync + 'sta
         let seen = match p {
             SyncPoint::Data(f) => Seen::Data(f.to_path_buf()),
             SyncPoint::Published(f) => Seen::Published(f.to_path_buf()),
-            SyncPoint::Dir(d) => Seen::Dir(d.to_path_buf()),
+            SyncPoint::Dir(d) | SyncPoint::Log(d) => Seen::Dir(d.to_path_buf()),
         };
         log.lock().unwrap().push(seen);
         if fail(&p) {
@@ -102,7 +102,8 @@ fn has_dir_sync(seen: &[Seen], under: &Path) -> bool {
 
 #[test]
 fn writes_are_pushed_before_published_and_acknowledged_after_the_directory_sync() {
-    durable::set_enabled(true);
+    // this file pins the in-place mode (`files`); tests/wal.rs pins the log mode
+    durable::set_mode(durable::Mode::Files);
     let base = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let log: Log = Arc::default();
     observe(&log, |_| false);
@@ -241,6 +242,6 @@ fn writes_are_pushed_before_published_and_acknowledged_after_the_directory_sync(
     durable::set_enabled(false);
     world.create_event_sync(None, &run_created()).unwrap();
     assert!(take(&log).is_empty());
-    durable::set_enabled(true);
+    durable::set_mode(durable::Mode::Files);
     durable::set_observer(None);
 }

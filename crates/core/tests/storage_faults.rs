@@ -49,7 +49,8 @@ fn snapshot(root: &Path) -> BTreeMap<String, Value> {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             let rel = p.strip_prefix(root).unwrap().display().to_string();
-            if rel == "events" || rel.starts_with("events.") {
+            // events, and our own bookkeeping (leases, the durability log)
+            if rel == "events" || rel.starts_with("events.") || rel == ".workflow-native" {
                 continue;
             }
             if p.is_dir() {

@@ -163,6 +163,9 @@ pub struct StreamCursor {
     done: bool,
     /// files to read in the next round (sized by the chunks seen so far)
     round: usize,
+    /// Nothing more will be written (the stream's run ended): the stream ends once every
+    /// chunk a listing started after that shows is delivered.
+    writer_gone: bool,
     /// Listings a test hands out instead of the directory's.
     #[cfg(test)]
     fake_listings: std::collections::VecDeque<Listing>,
@@ -211,6 +214,7 @@ impl StreamCursor {
             mode,
             done: false,
             round: FIRST_ROUND,
+            writer_gone: false,
             #[cfg(test)]
             fake_listings: std::collections::VecDeque::new(),
         })
@@ -392,10 +396,54 @@ impl StreamCursor {
         )
     }
 
+    /// From now on nothing more will be written to the stream (its run is terminal): the
+    /// reader ends, without a close marker, once it delivered every chunk published before
+    /// this call. Every later round lists the directory; a listing started after this call
+    /// holds every chunk published before it, so the stream ends when a round finds no
+    /// listed chunk left to deliver and no chunk write in flight (a temp file younger than
+    /// [`TEMP_STALE`]).
+    pub fn end_when_drained(&mut self) {
+        self.writer_gone = true;
+    }
+
+    /// A chunk's temp file (a write in flight, not a crashed writer's leftover) whose chunk
+    /// has not landed.
+    fn writes_in_flight(&self) -> bool {
+        let stale_before = now_ms().saturating_sub(TEMP_STALE.as_millis() as u64);
+        self.temps_listed
+            .iter()
+            .chain(&self.temps_reported)
+            .any(|(key, created)| {
+                *created >= stale_before
+                    && !self.consumed.contains(key)
+                    && !self.known.contains_key(key)
+            })
+    }
+
     /// One round: takes in what the feed reported (listing the directory when names
     /// cannot be trusted, were lost, or `feed.list` asks), then delivers the known chunks
-    /// that are confirmed, in order. An empty, not-done batch means "nothing new yet".
-    pub fn read(&mut self, max_items: usize, feed: FeedInput) -> Result<Batch> {
+    /// that are confirmed, in order. An empty, not-done batch means "nothing new yet";
+    /// after [`end_when_drained`](Self::end_when_drained), an empty batch is the end.
+    pub fn read(&mut self, max_items: usize, mut feed: FeedInput) -> Result<Batch> {
+        let gone = self.writer_gone;
+        if gone {
+            feed.list = true;
+        }
+        let mut batch = self.read_round(max_items, feed)?;
+        if gone
+            && !batch.done
+            && batch.items.is_empty()
+            && self.known.is_empty()
+            && !self.writes_in_flight()
+        {
+            self.done = true;
+            self.known.clear();
+            batch.done = true;
+        }
+        Ok(batch)
+    }
+
+    fn read_round(&mut self, max_items: usize, feed: FeedInput) -> Result<Batch> {
         if self.done {
             return Ok(Batch {
                 items: Vec::new(),
@@ -570,12 +618,53 @@ const READS_AT_ONCE: usize = 4;
 static READS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(READS_AT_ONCE);
 
 /// A live reader: batches of items, waiting on the change feed when nothing is new.
+/// Resolves with the time the stream's writer ended (its run became terminal), or `None`
+/// when that cannot be known (the reader then ends only at a close marker).
+pub type WriterEnd =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<SystemTime>> + Send>>;
+
+/// How long after its writer ended a stream still takes chunks before a reader may end it:
+/// the official runtime flushes a step's stream writes in the background (`waitUntil`)
+/// after it records `step_completed`, so the last chunks of a run can land just after the
+/// run ended. A reader that starts later ends as soon as it is drained.
+pub const LATE_WRITES: Duration = Duration::from_millis(500);
+
+/// What woke a reader waiting for writers.
+enum Woke {
+    /// the change feed (`notified`) or the backstop interval; whether the directory is watched
+    Change(bool, bool),
+    /// the stream's writer ended at that time (`None`: cannot be followed)
+    WriterEnd(Option<SystemTime>),
+    /// [`LATE_WRITES`] after the writer's end
+    LateWritesOver,
+}
+
+/// `LATE_WRITES` after `ended`, on the runtime's clock (now if that is past).
+fn late_writes_over(ended: SystemTime) -> tokio::time::Instant {
+    let over = ended + LATE_WRITES;
+    let left = over
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    tokio::time::Instant::now() + left
+}
+
+/// Waits for `at`, or for ever without one.
+async fn until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub struct StreamReader {
     cursor: Option<StreamCursor>,
     sub: Subscription,
     /// List the directory in the next round.
     list: bool,
     quiet_polls: u32,
+    writer_end: Option<WriterEnd>,
+    /// When the stream may end once drained (its writer ended `LATE_WRITES` before).
+    end_at: Option<tokio::time::Instant>,
 }
 
 impl StreamReader {
@@ -595,7 +684,18 @@ impl StreamReader {
             sub,
             list: false,
             quiet_polls: 0,
+            writer_end: None,
+            end_at: None,
         })
+    }
+
+    /// Ends the stream, close marker or not, once `end` resolved to the time its writer
+    /// ended, [`LATE_WRITES`] passed since, and every chunk published by then is delivered.
+    /// `end` is first polled when the reader has nothing to deliver (a stream that is read
+    /// to its close marker never polls it).
+    pub fn end_with(mut self, end: WriterEnd) -> StreamReader {
+        self.writer_end = Some(end);
+        self
     }
 
     /// Next items (at least one unless the stream is done). Waits for writers when the
@@ -643,7 +743,39 @@ impl StreamReader {
                 self.list = true;
                 continue;
             }
-            let (notified, watched) = self.sub.wait_change().await;
+            let woke = if self.writer_end.is_none() && self.end_at.is_none() {
+                let (n, w) = self.sub.wait_change().await;
+                Woke::Change(n, w)
+            } else {
+                let end_at = self.end_at;
+                let writer_end = self.writer_end.as_mut();
+                tokio::select! {
+                    (n, w) = self.sub.wait_change() => Woke::Change(n, w),
+                    ended = async {
+                        match writer_end {
+                            Some(end) => end.await,
+                            None => std::future::pending().await,
+                        }
+                    } => Woke::WriterEnd(ended),
+                    () = until(end_at) => Woke::LateWritesOver,
+                }
+            };
+            let (notified, watched) = match woke {
+                Woke::Change(n, w) => (n, w),
+                Woke::WriterEnd(ended) => {
+                    self.writer_end = None;
+                    self.end_at = ended.map(late_writes_over);
+                    continue;
+                }
+                Woke::LateWritesOver => {
+                    self.end_at = None;
+                    if let Some(c) = self.cursor.as_mut() {
+                        c.end_when_drained();
+                    }
+                    self.list = true;
+                    continue;
+                }
+            };
             if notified {
                 self.quiet_polls = 0;
             } else {
@@ -1108,6 +1240,141 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(got.len() as u64, LIVE_CHUNKS);
         assert_eq!(audit(&got), (0, 0));
+    }
+
+    #[test]
+    fn a_stream_whose_writer_is_gone_ends_once_every_listed_chunk_is_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for i in 1..=3 {
+            write_chunk(d, "s", &ulid_at(i), 0, &frame(&format!("[{i}]")));
+        }
+        let mut c = StreamCursor::new(idx(d), "s", 0, StreamMode::Objects).unwrap();
+        let (items, done) = read_all(&mut c);
+        assert_eq!(texts(items), ["[1]", "[2]", "[3]"]);
+        assert!(!done, "no close marker: still open");
+        write_chunk(d, "s", &ulid_at(4), 0, &frame("[4]"));
+        c.end_when_drained();
+        // A listing that cannot confirm its last chunk yet does not end the stream before it
+        // (a listing started after the end holds every chunk published before it).
+        c.fake_listings.push_back(listing(&[1, 2, 3, 4], false));
+        let b = c.read_available(100).unwrap();
+        assert_eq!(texts(b.items), ["[4]"]);
+        assert!(!b.done);
+        let b = c.read_available(100).unwrap();
+        assert!(b.items.is_empty() && b.done, "drained: the end");
+        assert!(c.is_done());
+    }
+
+    #[test]
+    fn a_gone_writer_ends_an_empty_stream_and_a_start_index_past_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut empty = StreamCursor::new(idx(d), "s", 0, StreamMode::Objects).unwrap();
+        assert!(!empty.read_available(10).unwrap().done);
+        empty.end_when_drained();
+        assert!(empty.read_available(10).unwrap().done);
+        write_chunk(d, "s", &ulid_at(1), 0, &frame("[1]"));
+        let mut past = StreamCursor::new(idx(d), "s", 5, StreamMode::Objects).unwrap();
+        past.end_when_drained();
+        let b = past.read_available(10).unwrap();
+        assert!(b.items.is_empty() && b.done);
+        let mut last = StreamCursor::new(idx(d), "s", -1, StreamMode::Objects).unwrap();
+        last.end_when_drained();
+        let (items, done) = read_all(&mut last);
+        assert_eq!(texts(items), ["[1]"]);
+        assert!(done);
+    }
+
+    #[tokio::test]
+    async fn a_live_reader_ends_once_its_writer_ended_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let d = root.join("streams").join("chunks");
+        std::fs::create_dir_all(&d).unwrap();
+        let feed = crate::world::watch::ChangeFeed::new(root);
+        let open = |end: tokio::sync::oneshot::Receiver<Option<SystemTime>>| {
+            let sub = feed.subscribe(crate::world::watch::Topic::Stream, "s");
+            StreamReader::new(idx(&d), sub, "s", 0, StreamMode::Objects)
+                .unwrap()
+                .end_with(Box::pin(async move { end.await.ok().flatten() }))
+        };
+        write_chunk(&d, "s", &ulid_at(1), 0, &frame("[1]"));
+        let (gone, end) = tokio::sync::oneshot::channel();
+        let mut reader = open(end);
+        let b = reader.next_many(10).await.unwrap();
+        assert_eq!(texts(b.items), ["[1]"]);
+        assert!(!b.done);
+        // The last chunk lands, then the writer is gone (long enough ago for late writes):
+        // the chunk is delivered, then the end.
+        write_chunk(&d, "s", &ulid_at(2), 0, &frame("[2]"));
+        gone.send(Some(UNIX_EPOCH)).unwrap();
+        let mut got = Vec::new();
+        let done = loop {
+            let b = tokio::time::timeout(Duration::from_secs(60), reader.next_many(10))
+                .await
+                .expect("hang guard")
+                .unwrap();
+            got.extend(texts(b.items));
+            if b.done {
+                break true;
+            }
+        };
+        assert!(done);
+        assert_eq!(got, ["[2]"]);
+
+        // `None` (the run cannot be followed): the close marker still ends it.
+        let (unknown, end) = tokio::sync::oneshot::channel();
+        let mut reader = open(end);
+        unknown.send(None).unwrap();
+        let b = reader.next_many(10).await.unwrap();
+        assert_eq!(texts(b.items), ["[1]", "[2]"]);
+        assert!(!b.done);
+        write_chunk(&d, "s", &ulid_at(3), 1, b"");
+        let b = tokio::time::timeout(Duration::from_secs(60), reader.next_many(10))
+            .await
+            .expect("hang guard")
+            .unwrap();
+        assert!(b.items.is_empty() && b.done);
+    }
+
+    #[tokio::test]
+    async fn a_chunk_write_in_flight_when_the_writer_ended_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let d = root.join("streams").join("chunks");
+        std::fs::create_dir_all(&d).unwrap();
+        let feed = crate::world::watch::ChangeFeed::new(root);
+        write_chunk(&d, "s", &ulid_at(1), 0, &frame("[1]"));
+        // A writer's temp file for chunk 2 (world-local: temp file, then rename).
+        let temp = d.join(format!("{}.tmp.{}", chunk_name(2), ulid::Ulid::new()));
+        let mut data = vec![DATA_FLAG];
+        data.extend_from_slice(&frame("[2]"));
+        std::fs::write(&temp, data).unwrap();
+        let sub = feed.subscribe(crate::world::watch::Topic::Stream, "s");
+        let mut reader = StreamReader::new(idx(&d), sub, "s", 0, StreamMode::Objects)
+            .unwrap()
+            .end_with(Box::pin(async { Some(UNIX_EPOCH) }));
+        let b = reader.next_many(10).await.unwrap();
+        assert_eq!(texts(b.items), ["[1]"]);
+        let reading = tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let b = reader.next_many(10).await.unwrap();
+                got.extend(texts(b.items));
+                if b.done {
+                    return got;
+                }
+            }
+        });
+        // The write lands after the reader learnt that the writer ended: still delivered.
+        tokio::task::yield_now().await;
+        std::fs::rename(&temp, d.join(chunk_name(2))).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), reading)
+            .await
+            .expect("hang guard")
+            .unwrap();
+        assert_eq!(got, ["[2]"]);
     }
 
     proptest::proptest! {

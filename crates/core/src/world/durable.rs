@@ -1,6 +1,13 @@
 //! Durability: what makes a write survive a power loss, and when it is acknowledged.
 //!
-//! The format (world-local's) is many small files, each published atomically under its
+//! Three modes ([`Mode`]): the default on Linux disks is the durability log
+//! ([`crate::world::wal`]: every write also recorded in an append-only log, one
+//! `fdatasync` per commit, replayed after a machine crash); `files` makes each file durable
+//! in place, by the rules below; `off` syncs nothing. Whatever the mode, writes record
+//! what they changed and [`commit`] makes all of it durable before anything is
+//! acknowledged.
+//!
+//! The in-place rules. The format (world-local's) is many small files, each published atomically under its
 //! name (a create-once `link`, or a `rename` over the old version). A write is durable
 //! once both its *contents* and its *name* are on stable storage:
 //!
@@ -48,30 +55,63 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-/// 0: not decided yet (read `WORKFLOW_NATIVE_SYNC` on first use), 1: on, 2: off.
+/// How writes are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The default: a durability log per data directory on Linux disks (one `fdatasync`
+    /// per group of writes, see [`crate::world::wal`]); elsewhere like `Files`.
+    Log,
+    /// Every file and directory synced in place (rules 1-3 above).
+    Files,
+    /// Nothing synced (`WORKFLOW_NATIVE_SYNC=off`).
+    Off,
+}
+
+/// 0: not decided yet (read `WORKFLOW_NATIVE_SYNC` on first use), 1: log, 2: off, 3: files.
 static MODE: AtomicU8 = AtomicU8::new(0);
 
-/// Whether writes are synced before they are acknowledged (default: yes).
-pub fn enabled() -> bool {
+/// The durability mode (from `WORKFLOW_NATIVE_SYNC` unless set with [`set_mode`]):
+/// `off` (or `0`, `false`, `no`), `files`, anything else: `Log`.
+pub fn mode() -> Mode {
     match MODE.load(Ordering::Relaxed) {
-        1 => true,
-        2 => false,
+        1 => Mode::Log,
+        2 => Mode::Off,
+        3 => Mode::Files,
         _ => {
-            let on = !matches!(
-                std::env::var("WORKFLOW_NATIVE_SYNC")
-                    .map(|v| v.trim().to_ascii_lowercase())
-                    .as_deref(),
-                Ok("off" | "0" | "false" | "no")
-            );
-            MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
+            let m = match std::env::var("WORKFLOW_NATIVE_SYNC")
+                .map(|v| v.trim().to_ascii_lowercase())
+                .as_deref()
+            {
+                Ok("off" | "0" | "false" | "no") => Mode::Off,
+                Ok("files") => Mode::Files,
+                _ => Mode::Log,
+            };
+            set_mode(m);
+            m
         }
     }
 }
 
-/// Turns syncing on or off for the whole process (overrides `WORKFLOW_NATIVE_SYNC`).
+/// Sets the durability mode for the whole process (overrides `WORKFLOW_NATIVE_SYNC`).
+pub fn set_mode(m: Mode) {
+    MODE.store(
+        match m {
+            Mode::Log => 1,
+            Mode::Off => 2,
+            Mode::Files => 3,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether writes are synced before they are acknowledged (default: yes).
+pub fn enabled() -> bool {
+    mode() != Mode::Off
+}
+
+/// Turns syncing on (the default mode, `Log`) or off for the whole process.
 pub fn set_enabled(on: bool) {
-    MODE.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+    set_mode(if on { Mode::Log } else { Mode::Off });
 }
 
 /// A point where durability is decided, as a test observer sees it.
@@ -83,6 +123,8 @@ pub enum SyncPoint<'a> {
     Published(&'a Path),
     /// The directory was synced: the names published in it are durable.
     Dir(&'a Path),
+    /// The durability log was synced: every write it records is durable.
+    Log(&'a Path),
 }
 
 type Observer = Arc<dyn Fn(SyncPoint<'_>) -> io::Result<()> + Send + Sync>;
@@ -103,7 +145,7 @@ fn observer_slot() -> &'static RwLock<Option<Observer>> {
             };
             let seen = std::sync::atomic::AtomicU64::new(0);
             Arc::new(move |p: SyncPoint<'_>| match p {
-                SyncPoint::Dir(d) if d.to_string_lossy().contains(&text) => {
+                SyncPoint::Dir(d) | SyncPoint::Log(d) if d.to_string_lossy().contains(&text) => {
                     if seen.fetch_add(1, Ordering::SeqCst) + 1 >= from {
                         Err(io::Error::from_raw_os_error(libc::EIO))
                     } else {
@@ -270,7 +312,7 @@ fn kind_of_dir(dir: &Path) -> Kind {
 /// Pushes the contents of `file` (about to be published as `name`) to the device, so the
 /// name never becomes durable before them (rule 1).
 pub(crate) fn data_barrier(file: &std::fs::File, name: &Path) -> io::Result<()> {
-    if !enabled() {
+    if !enabled() || logged(name) {
         return Ok(());
     }
     let kind = match name.parent() {
@@ -308,6 +350,7 @@ fn start_writeback(file: &std::fs::File) -> io::Result<()> {
 /// the disk — the name would then point at an inode the kernel refuses to read.
 pub(crate) fn needs_named_temp(path: &Path) -> bool {
     enabled()
+        && !logged(path)
         && path
             .parent()
             .is_some_and(|dir| kind_of_dir(dir) == Kind::Plain)
@@ -316,7 +359,7 @@ pub(crate) fn needs_named_temp(path: &Path) -> bool {
 /// Records that the directory holding `path` changed (a name published or removed): the
 /// next [`commit`] of this thread syncs it.
 pub(crate) fn changed(path: &Path) {
-    if !enabled() {
+    if !enabled() || logged(path) {
         return;
     }
     let _ = observe(SyncPoint::Published(path));
@@ -355,7 +398,7 @@ pub(crate) fn dir_changed(dir: &Path) {
 /// parent, which may itself be new (the world's layout is at most two levels deep, e.g.
 /// `.locks/steps`), and its own entries are to be synced.
 pub(crate) fn dir_created(dir: &Path) {
-    if !enabled() {
+    if !enabled() || logged(dir) {
         return;
     }
     dir_changed(dir);
@@ -372,6 +415,9 @@ pub(crate) fn dir_created(dir: &Path) {
 /// error (naming its directory) is returned; nothing may then be acknowledged.
 pub fn commit() -> Result<()> {
     let changed = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    #[cfg(target_os = "linux")]
+    let mut first_err = crate::world::wal::commit().err();
+    #[cfg(not(target_os = "linux"))]
     let mut first_err = None;
     for (i, c) in changed.iter().enumerate() {
         // ext4: only the directory changed last on its device (see rule 2)
@@ -395,6 +441,93 @@ pub fn commit() -> Result<()> {
 /// Forgets what this thread changed without syncing (the writes failed and are reported).
 pub fn discard() {
     PENDING.with(|p| p.borrow_mut().clear());
+    #[cfg(target_os = "linux")]
+    crate::world::wal::discard();
+}
+
+/// Whether this thread wrote something that is not durable yet.
+pub fn has_pending() -> bool {
+    #[cfg(target_os = "linux")]
+    if crate::world::wal::has_pending() {
+        return true;
+    }
+    PENDING.with(|p| !p.borrow().is_empty())
+}
+
+// ------------------------------------------------------------------ the log (Mode::Log)
+
+/// Starts the durability log for the data directory `root` in this process (after
+/// recovering what a machine crash left there), when the mode is `Log` and `root` is on
+/// a disk. Called when a world is opened.
+pub fn attach(root: &Path) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if mode() != Mode::Log {
+            return Ok(());
+        }
+        // the nearest existing ancestor tells the file system
+        let mut probe = root;
+        while !probe.exists() {
+            match probe.parent() {
+                Some(p) => probe = p,
+                None => break,
+            }
+        }
+        if kind_of_dir(probe) == Kind::Volatile {
+            return Ok(());
+        }
+        crate::world::wal::set_sync_hook(observe_log);
+        crate::world::wal::attach(root)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = root;
+        Ok(())
+    }
+}
+
+/// Whether writes under `path` are covered by a durability log.
+fn logged(path: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        mode() == Mode::Log && crate::world::wal::find(path).is_some()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        false
+    }
+}
+
+/// Before a write of `path`: the log exists (its start must precede the write), and a
+/// file about to be replaced or removed (`replace`) is protected by a pre-image when the
+/// log does not hold it yet.
+pub(crate) fn before_write(path: &Path, replace: bool) -> Result<()> {
+    #[cfg(target_os = "linux")]
+    if mode() == Mode::Log {
+        if let Some(w) = crate::world::wal::find(path) {
+            return if replace { w.protect(path) } else { w.ready() };
+        }
+    }
+    let _ = (path, replace);
+    Ok(())
+}
+
+/// After a successful write of `path` (`None`: removed): recorded for the next commit.
+pub(crate) fn after_write(path: &Path, data: Option<&[u8]>) {
+    #[cfg(target_os = "linux")]
+    if mode() == Mode::Log {
+        if let Some(w) = crate::world::wal::find(path) {
+            w.note(path, data);
+        }
+    }
+    let _ = (path, data);
+}
+
+/// Reports a sync of the log at `path` to the observer (tests).
+#[cfg(target_os = "linux")]
+fn observe_log(path: &Path) -> io::Result<()> {
+    observe(SyncPoint::Log(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {

@@ -176,9 +176,11 @@ fn write_temp_sync(path: &Path, data: &[u8]) -> Result<PathBuf> {
 /// written unnamed (`O_TMPFILE`) and then linked under its name: readers never see half a
 /// file, and no temp name is created and removed.
 pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
+    durable::before_write(path, false)?;
     let published = |linked: bool| {
         if linked {
             durable::changed(path);
+            durable::after_write(path, Some(data));
         }
         Ok(linked)
     };
@@ -299,12 +301,14 @@ mod anon {
 
 /// Blocking twin of [`write_replace`].
 pub fn write_replace_sync(path: &Path, data: &[u8]) -> Result<()> {
+    durable::before_write(path, true)?;
     let tmp = write_temp_sync(path, data)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
     durable::changed(path);
+    durable::after_write(path, Some(data));
     Ok(())
 }
 
@@ -386,9 +390,11 @@ pub fn sync_floor(dir: &Path, steps: u32, bytes: usize) -> Result<f64> {
 
 /// Blocking twin of [`remove_if_exists`].
 pub fn remove_if_exists_sync(path: &Path) -> Result<()> {
+    durable::before_write(path, true)?;
     match std::fs::remove_file(path) {
         Ok(()) => {
             durable::changed(path);
+            durable::after_write(path, None);
             Ok(())
         }
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),

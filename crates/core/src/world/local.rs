@@ -45,6 +45,7 @@ impl LocalWorld {
                 .map_err(|e| Error::io(root, e))?
                 .join(root)
         };
+        crate::world::durable::attach(&root)?;
         let feed = ChangeFeed::new(&root);
         let chunks = Arc::new(ChunkIndex::new(root.join("streams").join("chunks")));
         let terminal = TerminalWaiters::new(&root, &feed, |root, run_id| {

@@ -10,4 +10,6 @@ pub mod model;
 pub mod recovery;
 pub mod streams;
 pub mod terminal;
+#[cfg(target_os = "linux")]
+pub mod wal;
 pub mod watch;

@@ -185,6 +185,14 @@ fn exists(path: &Path) -> Result<bool> {
     }
 }
 
+/// The time part of a prefixed ULID (`evnt_…`), 0 when it is not one.
+fn ulid_ms(id: &str) -> f64 {
+    id.split_once('_')
+        .and_then(|(_, u)| ulid::Ulid::from_string(u).ok())
+        .map(|u| u.timestamp_ms() as f64)
+        .unwrap_or(0.0)
+}
+
 fn modified_ms(path: &Path) -> Option<f64> {
     let t = std::fs::metadata(path).ok()?.modified().ok()?;
     let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
@@ -548,7 +556,11 @@ impl LocalWorld {
         if exists(&lock)? {
             // Disposed (the lock taken; world-local removes the hook next, this world
             // once the event is stored) but its event never written.
-            let at = modified_ms(&lock).unwrap_or_else(now_ms);
+            // the lock's time (the file system's coarse clock, which may lag the clock
+            // that named the hook_created event by a tick), never before that event
+            let at = modified_ms(&lock)
+                .unwrap_or_else(now_ms)
+                .max(ulid_ms(created_event_id));
             self.store_repair(run_id, "hook_disposed", Some(corr), None, spec, at)?;
             EventStore::delete_hook(self, corr)?;
             repairs.push(format!(

@@ -10,6 +10,7 @@ use crate::world::local::LocalWorld;
 use crate::world::watch::Topic;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 impl StreamReader {
     /// A live reader of one of the world's streams from `start_index` (negative: from
@@ -36,6 +37,34 @@ impl LocalWorld {
         assert_safe_entity_id("streamName", name)?;
         let sub = self.subscribe(Topic::Stream, name);
         StreamReader::new(self.chunk_index(), sub, name, start_index, mode)
+    }
+
+    /// A live reader of a stream of run `run_id` that also ends once the run is terminal
+    /// (completed, failed or cancelled) and every chunk written before is delivered, close
+    /// marker or not. A run that cannot be read (unknown, a corrupt file) when the reader
+    /// first waits leaves it ending at the close marker only.
+    pub fn open_run_stream(
+        &self,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+        run_id: &str,
+    ) -> Result<StreamReader> {
+        assert_safe_entity_id("runId", run_id)?;
+        let reader = self.open_stream(name, start_index, mode)?;
+        let waiters = Arc::clone(self.terminal_waiters());
+        let run_id = run_id.to_string();
+        Ok(reader.end_with(Box::pin(async move {
+            let run = waiters.wait(&run_id).await.ok()?;
+            // When it ended (now if the run file does not say).
+            let ended = run
+                .completed_at
+                .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                .map_or_else(SystemTime::now, |ms| {
+                    UNIX_EPOCH + Duration::from_millis(ms as u64)
+                });
+            Some(ended)
+        })))
     }
 
     /// `{ tailIndex, done }` of stream `name` (`-1` when it has no data chunk yet).

@@ -1,0 +1,13 @@
+// Declares the same workflow id as redeclare-b.test.mjs. Without isolation both files
+// run in one worker, sharing workflow-native: the later declaration replaces the earlier
+// one (it used to throw "A different workflow is already registered").
+import { expect, test } from 'vitest'
+import wf from 'workflow-native/workflow'
+import api from 'workflow-native/api'
+
+const shared = wf.workflow('vitest-shared', async (x) => `file a: ${x}`)
+
+test('file a starts its own declaration of the shared workflow', async () => {
+  const run = await api.start(shared, ['hello'])
+  expect(await run.returnValue).toBe('file a: hello')
+})
