@@ -12,48 +12,76 @@ const { name: NAME, version: VERSION } = require('../package.json')
 
 const ROOT = path.join(__dirname, '..')
 
-// One entry per prebuilt platform, every `require` a string literal: bundlers and file
-// tracers (Next.js output tracing, @vercel/nft) follow only those, so they see each file the
-// loader may load. The same platforms as package.json's optionalDependencies (a test checks).
-const BINARIES = {
-  'linux-x64-gnu': {
-    local: () => require('../workflow-native.linux-x64-gnu.node'),
-    pkg: () => require('workflow-native-linux-x64-gnu'),
-    manifest: () => require('workflow-native-linux-x64-gnu/package.json'),
-  },
-  'linux-arm64-gnu': {
-    local: () => require('../workflow-native.linux-arm64-gnu.node'),
-    pkg: () => require('workflow-native-linux-arm64-gnu'),
-    manifest: () => require('workflow-native-linux-arm64-gnu/package.json'),
-  },
-  'linux-x64-musl': {
-    local: () => require('../workflow-native.linux-x64-musl.node'),
-    pkg: () => require('workflow-native-linux-x64-musl'),
-    manifest: () => require('workflow-native-linux-x64-musl/package.json'),
-  },
-  'linux-arm64-musl': {
-    local: () => require('../workflow-native.linux-arm64-musl.node'),
-    pkg: () => require('workflow-native-linux-arm64-musl'),
-    manifest: () => require('workflow-native-linux-arm64-musl/package.json'),
-  },
-  'darwin-x64': {
-    local: () => require('../workflow-native.darwin-x64.node'),
-    pkg: () => require('workflow-native-darwin-x64'),
-    manifest: () => require('workflow-native-darwin-x64/package.json'),
-  },
-  'darwin-arm64': {
-    local: () => require('../workflow-native.darwin-arm64.node'),
-    pkg: () => require('workflow-native-darwin-arm64'),
-    manifest: () => require('workflow-native-darwin-arm64/package.json'),
-  },
-  'win32-x64-msvc': {
-    local: () => require('../workflow-native.win32-x64-msvc.node'),
-    pkg: () => require('workflow-native-win32-x64-msvc'),
-    manifest: () => require('workflow-native-win32-x64-msvc/package.json'),
-  },
+/** Platform ids with a prebuilt package: the same as package.json's optionalDependencies (a test checks). */
+const PREBUILT = ['linux-x64-gnu', 'linux-arm64-gnu', 'linux-x64-musl', 'linux-arm64-musl', 'darwin-x64', 'darwin-arm64', 'win32-x64-msvc']
+
+/**
+ * One file of a prebuilt platform: its local build, its package, or that package's
+ * package.json. Every `require` is a string literal, so file tracers (Next.js output tracing,
+ * @vercel/nft) see each file the loader may load, and sits inside `try`, so a bundler that
+ * meets this file counts the ones that are not installed as optional, not as build errors.
+ */
+function requirePrebuilt(kind, id) {
+  try {
+    switch (`${kind} ${id}`) {
+      case 'local linux-x64-gnu':
+        return require('../workflow-native.linux-x64-gnu.node')
+      case 'package linux-x64-gnu':
+        return require('workflow-native-linux-x64-gnu')
+      case 'manifest linux-x64-gnu':
+        return require('workflow-native-linux-x64-gnu/package.json')
+      case 'local linux-arm64-gnu':
+        return require('../workflow-native.linux-arm64-gnu.node')
+      case 'package linux-arm64-gnu':
+        return require('workflow-native-linux-arm64-gnu')
+      case 'manifest linux-arm64-gnu':
+        return require('workflow-native-linux-arm64-gnu/package.json')
+      case 'local linux-x64-musl':
+        return require('../workflow-native.linux-x64-musl.node')
+      case 'package linux-x64-musl':
+        return require('workflow-native-linux-x64-musl')
+      case 'manifest linux-x64-musl':
+        return require('workflow-native-linux-x64-musl/package.json')
+      case 'local linux-arm64-musl':
+        return require('../workflow-native.linux-arm64-musl.node')
+      case 'package linux-arm64-musl':
+        return require('workflow-native-linux-arm64-musl')
+      case 'manifest linux-arm64-musl':
+        return require('workflow-native-linux-arm64-musl/package.json')
+      case 'local darwin-x64':
+        return require('../workflow-native.darwin-x64.node')
+      case 'package darwin-x64':
+        return require('workflow-native-darwin-x64')
+      case 'manifest darwin-x64':
+        return require('workflow-native-darwin-x64/package.json')
+      case 'local darwin-arm64':
+        return require('../workflow-native.darwin-arm64.node')
+      case 'package darwin-arm64':
+        return require('workflow-native-darwin-arm64')
+      case 'manifest darwin-arm64':
+        return require('workflow-native-darwin-arm64/package.json')
+      case 'local win32-x64-msvc':
+        return require('../workflow-native.win32-x64-msvc.node')
+      case 'package win32-x64-msvc':
+        return require('workflow-native-win32-x64-msvc')
+      case 'manifest win32-x64-msvc':
+        return require('workflow-native-win32-x64-msvc/package.json')
+      default:
+        throw new Error(`no ${kind} for ${id}`)
+    }
+  } catch (e) {
+    throw e // (the `try` only marks the requires optional for bundlers)
+  }
 }
-/** Platform ids with a prebuilt package. */
-const PREBUILT = Object.keys(BINARIES)
+
+/** `require(file)` of a computed path (a local build for a platform without a package). */
+function requireFile(file) {
+  try {
+    return require(file)
+  } catch (e) {
+    throw e // (see requirePrebuilt)
+  }
+}
 
 /** The running process's platform: `{ platform, arch, libc }` (`libc` on Linux only). */
 function currentPlatform() {
@@ -121,14 +149,14 @@ function loadBinary(load, host, what) {
  */
 function loadNative(host = currentPlatform(), { root = ROOT } = {}) {
   const id = platformId(host)
-  const entry = Object.hasOwn(BINARIES, id) ? BINARIES[id] : undefined
+  const prebuilt = PREBUILT.includes(id)
   const local = path.join(root, `workflow-native.${id}.node`)
   if (fs.existsSync(local)) {
     // A platform without a package (built from source) or another root: a computed path.
-    const load = entry && root === ROOT ? entry.local : () => require(local)
+    const load = prebuilt && root === ROOT ? () => requirePrebuilt('local', id) : () => requireFile(local)
     return loadBinary(load, host, local)
   }
-  if (!entry) {
+  if (!prebuilt) {
     throw loadError(
       `workflow-native has no prebuilt binary for ${describe(host)} (${id}); prebuilt binaries exist for ` +
         `${PREBUILT.join(', ')}. ${FROM_SOURCE}`,
@@ -138,7 +166,7 @@ function loadNative(host = currentPlatform(), { root = ROOT } = {}) {
   const pkg = `${NAME}-${id}`
   let found
   try {
-    found = entry.manifest().version
+    found = requirePrebuilt('manifest', id).version
   } catch (e) {
     if (!e || e.code !== 'MODULE_NOT_FOUND') throw e
     throw loadError(
@@ -156,7 +184,7 @@ function loadNative(host = currentPlatform(), { root = ROOT } = {}) {
       host,
     )
   }
-  return loadBinary(entry.pkg, host, `the package ${pkg}`)
+  return loadBinary(() => requirePrebuilt('package', id), host, `the package ${pkg}`)
 }
 
 module.exports = { loadNative, currentPlatform, platformId, PREBUILT }
