@@ -242,22 +242,22 @@ async function nextSleep(runOrId) {
   return getEngine().nextSleep(runId)
 }
 
-module.exports = {
-  workflow,
-  step,
-  sleep,
-  createHook,
-  createWebhook,
-  defineHook,
-  getWritable,
-  getStepMetadata,
-  getWorkflowMetadata,
-  fetch: fetchStep,
-  FatalError: errors.FatalError,
-  RetryableError: errors.RetryableError,
-  resumeRuns,
-  useVirtualTime,
-  useRealTime,
-  advanceTime,
-  nextSleep,
-}
+// One assignment per export, so Node's detection of CommonJS exports (cjs-module-lexer)
+// sees every name and ESM can import each by name.
+exports.workflow = workflow
+exports.step = step
+exports.sleep = sleep
+exports.createHook = createHook
+exports.createWebhook = createWebhook
+exports.defineHook = defineHook
+exports.getWritable = getWritable
+exports.getStepMetadata = getStepMetadata
+exports.getWorkflowMetadata = getWorkflowMetadata
+exports.fetch = fetchStep
+exports.FatalError = errors.FatalError
+exports.RetryableError = errors.RetryableError
+exports.resumeRuns = resumeRuns
+exports.useVirtualTime = useVirtualTime
+exports.useRealTime = useRealTime
+exports.advanceTime = advanceTime
+exports.nextSleep = nextSleep

@@ -11,10 +11,10 @@ import { createHash } from 'node:crypto'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { NativeWorld } = require('../binding.js')
+const { NativeWorld } = require('../lib/loader.js').loadNative()
 const native = new NativeWorld(dataDir)
 
-const MARKER = require('../binding.js').errorMarker()
+const MARKER = require('../lib/loader.js').loadNative().errorMarker()
 const sha256 = (s) => createHash('sha256').update(s).digest('hex')
 const bytes = (s) => new TextEncoder().encode(s)
 

@@ -19,7 +19,7 @@ import { readFileSync, existsSync } from 'node:fs'
 import { createRequire } from 'node:module'
 
 const require = createRequire(import.meta.url)
-const { NativeWorld } = require('../binding.js')
+const { NativeWorld } = require('../lib/loader.js').loadNative()
 
 const PENDING = 10_000
 const BASELINE = 10

@@ -203,7 +203,7 @@ async function readAll(api) {
   record(`getTailIndex(), ${CHUNKS}-chunk stream (median)`, median(off), median(mine), 'ms')
   // Cold: a fresh native World each time, so the directory listing is not cached.
   const { createRequire } = await import('node:module')
-  const binding = createRequire(import.meta.url)('../binding.js')
+  const binding = createRequire(import.meta.url)('../lib/loader.js').loadNative()
   const cold = await timeEach(quick ? 5 : 20, () => new binding.NativeWorld(dataDir).streamInfo(streamName))
   record(`getTailIndex(), cold (uncached listing)`, median(off), median(cold), 'ms')
 }

@@ -5,7 +5,8 @@
 // rejects with leaves this module as a real JS error of the right class, so no call site
 // converts errors itself.
 
-const raw = require('../binding.js')
+// The addon for this platform: a local build or the installed platform package.
+const raw = require('./loader.js').loadNative()
 const errors = require('../errors.js')
 
 // Defined once, in the binding (src/lib.rs).
