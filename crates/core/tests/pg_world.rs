@@ -268,11 +268,11 @@ async fn a_run_goes_through_every_entity_and_reads_back() {
         .find(|e| e.event_type == "wait_created")
         .unwrap();
     assert_eq!(wc.resume_at, Some(1893456000000.0));
-    w.complete_wait(&run_id, "wait_1", Some(2.0), None)
+    w.complete_wait(&run_id, "wait_1", Some(2.0), None, false)
         .await
         .unwrap();
     let twice = w
-        .complete_wait(&run_id, "wait_1", Some(2.0), None)
+        .complete_wait(&run_id, "wait_1", Some(2.0), None, false)
         .await
         .unwrap_err();
     assert_eq!(twice.name(), "EntityConflictError");
@@ -284,9 +284,14 @@ async fn a_run_goes_through_every_entity_and_reads_back() {
     let hook = w.get_hook_by_token("tok-1").await.unwrap();
     assert_eq!(hook.run_id, run_id);
     assert!(!hook.is_webhook);
-    w.hook_received(&run_id, "hook_1", Some("tok-1"), bin(b"p"))
-        .await
-        .unwrap();
+    w.hook_received(
+        &run_id,
+        "hook_1",
+        Some("tok-1"),
+        &workflow_core::world::model::Payload::Bytes(b"p".to_vec()),
+    )
+    .await
+    .unwrap();
     w.create_event(
         Some(&run_id),
         req(json!({"eventType": "hook_disposed", "correlationId": "hook_1", "specVersion": 2})),

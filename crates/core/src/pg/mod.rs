@@ -17,8 +17,10 @@ pub mod streams;
 use crate::error::{Error, Result};
 use crate::machine::{Applied, Created, Request};
 use crate::storage::CancelOutcome;
+use crate::world::local::CreateRun;
 use crate::world::model::{
-    parse_event_summary, parse_hook, parse_run, EventSummary, Hook, RunSnapshot,
+    parse_event_summary, parse_hook, parse_run, payload_json, EventSummary, Hook, Payload,
+    RunSnapshot,
 };
 use config::{redact, PgConfig};
 pub(crate) use dberr::db_err;
@@ -201,17 +203,23 @@ impl PgWorld {
         })
     }
 
-    /// `wait_completed` (`eventData.resumeAt` when given).
+    /// `wait_completed` (`eventData.resumeAt` when given; the bare legacy request for
+    /// spec ≤ 1 runs).
     pub async fn complete_wait(
         &self,
         run_id: &str,
         correlation_id: &str,
         spec_version: Option<f64>,
         resume_at_ms: Option<f64>,
+        legacy: bool,
     ) -> Result<()> {
         let mut request = Map::new();
         request.insert("eventType".into(), json!("wait_completed"));
         request.insert("correlationId".into(), json!(correlation_id));
+        if legacy {
+            self.create_event(Some(run_id), request).await?;
+            return Ok(());
+        }
         let spec = match spec_version {
             Some(v) if v.fract() == 0.0 => json!(v as i64),
             Some(v) => json!(v),
@@ -275,14 +283,32 @@ impl PgWorld {
         }
     }
 
-    /// `hook_received` with the payload (`bytes`, or JSON for legacy runs); the event id.
+    /// `start()`'s `run_created`.
+    pub async fn create_run(&self, req: &CreateRun) -> Result<()> {
+        let mut data = Map::new();
+        data.insert("deploymentId".into(), json!(req.deployment_id));
+        data.insert("workflowName".into(), json!(req.workflow_name));
+        data.insert("input".into(), payload_json(&req.input));
+        if let Some(ec) = &req.execution_context {
+            data.insert("executionContext".into(), ec.clone());
+        }
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("run_created"));
+        request.insert("specVersion".into(), json!(req.spec_version));
+        request.insert("eventData".into(), Value::Object(data));
+        self.create_event(Some(&req.run_id), request).await?;
+        Ok(())
+    }
+
+    /// `hook_received` with the payload; the event id.
     pub async fn hook_received(
         &self,
         run_id: &str,
         hook_id: &str,
         token: Option<&str>,
-        payload: Value,
+        payload: &Payload,
     ) -> Result<String> {
+        let payload = payload_json(payload);
         let mut data = Map::new();
         if let Some(t) = token {
             data.insert("token".into(), json!(t));
@@ -364,6 +390,33 @@ impl PgWorld {
             }
         })?;
         Ok(())
+    }
+}
+
+impl crate::storage::WaitOps for PgWorld {
+    fn run_snapshot(
+        &self,
+        run_id: &str,
+    ) -> impl std::future::Future<Output = Result<RunSnapshot>> + Send {
+        self.get_run(run_id, false)
+    }
+
+    fn run_event_summaries(
+        &self,
+        run_id: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<EventSummary>>> + Send {
+        self.list_run_events(run_id)
+    }
+
+    fn finish_wait(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+        spec_version: Option<f64>,
+        resume_at_ms: Option<f64>,
+        legacy: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        self.complete_wait(run_id, correlation_id, spec_version, resume_at_ms, legacy)
     }
 }
 

@@ -114,7 +114,7 @@ CREATE TABLE workflow.workflow_waits (
   CONSTRAINT workflow_waits_pkey PRIMARY KEY (wait_id));
 CREATE INDEX workflow_events_correlation_id_index ON workflow.workflow_events USING btree (correlation_id);
 CREATE UNIQUE INDEX workflow_events_entity_creation_unique ON workflow.workflow_events USING btree (run_id, correlation_id, type)
-  WHERE ((type)::text = ANY ((ARRAY['step_created'::character varying, 'hook_created'::character varying, 'wait_created'::character varying])::text[]));
+  WHERE type IN ('step_created', 'hook_created', 'wait_created');
 CREATE INDEX workflow_events_run_id_index ON workflow.workflow_events USING btree (run_id);
 CREATE INDEX workflow_hooks_run_id_index ON workflow.workflow_hooks USING btree (run_id);
 CREATE INDEX workflow_hooks_token_index ON workflow.workflow_hooks USING btree (token);
