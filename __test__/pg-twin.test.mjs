@@ -244,6 +244,28 @@ describe('PostgreSQL twin: the official World writes, ours reads', { skip }, () 
     assert.deepEqual(await serialization.hydrateStepReturnValue(received.eventData.payload, runId, undefined, globalThis), { hello: 'world' })
     await waitFor(async () => (await jobsFor(runId)).length === 1)
   })
+  test('resumeWebhook(): 202, hook_received as the official World reads it, the body in a stream row', async () => {
+    const runId = await officialRun('running')
+    await official.events.create(runId, {
+      eventType: 'hook_created',
+      specVersion: 3,
+      correlationId: 'hook_wh1',
+      eventData: { token: 'tok-webhook', isWebhook: true },
+    })
+    const res = await ours.resumeWebhook('tok-webhook', new Request('https://example.test/hook', { method: 'POST', body: 'payload-text' }))
+    assert.equal(res.status, 202)
+    const received = (await official.events.list({ runId })).data.find((e) => e.eventType === 'hook_received')
+    assert.equal(received.correlationId, 'hook_wh1')
+    assert.ok(received.eventData.payload instanceof Uint8Array)
+    await waitFor(async () => (await jobsFor(runId)).length === 1)
+    await waitFor(async () => {
+      const r = await client.query('SELECT data FROM workflow.workflow_stream_chunks WHERE run_id = $1 AND NOT eof', [runId])
+      return r.rows.some((row) => row.data.includes(Buffer.from('payload-text')))
+    })
+    // a hook that is not a webhook is not found by resumeWebhook
+    await official.events.create(runId, { eventType: 'hook_created', specVersion: 3, correlationId: 'hook_wh2', eventData: { token: 'tok-plain', isWebhook: false } })
+    await assert.rejects(ours.resumeWebhook('tok-plain', new Request('https://example.test/x', { method: 'POST' })), (e) => ourErrors.HookNotFoundError.is(e))
+  })
 })
 
 describe('PostgreSQL twin: ours writes, the official World reads', { skip }, () => {

@@ -334,3 +334,30 @@ impl NativePgStreamReader {
         })
     }
 }
+
+/// Tests: the CBOR bytes world-postgres columns get for `json` (world-local's JSON form;
+/// keys named in `dateKeys` holding ISO strings become dates), to compare with cbor-x.
+#[napi(catch_unwind)]
+pub fn pg_cbor_encode_for_test(json: String, date_keys: Vec<String>) -> napi::Result<Buffer> {
+    guard(|| {
+        let v: serde_json::Value = serde_json::from_str(&json).map_err(|e| {
+            to_napi(workflow_core::Error::InvalidArgument(format!(
+                "invalid JSON: {e}"
+            )))
+        })?;
+        let keys: Vec<&str> = date_keys.iter().map(String::as_str).collect();
+        Ok(Buffer::from(
+            workflow_core::pg::cbor::Cbor::from_json(&v, &keys).encode(),
+        ))
+    })
+}
+
+/// Tests: CBOR bytes decoded to world-local's JSON form (text).
+#[napi(catch_unwind)]
+pub fn pg_cbor_decode_for_test(bytes: Buffer) -> napi::Result<String> {
+    guard(|| {
+        workflow_core::pg::cbor::decode_json(&bytes)
+            .map(|v| v.to_string())
+            .map_err(|e| to_napi(workflow_core::Error::InvalidArgument(e.0)))
+    })
+}

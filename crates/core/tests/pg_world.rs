@@ -538,3 +538,24 @@ async fn an_unreachable_server_fails_within_seconds() {
     );
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_makes_callers_wait_instead_of_failing() {
+    let Some(db) = TestDb::new("pool").await else {
+        return;
+    };
+    let mut cfg = Config::new(&db.url);
+    cfg.max_pool_size = 1;
+    let w = PgWorld::connect(cfg).await.unwrap();
+    let run_id = new_run(&w).await;
+    let calls = (0..40).map(|_| {
+        let w = Arc::clone(&w);
+        let id = run_id.clone();
+        tokio::spawn(async move { w.get_run(&id, true).await })
+    });
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().run_id, run_id);
+    }
+    drop(w);
+    db.drop_db().await;
+}
