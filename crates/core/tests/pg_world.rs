@@ -85,15 +85,34 @@ impl TestDb {
     }
 
     async fn drop_db(self) {
-        let (client, c) = tokio_postgres::connect(&self.admin, NoTls).await.unwrap();
-        tokio::spawn(c);
-        client
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .unwrap();
+        drop(self)
+    }
+}
+
+impl Drop for TestDb {
+    /// Also on a failed assertion: a thread of its own, since `drop` cannot await.
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async {
+                let (client, c) = tokio_postgres::connect(&admin, NoTls)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tokio::spawn(c);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+        })
+        .join();
+        if let Ok(Err(e)) = done {
+            eprintln!("could not drop the test database: {e}");
+        }
     }
 }
 
