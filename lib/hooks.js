@@ -27,7 +27,7 @@ async function lookup(token) {
   requireString('token', token)
   const world = worldOrThrow()
   const info = await world.getHookByToken(token)
-  const run = world.getRunSync(info.runId)
+  const run = await world.getRunSync(info.runId)
   const hook = {
     runId: info.runId,
     hookId: info.hookId,
@@ -75,7 +75,7 @@ async function resumeHook(tokenOrHook, payload) {
     checkHookObject(tokenOrHook)
     world = worldOrThrow()
     hook = tokenOrHook
-    run = world.getRunSync(hook.runId)
+    run = await world.getRunSync(hook.runId)
   }
   const legacy = hook.specVersion === undefined || hook.specVersion === null || hook.specVersion <= 1
   const ops = []

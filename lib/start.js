@@ -91,10 +91,15 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   // A World passed in the options creates and enqueues (WDK semantics); its own
   // deployment id and spec version apply.
   const customWorld = !engineDef && options.world ? options.world : undefined
+  if (engineDef && world.kind === 'postgres') {
+    throw new WorkflowRuntimeError(
+      `The embedded engine does not run on PostgreSQL yet: "${workflowName}" is declared with workflow-native/workflow; start it on the local world, or run it in an app on @workflow/world-postgres.`,
+    )
+  }
   const currentDeploymentId =
     customWorld && typeof customWorld.getDeploymentId === 'function'
       ? await customWorld.getDeploymentId()
-      : LOCAL_DEPLOYMENT_ID
+      : world.deploymentId || LOCAL_DEPLOYMENT_ID
   let deploymentId = options.deploymentId ?? currentDeploymentId
   if (deploymentId === 'latest') {
     if (!warnedLatest) {

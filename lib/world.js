@@ -1,13 +1,17 @@
 'use strict'
 // Which World a Run talks to, read from the environment at first use (not at import),
 // as WDK reads it: WORKFLOW_TARGET_WORLD (default "local", "vercel" when
-// VERCEL_DEPLOYMENT_ID is set) and WORKFLOW_LOCAL_DATA_DIR (default ".workflow-data").
+// VERCEL_DEPLOYMENT_ID is set), WORKFLOW_LOCAL_DATA_DIR (default ".workflow-data") for the
+// local World, WORKFLOW_POSTGRES_URL / WORKFLOW_POSTGRES_MAX_POOL_SIZE for PostgreSQL.
 
 const path = require('node:path')
 const { binding } = require('./native.js')
 const { WorkflowRuntimeError } = require('../errors.js')
 
 let resolved = null
+
+/** WORKFLOW_TARGET_WORLD values that select the PostgreSQL World. */
+const POSTGRES_TARGETS = new Set(['@workflow/world-postgres', 'postgres'])
 
 /**
  * Returns `{ world }` or `{ error }`; never throws (getRun must not). Resolved once per
@@ -21,10 +25,15 @@ function resolveWorld() {
 function createWorld() {
   const env = process.env
   const target = env.WORKFLOW_TARGET_WORLD || (env.VERCEL_DEPLOYMENT_ID ? 'vercel' : 'local')
+  if (POSTGRES_TARGETS.has(target)) {
+    // Connected on first use, off the JS thread; a connection failure rejects that call.
+    const { PgWorld } = require('./pg-world.js')
+    return { world: new PgWorld(env) }
+  }
   if (target !== 'local' && target !== '@workflow/world-local') {
     return {
       error: new WorkflowRuntimeError(
-        `workflow-native supports only the local world; WORKFLOW_TARGET_WORLD is "${target}".`,
+        `workflow-native does not support WORKFLOW_TARGET_WORLD "${target}"; supported: "local" (the default, also "@workflow/world-local") and "@workflow/world-postgres".`,
       ),
     }
   }
@@ -59,6 +68,14 @@ function queueTarget() {
 function deliverInBackground(message) {
   // A workflow the embedded engine runs in this process takes its messages directly.
   if (localDispatcher && localDispatcher(message)) return
+  // On PostgreSQL the official app's graphile-worker queue takes them.
+  const { world } = resolveWorld()
+  if (world && world.kind === 'postgres') {
+    world
+      .enqueue(message)
+      .catch((e) => console.error(`[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not enqueued:`, e))
+    return
+  }
   ;(async () => {
     let attempt = 1
     let connectFailures = 0
@@ -91,4 +108,9 @@ function setLocalDispatcher(fn) {
   localDispatcher = fn
 }
 
-module.exports = { resolveWorld, deliverInBackground, queueTarget, setLocalDispatcher }
+/** Forgets the resolved World (tests switch worlds within one process). */
+function resetWorldForTests() {
+  resolved = null
+}
+
+module.exports = { resolveWorld, deliverInBackground, queueTarget, setLocalDispatcher, resetWorldForTests }

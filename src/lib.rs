@@ -8,6 +8,7 @@
 
 mod engine;
 mod lease;
+mod pg;
 mod queue;
 mod stream;
 mod world;

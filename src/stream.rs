@@ -65,7 +65,7 @@ impl NativeStreamReader {
     }
 }
 
-fn to_js(batch: Batch) -> StreamBatch {
+pub(crate) fn to_js(batch: Batch) -> StreamBatch {
     let mut text = String::new();
     let mut ends = Vec::new();
     let mut end = 0u32;

@@ -457,7 +457,7 @@ pub struct HookInfo {
 }
 
 /// The core's run creation request for `start()`'s.
-fn create_run_of(req: CreateRunRequest) -> napi::Result<CreateRun> {
+pub(crate) fn create_run_of(req: CreateRunRequest) -> napi::Result<CreateRun> {
     Ok(CreateRun {
         run_id: req.run_id,
         deployment_id: req.deployment_id,
@@ -468,7 +468,7 @@ fn create_run_of(req: CreateRunRequest) -> napi::Result<CreateRun> {
     })
 }
 
-fn payload_from(bytes: Option<Buffer>, json: Option<String>) -> napi::Result<Payload> {
+pub(crate) fn payload_from(bytes: Option<Buffer>, json: Option<String>) -> napi::Result<Payload> {
     match (bytes, json) {
         (Some(b), _) => Ok(Payload::Bytes(b.to_vec())),
         (None, Some(j)) => serde_json::from_str(&j).map(Payload::Json).map_err(|e| {

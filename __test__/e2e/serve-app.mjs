@@ -43,7 +43,7 @@ const require = createRequire(import.meta.url);
 const ROUTE_FLOW = '/.well-known/workflow/v1/flow';
 const ROUTE_STEP = '/.well-known/workflow/v1/step';
 const ROUTE_WEBHOOK_PREFIX = '/.well-known/workflow/v1/webhook/';
-const ENV_KEYS = ['WORKFLOW_TARGET_WORLD', 'WORKFLOW_LOCAL_DATA_DIR', 'WORKFLOW_LOCAL_BASE_URL'];
+const ENV_KEYS = ['WORKFLOW_TARGET_WORLD', 'WORKFLOW_LOCAL_DATA_DIR', 'WORKFLOW_LOCAL_BASE_URL', 'WORKFLOW_POSTGRES_URL'];
 
 let active = null;
 
@@ -139,6 +139,8 @@ function unrefPromiseTimers() {
  * @param {boolean} [opts.unrefTimers=true] see unrefPromiseTimers()
  * @param {boolean} [opts.startWorld=true] call world.start() (data-dir init + active-run recovery)
  * @param {boolean} [opts.logRequests=false]
+ * @param {string} [opts.postgresUrl]       run the app on @workflow/world-postgres at this URL
+ *                                         (its graphile-worker runner POSTs to this server)
  */
 export async function serveApp({
   dataDir,
@@ -147,6 +149,7 @@ export async function serveApp({
   unrefTimers = true,
   startWorld = true,
   logRequests = false,
+  postgresUrl,
 } = {}) {
   if (!dataDir) throw new Error('serveApp: dataDir is required');
   if (active) throw new Error('serveApp: an app is already being served in this process; close() it first');
@@ -208,7 +211,8 @@ export async function serveApp({
     baseUrl = `http://127.0.0.1:${port}`;
 
     // 1. Environment, BEFORE any World is created (createWorld() reads it).
-    process.env.WORKFLOW_TARGET_WORLD = 'local';
+    process.env.WORKFLOW_TARGET_WORLD = postgresUrl ? '@workflow/world-postgres' : 'local';
+    if (postgresUrl) process.env.WORKFLOW_POSTGRES_URL = postgresUrl;
     process.env.WORKFLOW_LOCAL_DATA_DIR = dataDir;
     process.env.WORKFLOW_LOCAL_BASE_URL = baseUrl;
     if (unrefTimers) restoreTimers = unrefPromiseTimers();
@@ -221,7 +225,9 @@ export async function serveApp({
     const { setWorld } = await import('@workflow/core/runtime');
     const { createLocalWorld } = await import('@workflow/world-local');
     setWorld(undefined);
-    const world = createLocalWorld({ dataDir, baseUrl });
+    const world = postgresUrl
+      ? (await import('@workflow/world-postgres')).createWorld({ connectionString: postgresUrl })
+      : createLocalWorld({ dataDir, baseUrl });
     setWorld(world);
     if (startWorld) await world.start?.();
 

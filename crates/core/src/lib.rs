@@ -10,6 +10,7 @@ pub mod ids;
 pub mod journal;
 pub mod lease;
 pub mod machine;
+pub mod pg;
 pub mod queue;
 pub mod run;
 pub mod storage;

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::queue::{workflow_queue_name, QueueMessage};
-use crate::storage::Storage;
+use crate::storage::{Storage, WaitOps};
 use crate::world::model::RunSnapshot;
 use serde_json::json;
 use std::collections::HashSet;
@@ -33,15 +33,15 @@ pub struct WakeUpOutcome {
 ///
 /// Errors that the official code wraps in `Failed to wake up run …` are returned as `Err`;
 /// per-wait failures are collected in `errors`.
-pub async fn wake_up<S: Storage>(
+pub async fn wake_up<S: WaitOps>(
     world: &Arc<S>,
     run_id: &str,
     correlation_ids: Option<&[String]>,
     queue_namespace: Option<&str>,
 ) -> Result<WakeUpOutcome> {
-    let run = world.get_run(run_id, false).await?;
+    let run = world.run_snapshot(run_id).await?;
     let legacy = run.is_legacy();
-    let events = world.list_run_events(run_id).await?;
+    let events = world.run_event_summaries(run_id).await?;
     let completed: HashSet<&str> = events
         .iter()
         .filter(|e| e.event_type == "wait_completed")
@@ -71,7 +71,7 @@ pub async fn wake_up<S: Storage>(
             continue;
         };
         match world
-            .complete_wait(run_id, corr, run.spec_version, w.resume_at, legacy)
+            .finish_wait(run_id, corr, run.spec_version, w.resume_at, legacy)
             .await
         {
             Ok(()) => stopped += 1,

@@ -96,3 +96,53 @@ pub trait Storage: Send + Sync + 'static {
     fn acquire_lease(&self, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bool>;
     fn release_lease(&self, run_id: &str, owner: &str) -> Result<()>;
 }
+
+/// The three operations `wakeUp` needs ([`crate::run::wake_up`]), for backends that do
+/// not implement all of [`Storage`] (PostgreSQL, whose streams and notifications are
+/// not file-shaped). Every [`Storage`] has them.
+pub trait WaitOps: Send + Sync + 'static {
+    fn run_snapshot(&self, run_id: &str) -> impl Future<Output = Result<RunSnapshot>> + Send;
+    fn run_event_summaries(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Vec<EventSummary>>> + Send;
+    fn finish_wait(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+        spec_version: Option<f64>,
+        resume_at_ms: Option<f64>,
+        legacy: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl<T: Storage> WaitOps for T {
+    fn run_snapshot(&self, run_id: &str) -> impl Future<Output = Result<RunSnapshot>> + Send {
+        Storage::get_run(self, run_id, false)
+    }
+
+    fn run_event_summaries(
+        &self,
+        run_id: &str,
+    ) -> impl Future<Output = Result<Vec<EventSummary>>> + Send {
+        Storage::list_run_events(self, run_id)
+    }
+
+    fn finish_wait(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+        spec_version: Option<f64>,
+        resume_at_ms: Option<f64>,
+        legacy: bool,
+    ) -> impl Future<Output = Result<()>> + Send {
+        Storage::complete_wait(
+            self,
+            run_id,
+            correlation_id,
+            spec_version,
+            resume_at_ms,
+            legacy,
+        )
+    }
+}

@@ -75,7 +75,8 @@ pub(crate) fn created<S: EventStore + ?Sized>(store: &S, ctx: &Ctx) -> Result<Ho
         TokenClaim::Retry { event_id } => {
             // The first attempt's instant is in its event id.
             let created = event_id
-                .strip_prefix("evnt_")
+                .strip_prefix(ctx.event_prefix)
+                .and_then(|rest| rest.strip_prefix('_'))
                 .and_then(ulid_time_ms)
                 .map(|ms| iso_from_ms(ms as f64))
                 .unwrap_or_else(|| ctx.now.clone());

@@ -45,6 +45,9 @@ pub use store::{Entity, EventStore, Once, TokenClaim};
 /// entity) cannot fail the event any more: their failures are reported and repaired by
 /// later accesses (a hook lookup, a repeated cancel, world-local's own rebuilds).
 pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created> {
+    if store.transactional() {
+        return apply_in(store, req);
+    }
     let txn = txn::Txn::new(store, &req.event_type);
     let out = apply_in(&txn, req);
     if let Err(e) = &out {
@@ -62,7 +65,7 @@ pub fn apply<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created
 }
 
 fn apply_in<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created> {
-    let ctx = Ctx::new(req)?;
+    let ctx = Ctx::new(req, store.event_id_prefix())?;
     let ty = ctx.ty;
 
     let current = if runs::reads_run(ty) {

@@ -131,15 +131,17 @@ pub(crate) struct Ctx<'a> {
     pub event_data: Map<String, Value>,
     pub data: &'a Map<String, Value>,
     pub event_id: String,
+    /// the backend's event id prefix (`evnt` / `wevt`)
+    pub event_prefix: &'static str,
     /// one instant for the event and the entities it changes, as world-local does
     pub now: String,
 }
 
 impl<'a> Ctx<'a> {
-    pub(crate) fn new(req: &'a Request) -> Result<Ctx<'a>> {
+    pub(crate) fn new(req: &'a Request, event_prefix: &'static str) -> Result<Ctx<'a>> {
         let ty = req.event_type.as_str();
         let data = &req.data;
-        let event_id = prefixed_id("evnt");
+        let event_id = prefixed_id(event_prefix);
         let now = now_iso();
         let run_id = match &req.run_id {
             None if ty == "run_created" => prefixed_id("wrun"),
@@ -175,6 +177,7 @@ impl<'a> Ctx<'a> {
             },
             data,
             event_id,
+            event_prefix,
             now,
         })
     }

@@ -65,7 +65,7 @@ pub(crate) fn start_implicitly<S: EventStore + ?Sized>(
     if !store.create_run(&ctx.run_id, &created, true)? {
         return store.load_run(&ctx.run_id);
     }
-    let rc_id = prefixed_id("evnt");
+    let rc_id = prefixed_id(ctx.event_prefix);
     let rc = literal(vec![
         ("eventType", Some(json!("run_created"))),
         ("runId", Some(json!(ctx.run_id))),
@@ -276,7 +276,7 @@ pub(crate) fn legacy_event<S: EventStore + ?Sized>(
             })
         }
         "wait_completed" | "hook_received" => {
-            let event_id = prefixed_id("evnt");
+            let event_id = prefixed_id(ctx.event_prefix);
             let event = ctx.event_with(&event_id, &now_iso(), &json!(SPEC_VERSION_CURRENT));
             store.store_event(&ctx.run_id, &event_id, &event)?;
             legacy(EventResult {

@@ -95,4 +95,16 @@ pub trait EventStore {
         event_id: &str,
         event: &Map<String, Value>,
     ) -> Result<bool>;
+
+    /// The prefix of the event ids this backend allocates (`evnt` in world-local,
+    /// `wevt` in world-postgres).
+    fn event_id_prefix(&self) -> &'static str {
+        "evnt"
+    }
+
+    /// `true` when every call runs inside one database transaction that the backend
+    /// rolls back itself on failure: the rules then keep no undo log.
+    fn transactional(&self) -> bool {
+        false
+    }
 }

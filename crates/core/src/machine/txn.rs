@@ -129,6 +129,10 @@ impl<'s, S: EventStore + ?Sized> Txn<'s, S> {
 }
 
 impl<S: EventStore + ?Sized> EventStore for Txn<'_, S> {
+    fn event_id_prefix(&self) -> &'static str {
+        self.inner.event_id_prefix()
+    }
+
     fn run_location(&self, run_id: &str) -> Result<PathBuf> {
         self.inner.run_location(run_id)
     }

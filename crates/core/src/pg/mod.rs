@@ -1,0 +1,453 @@
+//! The PostgreSQL World: the tables of `@workflow/world-postgres` 4.3.7, byte for byte
+//! (CBOR columns as cbor-x writes them, UTC timestamps, `wrun_`/`wevt_`/`chnk_` ULIDs),
+//! with `events.create` through the shared rules of [`crate::machine`] in one transaction
+//! per event, live reads woken by LISTEN/NOTIFY with a polling backstop, and queue
+//! messages for runs an official world-postgres app executes handed to its
+//! graphile-worker queue through `graphile_worker.add_job`.
+
+pub mod cbor;
+pub mod config;
+mod dberr;
+pub mod listen;
+pub mod rows;
+pub mod schema;
+mod store;
+pub mod streams;
+
+use crate::error::{Error, Result};
+use crate::machine::{Applied, Created, Request};
+use crate::storage::CancelOutcome;
+use crate::world::local::CreateRun;
+use crate::world::model::{
+    parse_event_summary, parse_hook, parse_run, payload_json, EventSummary, Hook, Payload,
+    RunSnapshot,
+};
+use config::{redact, PgConfig};
+pub(crate) use dberr::db_err;
+use deadpool_postgres::{Object, Pool};
+use listen::{Listener, Note, POLL};
+use serde_json::{json, Map, Value};
+use std::sync::Arc;
+
+pub use config::PgConfig as Config;
+
+/// One database: a pool, a listener, the schema made sure of.
+pub struct PgWorld {
+    pool: Pool,
+    listener: Arc<Listener>,
+    config: PgConfig,
+}
+
+impl PgWorld {
+    /// Connects (within the connect timeout: a wrong URL fails in seconds), creates the
+    /// schema when the database has none, and starts the listener.
+    pub async fn connect(config: PgConfig) -> Result<Arc<PgWorld>> {
+        let (pool, cfg, verify) = config::pool(&config)?;
+        let mut client = pool.get().await.map_err(|e| {
+            Error::Plain(format!(
+                "Could not connect to PostgreSQL at {}: {}",
+                redact(&config.url),
+                pool_err_text(&e)
+            ))
+        })?;
+        schema::ensure(&mut client).await?;
+        drop(client);
+        let listener = Listener::start(cfg, verify);
+        Ok(Arc::new(PgWorld {
+            pool,
+            listener,
+            config,
+        }))
+    }
+
+    pub fn config(&self) -> &PgConfig {
+        &self.config
+    }
+
+    pub(crate) async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| {
+            Error::Plain(format!(
+                "Could not get a PostgreSQL connection ({}): {}",
+                redact(&self.config.url),
+                pool_err_text(&e)
+            ))
+        })
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Note> {
+        self.listener.subscribe()
+    }
+
+    // ------------------------------------------------------------------ runs
+
+    /// `runs.get(runId)`; `RunNotFound` when absent.
+    pub async fn get_run(&self, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_runs WHERE id = $1",
+            rows::RUN_COLS
+        );
+        let row = c.query_opt(&sql, &[&run_id]).await.map_err(db_err)?;
+        match row {
+            None => Err(Error::RunNotFound {
+                run_id: run_id.to_string(),
+            }),
+            Some(row) => parse_run(
+                &rows::location("workflow_runs", run_id),
+                &rows::run_json(&row)?,
+                with_data,
+            ),
+        }
+    }
+
+    /// Resolves once the run is completed, failed or cancelled: woken by our NOTIFY,
+    /// re-checked on every listener reconnect and every [`POLL`] (runs ended by an
+    /// official app send no notification).
+    pub async fn wait_terminal(&self, run_id: &str) -> Result<RunSnapshot> {
+        let mut rx = self.subscribe();
+        loop {
+            let run = self.get_run(run_id, true).await?;
+            if run.status.is_terminal() {
+                return Ok(run);
+            }
+            let deadline = tokio::time::sleep(POLL);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    n = rx.recv() => match n {
+                        Ok(Note::Run(id)) if id == run_id => break,
+                        Ok(Note::Resync) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                }
+            }
+        }
+    }
+
+    /// Every run (optionally of some statuses) as stored, by creation, as a JSON array.
+    pub async fn list_runs_json(&self, statuses: Option<Vec<String>>) -> Result<String> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_runs
+             WHERE $1::text[] IS NULL OR status::text = ANY($1) ORDER BY created_at, id",
+            rows::RUN_COLS
+        );
+        let rows_ = c.query(&sql, &[&statuses]).await.map_err(db_err)?;
+        let list = rows_
+            .iter()
+            .map(rows::run_json)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Value::Array(list).to_string())
+    }
+
+    // ---------------------------------------------------------------- events
+
+    /// `events.create(runId, request)` through the shared rules, in one transaction.
+    pub async fn create_event(
+        &self,
+        run_id: Option<&str>,
+        request: Map<String, Value>,
+    ) -> Result<Created> {
+        let req = Request::parse(run_id, request)?;
+        let mut client = self.client().await?;
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || -> Result<Created> {
+            let tx = handle.block_on(client.transaction()).map_err(db_err)?;
+            let store = store::PgStore::new(handle.clone(), tx);
+            if let Some(r) = &req.run_id {
+                store.lock_run(r)?;
+            }
+            match crate::machine::apply(&store, &req) {
+                Ok(created) => {
+                    let ended = matches!(
+                        req.event_type.as_str(),
+                        "run_completed" | "run_failed" | "run_cancelled"
+                    );
+                    if let (true, Some(r)) = (ended, created.result.run.as_ref()) {
+                        if let Some(id) = r.get("runId").and_then(Value::as_str) {
+                            store.notify(listen::RUN_CHANNEL, id)?;
+                        }
+                    }
+                    store.finish()?;
+                    Ok(created)
+                }
+                Err(e) => {
+                    store.abort();
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| Error::Plain(format!("event creation task failed: {e}")))?
+    }
+
+    /// `run_cancelled`, with a typed outcome.
+    pub async fn cancel_run(&self, run_id: &str) -> Result<CancelOutcome> {
+        if run_id.is_empty() {
+            return Err(Error::Plain(
+                "runId is required for non-run_created events".into(),
+            ));
+        }
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("run_cancelled"));
+        request.insert(
+            "specVersion".into(),
+            json!(crate::world::model::SPEC_VERSION_CURRENT),
+        );
+        let created = self.create_event(Some(run_id), request).await?;
+        Ok(match created.applied {
+            Applied::Transition => CancelOutcome::Cancelled,
+            Applied::Repeat => CancelOutcome::AlreadyCancelled,
+            Applied::Legacy => CancelOutcome::LegacyCancelled,
+        })
+    }
+
+    /// `wait_completed` (`eventData.resumeAt` when given; the bare legacy request for
+    /// spec ≤ 1 runs).
+    pub async fn complete_wait(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+        spec_version: Option<f64>,
+        resume_at_ms: Option<f64>,
+        legacy: bool,
+    ) -> Result<()> {
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("wait_completed"));
+        request.insert("correlationId".into(), json!(correlation_id));
+        if legacy {
+            self.create_event(Some(run_id), request).await?;
+            return Ok(());
+        }
+        let spec = match spec_version {
+            Some(v) if v.fract() == 0.0 => json!(v as i64),
+            Some(v) => json!(v),
+            None => json!(crate::world::model::SPEC_VERSION_CURRENT),
+        };
+        request.insert("specVersion".into(), spec);
+        if let Some(ms) = resume_at_ms {
+            request.insert(
+                "eventData".into(),
+                json!({ "resumeAt": crate::world::fsio::iso_from_ms(ms) }),
+            );
+        }
+        self.create_event(Some(run_id), request).await?;
+        Ok(())
+    }
+
+    /// The run's events in log order (by id, as world-postgres lists them).
+    pub async fn list_events(&self, run_id: &str) -> Result<Vec<Value>> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_events WHERE run_id = $1 ORDER BY id",
+            rows::EVENT_COLS
+        );
+        let rows_ = c.query(&sql, &[&run_id]).await.map_err(db_err)?;
+        rows_.iter().map(rows::event_json).collect()
+    }
+
+    pub async fn list_run_events(&self, run_id: &str) -> Result<Vec<EventSummary>> {
+        Ok(self
+            .list_events(run_id)
+            .await?
+            .iter()
+            .filter_map(parse_event_summary)
+            .collect())
+    }
+
+    pub async fn list_events_json(&self, run_id: &str) -> Result<String> {
+        Ok(Value::Array(self.list_events(run_id).await?).to_string())
+    }
+
+    // ----------------------------------------------------------------- hooks
+
+    /// `hooks.getByToken`; `HookNotFound` when no hook holds the token.
+    pub async fn get_hook_by_token(&self, token: &str) -> Result<Hook> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_hooks WHERE token = $1 ORDER BY created_at LIMIT 1",
+            rows::HOOK_COLS
+        );
+        match c.query_opt(&sql, &[&token]).await.map_err(db_err)? {
+            None => Err(Error::HookNotFound {
+                token: token.to_string(),
+            }),
+            Some(row) => {
+                let id: String = row.get("hook_id");
+                parse_hook(
+                    &rows::location("workflow_hooks", &id),
+                    &rows::hook_json(&row)?,
+                )
+            }
+        }
+    }
+
+    /// `start()`'s `run_created`.
+    pub async fn create_run(&self, req: &CreateRun) -> Result<()> {
+        let mut data = Map::new();
+        data.insert("deploymentId".into(), json!(req.deployment_id));
+        data.insert("workflowName".into(), json!(req.workflow_name));
+        data.insert("input".into(), payload_json(&req.input));
+        if let Some(ec) = &req.execution_context {
+            data.insert("executionContext".into(), ec.clone());
+        }
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("run_created"));
+        request.insert("specVersion".into(), json!(req.spec_version));
+        request.insert("eventData".into(), Value::Object(data));
+        self.create_event(Some(&req.run_id), request).await?;
+        Ok(())
+    }
+
+    /// `hook_received` with the payload; the event id.
+    pub async fn hook_received(
+        &self,
+        run_id: &str,
+        hook_id: &str,
+        token: Option<&str>,
+        payload: &Payload,
+    ) -> Result<String> {
+        let payload = payload_json(payload);
+        let mut data = Map::new();
+        if let Some(t) = token {
+            data.insert("token".into(), json!(t));
+        }
+        data.insert("payload".into(), payload);
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("hook_received"));
+        request.insert("correlationId".into(), json!(hook_id));
+        request.insert(
+            "specVersion".into(),
+            json!(crate::world::model::SPEC_VERSION_CURRENT),
+        );
+        request.insert("eventData".into(), Value::Object(data));
+        let created = self.create_event(Some(run_id), request).await?;
+        Ok(created
+            .result
+            .event
+            .as_ref()
+            .and_then(|e| e.get("eventId"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    // ----------------------------------------------------------------- queue
+
+    /// Hands a queue message to an official app's graphile-worker queue, as
+    /// world-postgres's `queue()` does: task `<prefix>flows` / `<prefix>steps`, payload
+    /// `{attempt, messageId, idempotencyKey?, id, data: base64(body)}`, job key =
+    /// idempotency key or message id, 3 attempts.
+    pub async fn enqueue_graphile(
+        &self,
+        queue_name: &str,
+        message_id: &str,
+        body: &[u8],
+        idempotency_key: Option<&str>,
+        delay_seconds: Option<f64>,
+    ) -> Result<()> {
+        use base64::Engine;
+        let (kind, id) = split_queue_name(queue_name)
+            .ok_or_else(|| Error::Queue(format!("Invalid queue name \"{queue_name}\"")))?;
+        let task = format!(
+            "{}{}",
+            self.config.job_prefix,
+            if kind == "workflow" { "flows" } else { "steps" }
+        );
+        let mut payload = Map::new();
+        payload.insert("attempt".into(), json!(1));
+        payload.insert("messageId".into(), json!(message_id));
+        if let Some(k) = idempotency_key {
+            payload.insert("idempotencyKey".into(), json!(k));
+        }
+        payload.insert("id".into(), json!(id));
+        payload.insert(
+            "data".into(),
+            json!(base64::engine::general_purpose::STANDARD.encode(body)),
+        );
+        let payload = Value::Object(payload).to_string();
+        let job_key = idempotency_key.unwrap_or(message_id);
+        let delay = delay_seconds.filter(|d| *d > 0.0).unwrap_or(0.0);
+        let c = self.client().await?;
+        c.execute(
+            "SELECT graphile_worker.add_job($1::text, $2::text::json, job_key => $3::text,
+                run_at => now() + make_interval(secs => $4::float8), max_attempts => 3)",
+            &[&task, &payload, &job_key, &delay],
+        )
+        .await
+        .map_err(|e| {
+            let missing = e
+                .as_db_error()
+                .is_some_and(|d| d.code() == &tokio_postgres::error::SqlState::UNDEFINED_FUNCTION
+                    || d.code() == &tokio_postgres::error::SqlState::INVALID_SCHEMA_NAME);
+            if missing {
+                Error::Queue(format!(
+                    "Cannot enqueue {queue_name}: the database has no graphile-worker queue (no world-postgres app has started on it)"
+                ))
+            } else {
+                db_err(e)
+            }
+        })?;
+        Ok(())
+    }
+}
+
+impl crate::storage::WaitOps for PgWorld {
+    fn run_snapshot(
+        &self,
+        run_id: &str,
+    ) -> impl std::future::Future<Output = Result<RunSnapshot>> + Send {
+        self.get_run(run_id, false)
+    }
+
+    fn run_event_summaries(
+        &self,
+        run_id: &str,
+    ) -> impl std::future::Future<Output = Result<Vec<EventSummary>>> + Send {
+        self.list_run_events(run_id)
+    }
+
+    fn finish_wait(
+        &self,
+        run_id: &str,
+        correlation_id: &str,
+        spec_version: Option<f64>,
+        resume_at_ms: Option<f64>,
+        legacy: bool,
+    ) -> impl std::future::Future<Output = Result<()>> + Send {
+        self.complete_wait(run_id, correlation_id, spec_version, resume_at_ms, legacy)
+    }
+}
+
+/// `__wkf_workflow_<name>` / `__<ns>_wkf_step_<name>` → (kind, name).
+pub fn split_queue_name(q: &str) -> Option<(&'static str, &str)> {
+    for (marker, kind) in [("wkf_workflow_", "workflow"), ("wkf_step_", "step")] {
+        if let Some(at) = q.find(marker) {
+            if q.starts_with("__") {
+                return Some((kind, &q[at + marker.len()..]));
+            }
+        }
+    }
+    None
+}
+
+fn pool_err_text(e: &deadpool_postgres::PoolError) -> String {
+    match e {
+        deadpool_postgres::PoolError::Backend(b) => match b.as_db_error() {
+            Some(d) => format!("{} ({})", d.message(), d.code().code()),
+            None => {
+                let mut s = b.to_string();
+                let mut src = std::error::Error::source(b);
+                while let Some(x) = src {
+                    s.push_str(": ");
+                    s.push_str(&x.to_string());
+                    src = x.source();
+                }
+                s
+            }
+        },
+        deadpool_postgres::PoolError::Timeout(_) => "timed out while connecting".to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,511 @@
+//! The shared `events.create` rules ([`crate::machine`]) over one PostgreSQL transaction.
+//!
+//! The rules call a synchronous [`EventStore`]; here each call is a statement of one
+//! transaction, run from a blocking-pool thread that waits on the async client
+//! (`Handle::block_on`). The whole event — the entity lock, its checks, the entity
+//! changes, the event row and the clean-ups — commits or rolls back as one, so the rules'
+//! file-oriented undo log is not used ([`EventStore::transactional`]).
+//!
+//! Locks, taken before the rules read anything: an advisory transaction lock on the run
+//! (every event of a run is applied one at a time, also across processes, and a `wevt_`
+//! id is allocated after it, so ids follow the log order), row locks (`FOR UPDATE`) on
+//! the rows read (which also orders us with world-postgres's own guarded updates), and an
+//! advisory lock on a hook token while it is claimed (two runs racing for a token: one
+//! wins, the other gets `hook_conflict`).
+
+use super::rows::{self, location};
+use crate::error::{Error, Result};
+use crate::machine::{Entity, EventStore, Once, RunState, StepState, TokenClaim};
+use deadpool_postgres::Transaction;
+use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::path::PathBuf;
+use tokio::runtime::Handle;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+pub(crate) struct PgStore<'t> {
+    handle: Handle,
+    tx: Transaction<'t>,
+    /// The first statement failure: the transaction is aborted from then on, and the
+    /// event must not be reported as stored even if a rule chose to ignore the error.
+    failed: RefCell<Option<String>>,
+}
+
+/// `<runId>-<correlationId>` → (runId, correlationId); run ids never hold `-`.
+fn split_key(key: &str) -> (&str, &str) {
+    key.split_once('-').unwrap_or((key, ""))
+}
+
+impl<'t> PgStore<'t> {
+    pub(crate) fn new(handle: Handle, tx: Transaction<'t>) -> PgStore<'t> {
+        PgStore {
+            handle,
+            tx,
+            failed: RefCell::new(None),
+        }
+    }
+
+    fn note<T>(&self, r: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
+        r.map_err(|e| {
+            let err = super::dberr::db_err(e);
+            self.failed
+                .borrow_mut()
+                .get_or_insert_with(|| err.to_string());
+            err
+        })
+    }
+
+    fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let r = self.handle.block_on(self.tx.query_opt(sql, params));
+        self.note(r)
+    }
+
+    fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let r = self.handle.block_on(self.tx.execute(sql, params));
+        self.note(r)
+    }
+
+    /// Serialises every event of one run (and run creation) across connections.
+    pub(crate) fn lock_run(&self, run_id: &str) -> Result<()> {
+        self.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('wfn-run:' || $1, 0))",
+            &[&run_id],
+        )
+        .map(|_| ())
+    }
+
+    pub(crate) fn notify(&self, channel: &str, payload: &str) -> Result<()> {
+        self.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+            .map(|_| ())
+    }
+
+    /// Commits, unless a statement failed (then the transaction is rolled back).
+    pub(crate) fn finish(self) -> Result<()> {
+        if let Some(why) = self.failed.borrow_mut().take() {
+            let _ = self.handle.block_on(self.tx.rollback());
+            return Err(Error::Plain(format!(
+                "PostgreSQL: the event was not stored: {why}"
+            )));
+        }
+        let r = self.handle.block_on(self.tx.commit());
+        r.map_err(super::dberr::db_err)
+    }
+
+    pub(crate) fn abort(self) {
+        let _ = self.handle.block_on(self.tx.rollback());
+    }
+
+    fn insert_wait(&self, wait: &Map<String, Value>, key: &str) -> Result<bool> {
+        let (run_id, _) = split_key(key);
+        let n = self.execute(
+            "INSERT INTO workflow.workflow_waits (wait_id, run_id, status, resume_at, created_at, updated_at, spec_version)
+             VALUES ($1, $2, $3::text::workflow.wait_status, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &key,
+                &run_id,
+                &wait.get("status").and_then(Value::as_str).unwrap_or("waiting"),
+                &rows::ts(wait.get("resumeAt")),
+                &rows::ts(wait.get("createdAt")),
+                &rows::ts(wait.get("updatedAt")),
+                &rows::spec_int(wait.get("specVersion")),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+}
+
+fn s<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
+    m.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+impl EventStore for PgStore<'_> {
+    fn event_id_prefix(&self) -> &'static str {
+        "wevt"
+    }
+
+    fn transactional(&self) -> bool {
+        true
+    }
+
+    fn run_location(&self, run_id: &str) -> Result<PathBuf> {
+        Ok(location("workflow_runs", run_id))
+    }
+
+    fn load_run(&self, run_id: &str) -> Result<Option<RunState>> {
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_runs WHERE id = $1 FOR UPDATE",
+            rows::RUN_COLS
+        );
+        match self.query_opt(&sql, &[&run_id])? {
+            None => Ok(None),
+            Some(row) => {
+                let v = rows::run_json(&row)?;
+                RunState::parse(&location("workflow_runs", run_id), &v).map(Some)
+            }
+        }
+    }
+
+    fn create_run(&self, run_id: &str, run: &Map<String, Value>, _implicit: bool) -> Result<bool> {
+        let n = self.execute(
+            "INSERT INTO workflow.workflow_runs (id, deployment_id, status, name, spec_version,
+                input_cbor, execution_context_cbor, created_at, updated_at)
+             VALUES ($1, $2, $3::text::workflow.status, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT DO NOTHING",
+            &[
+                &run_id,
+                &s(run, "deploymentId"),
+                &s(run, "status"),
+                &s(run, "workflowName"),
+                &rows::spec_text(run.get("specVersion")),
+                &rows::cbor(run.get("input"), &[]),
+                &rows::cbor(run.get("executionContext"), &[]),
+                &rows::ts(run.get("createdAt")),
+                &rows::ts(run.get("updatedAt")),
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn replace_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
+        self.execute(
+            "UPDATE workflow.workflow_runs SET status = $2::text::workflow.status,
+                output_cbor = $3, error_cbor = $4, started_at = $5, completed_at = $6,
+                expired_at = $7, updated_at = $8
+             WHERE id = $1",
+            &[
+                &run_id,
+                &s(run, "status"),
+                &rows::cbor(run.get("output"), &[]),
+                &rows::error_cbor(run.get("error"), &["message", "stack", "code"]),
+                &rows::ts(run.get("startedAt")),
+                &rows::ts(run.get("completedAt")),
+                &rows::ts(run.get("expiredAt")),
+                &rows::ts(run.get("updatedAt")),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_hooks_of_run(&self, run_id: &str) -> Result<()> {
+        self.execute(
+            "DELETE FROM workflow.workflow_hooks WHERE run_id = $1",
+            &[&run_id],
+        )
+        .map(|_| ())
+    }
+
+    fn delete_waits_of_run(&self, run_id: &str) -> Result<()> {
+        self.execute(
+            "DELETE FROM workflow.workflow_waits WHERE run_id = $1",
+            &[&run_id],
+        )
+        .map(|_| ())
+    }
+
+    fn load_step(&self, step_key: &str) -> Result<Option<StepState>> {
+        let (run_id, step_id) = split_key(step_key);
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE",
+            rows::STEP_COLS
+        );
+        match self.query_opt(&sql, &[&step_id, &run_id])? {
+            None => Ok(None),
+            Some(row) => {
+                let m = rows::step_json(&row)?;
+                StepState::parse(&location("workflow_steps", step_id), &m).map(Some)
+            }
+        }
+    }
+
+    fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        let (run_id, step_id) = split_key(step_key);
+        let n = self.execute(
+            "INSERT INTO workflow.workflow_steps (run_id, step_id, step_name, status, input_cbor,
+                attempt, created_at, updated_at, spec_version)
+             VALUES ($1, $2, $3, $4::text::workflow.step_status, $5, $6, $7, $8, $9)
+             ON CONFLICT DO NOTHING",
+            &[
+                &run_id,
+                &step_id,
+                &s(step, "stepName"),
+                &s(step, "status"),
+                &rows::cbor(step.get("input"), &[]),
+                &(step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32),
+                &rows::ts(step.get("createdAt")),
+                &rows::ts(step.get("updatedAt")),
+                &rows::spec_int(step.get("specVersion")),
+            ],
+        )?;
+        if n == 0 {
+            return Err(Error::EntityConflict(format!(
+                "Step \"{step_id}\" already exists"
+            )));
+        }
+        Ok(())
+    }
+
+    fn replace_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        let (run_id, step_id) = split_key(step_key);
+        self.execute(
+            "UPDATE workflow.workflow_steps SET status = $3::text::workflow.step_status,
+                output_cbor = $4, error_cbor = $5, attempt = $6, started_at = $7,
+                completed_at = $8, updated_at = $9, retry_after = $10
+             WHERE step_id = $1 AND run_id = $2",
+            &[
+                &step_id,
+                &run_id,
+                &s(step, "status"),
+                &rows::cbor(step.get("output"), &[]),
+                &rows::error_cbor(step.get("error"), &["message", "stack"]),
+                &(step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32),
+                &rows::ts(step.get("startedAt")),
+                &rows::ts(step.get("completedAt")),
+                &rows::ts(step.get("updatedAt")),
+                &rows::ts(step.get("retryAfter")),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn hook_exists(&self, hook_id: &str) -> Result<bool> {
+        Ok(self
+            .query_opt(
+                "SELECT 1 FROM workflow.workflow_hooks WHERE hook_id = $1 FOR UPDATE",
+                &[&hook_id],
+            )?
+            .is_some())
+    }
+
+    fn claim_token(
+        &self,
+        token: &str,
+        claim: &Map<String, Value>,
+        hook_id_text: &str,
+    ) -> Result<TokenClaim> {
+        // Held to commit: the hook row written after this claim is the token's only holder.
+        self.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('wfn-token:' || $1, 0))",
+            &[&token],
+        )?;
+        let holder = self.query_opt(
+            "SELECT hook_id, run_id FROM workflow.workflow_hooks WHERE token = $1 LIMIT 1 FOR UPDATE",
+            &[&token],
+        )?;
+        let Some(row) = holder else {
+            return Ok(TokenClaim::Claimed);
+        };
+        let (hook_id, run_id): (String, String) = (row.get(0), row.get(1));
+        if run_id == s(claim, "runId") && hook_id == hook_id_text {
+            let created = self.query_opt(
+                "SELECT id FROM workflow.workflow_events
+                 WHERE run_id = $1 AND correlation_id = $2 AND type = 'hook_created' LIMIT 1",
+                &[&run_id, &hook_id],
+            )?;
+            return match created {
+                // world-postgres: the same hook twice is a conflict, not a retry
+                Some(_) => Err(crate::machine::hooks::already_created(hook_id_text)),
+                // a hook row without its event (an interrupted writer): take it over
+                None => {
+                    self.delete_hook(&hook_id)?;
+                    Ok(TokenClaim::Claimed)
+                }
+            };
+        }
+        Ok(TokenClaim::Taken {
+            run_id: Some(run_id),
+        })
+    }
+
+    fn write_hook(&self, hook_id: &str, hook: &Map<String, Value>, overwrite: bool) -> Result<()> {
+        if overwrite {
+            self.delete_hook(hook_id)?;
+        }
+        let n = self.execute(
+            "INSERT INTO workflow.workflow_hooks (run_id, hook_id, token, owner_id, project_id,
+                environment, created_at, metadata_cbor, spec_version, is_webhook)
+             VALUES ($1, $2, $3, '', '', '', $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+            &[
+                &s(hook, "runId"),
+                &hook_id,
+                &s(hook, "token"),
+                &rows::ts(hook.get("createdAt")),
+                &rows::cbor(hook.get("metadata"), &[]),
+                &rows::spec_int(hook.get("specVersion")),
+                &hook.get("isWebhook").and_then(Value::as_bool),
+            ],
+        )?;
+        if n == 0 {
+            // another run's hook has this id: the event must not commit without its hook
+            let msg = format!("Hook \"{hook_id}\" already exists");
+            self.failed.borrow_mut().get_or_insert_with(|| msg.clone());
+            return Err(Error::EntityConflict(msg));
+        }
+        Ok(())
+    }
+
+    fn delete_hook(&self, hook_id: &str) -> Result<()> {
+        self.execute(
+            "DELETE FROM workflow.workflow_hooks WHERE hook_id = $1",
+            &[&hook_id],
+        )
+        .map(|_| ())
+    }
+
+    fn repair_hook(&self, _run_id: &str, _hook_id: &str, _event_id: &str) -> Result<()> {
+        // The hook row and its event commit together: nothing to repair.
+        Ok(())
+    }
+
+    fn load_wait(&self, wait_key: &str) -> Result<Option<Map<String, Value>>> {
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_waits WHERE wait_id = $1 FOR UPDATE",
+            rows::WAIT_COLS
+        );
+        match self.query_opt(&sql, &[&wait_key])? {
+            None => Ok(None),
+            Some(row) => crate::machine::entities::parse_wait(
+                &location("workflow_waits", wait_key),
+                &rows::wait_json(&row),
+            )
+            .map(Some),
+        }
+    }
+
+    fn create_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        if !self.insert_wait(wait, wait_key)? {
+            return Err(Error::EntityConflict(format!(
+                "Wait \"{wait_key}\" already exists"
+            )));
+        }
+        Ok(())
+    }
+
+    fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        self.execute(
+            "UPDATE workflow.workflow_waits SET status = $2::text::workflow.wait_status,
+                completed_at = $3, updated_at = $4
+             WHERE wait_id = $1",
+            &[
+                &wait_key,
+                &s(wait, "status"),
+                &rows::ts(wait.get("completedAt")),
+                &rows::ts(wait.get("updatedAt")),
+            ],
+        )
+        .map(|_| ())
+    }
+
+    fn remove_entity(&self, kind: Entity, key: &str) -> Result<()> {
+        // Only the file backend's undo log calls this; a transaction rolls back instead.
+        let (run_id, id) = split_key(key);
+        match kind {
+            Entity::Run => {
+                self.execute("DELETE FROM workflow.workflow_runs WHERE id = $1", &[&key])
+            }
+            Entity::Step => self.execute(
+                "DELETE FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2",
+                &[&id, &run_id],
+            ),
+            Entity::Wait => self.execute(
+                "DELETE FROM workflow.workflow_waits WHERE wait_id = $1",
+                &[&key],
+            ),
+        }
+        .map(|_| ())
+    }
+
+    fn claim_once(&self, marker: &Once) -> Result<bool> {
+        // The rows are locked and their state checked by the rules: only a completed
+        // wait needs its own answer (the file backend keeps a marker for it).
+        match marker {
+            Once::WaitCompleted(key) => Ok(self
+                .query_opt(
+                    "SELECT status::text FROM workflow.workflow_waits WHERE wait_id = $1 FOR UPDATE",
+                    &[key],
+                )?
+                .map(|r| r.get::<_, String>(0))
+                .as_deref()
+                != Some("completed")),
+            Once::HookDisposed(hook_id) => self.hook_exists(hook_id),
+            Once::StepTerminal(_) => Ok(true),
+        }
+    }
+
+    fn release_once(&self, _marker: &Once) -> Result<()> {
+        Ok(())
+    }
+
+    fn store_event(&self, run_id: &str, event_id: &str, event: &Map<String, Value>) -> Result<()> {
+        if self.publish_event(run_id, event_id, event)? {
+            Ok(())
+        } else {
+            Err(Error::EntityConflict(format!(
+                "Event {event_id} could not be created"
+            )))
+        }
+    }
+
+    fn publish_event(
+        &self,
+        run_id: &str,
+        event_id: &str,
+        event: &Map<String, Value>,
+    ) -> Result<bool> {
+        let ty = s(event, "eventType");
+        // run_started stores no event data (world-postgres drops it)
+        let data = if ty == "run_started" {
+            None
+        } else {
+            rows::cbor(event.get("eventData"), &rows::EVENT_DATE_KEYS)
+        };
+        let r = self.handle.block_on(self.tx.query_opt(
+            "INSERT INTO workflow.workflow_events (id, type, correlation_id, created_at, run_id, payload_cbor, spec_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id",
+            &[
+                &event_id,
+                &ty,
+                &event.get("correlationId").and_then(Value::as_str),
+                &rows::ts(event.get("createdAt")),
+                &run_id,
+                &data,
+                &rows::spec_int(event.get("specVersion")),
+            ],
+        ));
+        match r {
+            Ok(row) => Ok(row.is_some()),
+            Err(e)
+                if super::dberr::is_unique_violation(
+                    &e,
+                    "workflow_events_entity_creation_unique",
+                ) =>
+            {
+                self.failed
+                    .borrow_mut()
+                    .get_or_insert_with(|| "duplicate entity creation".into());
+                let what = match ty {
+                    "step_created" => "Step",
+                    "hook_created" => "Hook",
+                    _ => "Wait",
+                };
+                Err(Error::EntityConflict(format!(
+                    "{what} \"{}\" already exists",
+                    s(event, "correlationId")
+                )))
+            }
+            Err(e) => self.note(Err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys_split_at_the_first_dash() {
+        assert_eq!(
+            super::split_key("wrun_01AB-step_01CD"),
+            ("wrun_01AB", "step_01CD")
+        );
+        assert_eq!(super::split_key("wrun_01AB-a-b"), ("wrun_01AB", "a-b"));
+    }
+}

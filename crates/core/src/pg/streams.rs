@@ -1,0 +1,220 @@
+//! Streams in `workflow.workflow_stream_chunks`, as world-postgres keeps them: one row
+//! per chunk (`chnk_<ULID>`, the bytes as written), a closed stream has one more row with
+//! no data and `eof = true`, and every row is announced on `workflow_event_chunk` with
+//! `{"streamId":…,"chunkId":…}`. Readers read in id order, wake on that notification and
+//! also poll, so they finish even when the listener drops.
+
+use super::dberr::db_err;
+use super::listen::{Note, POLL};
+use super::PgWorld;
+use crate::error::{Error, Result};
+use crate::ids::prefixed_id;
+use crate::stream::{Batch, Item, StreamMode};
+use std::sync::Arc;
+use tokio::sync::Notify;
+
+fn notify_payload(stream: &str, chunk: &str) -> String {
+    serde_json::json!({ "streamId": stream, "chunkId": chunk }).to_string()
+}
+
+impl PgWorld {
+    /// Appends chunks in order (one transaction; notifications go out at commit).
+    pub async fn append_stream(&self, name: &str, run_id: &str, chunks: &[Vec<u8>]) -> Result<()> {
+        self.insert_chunks(name, run_id, chunks, false).await
+    }
+
+    /// Writes the close marker.
+    pub async fn close_stream(&self, name: &str, run_id: &str) -> Result<()> {
+        self.insert_chunks(name, run_id, &[Vec::new()], true).await
+    }
+
+    async fn insert_chunks(
+        &self,
+        name: &str,
+        run_id: &str,
+        chunks: &[Vec<u8>],
+        eof: bool,
+    ) -> Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(db_err)?;
+        let insert = tx
+            .prepare(
+                "INSERT INTO workflow.workflow_stream_chunks (id, stream_id, run_id, data, eof, created_at)
+                 VALUES ($1, $2, $3, $4, $5, (now() AT TIME ZONE 'UTC'))",
+            )
+            .await
+            .map_err(db_err)?;
+        let mut ids = Vec::with_capacity(chunks.len());
+        for data in chunks {
+            let id = prefixed_id("chnk");
+            tx.execute(&insert, &[&id, &name, &run_id, data, &eof])
+                .await
+                .map_err(db_err)?;
+            ids.push(id);
+        }
+        for id in &ids {
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&super::listen::CHUNK_CHANNEL, &notify_payload(name, id)],
+            )
+            .await
+            .map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)
+    }
+
+    /// `{ tailIndex, done }`: data rows before the first close marker, minus one.
+    pub async fn stream_tail(&self, name: &str) -> Result<(i64, bool)> {
+        let c = self.client().await?;
+        let row = c
+            .query_one(
+                "WITH eof AS (SELECT min(id) AS id FROM workflow.workflow_stream_chunks
+                              WHERE stream_id = $1 AND eof)
+                 SELECT (SELECT count(*) FROM workflow.workflow_stream_chunks, eof
+                         WHERE stream_id = $1 AND NOT workflow_stream_chunks.eof
+                           AND (eof.id IS NULL OR workflow_stream_chunks.id < eof.id)),
+                        (SELECT id IS NOT NULL FROM eof)",
+                &[&name],
+            )
+            .await
+            .map_err(db_err)?;
+        let count: i64 = row.get(0);
+        let done: bool = row.get(1);
+        Ok((count - 1, done))
+    }
+
+    /// A live reader from `start_index` (negative: from the end, as world-postgres counts it).
+    pub fn open_stream(
+        self: &Arc<Self>,
+        name: &str,
+        start_index: i64,
+        mode: StreamMode,
+    ) -> PgStreamReader {
+        PgStreamReader {
+            world: Arc::clone(self),
+            name: name.to_string(),
+            mode,
+            start: start_index,
+            state: tokio::sync::Mutex::new(ReadState::default()),
+            closed: Notify::new(),
+            is_closed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+}
+
+#[derive(Default)]
+struct ReadState {
+    resolved: bool,
+    /// data rows still to skip (the start index)
+    skip: i64,
+    last_id: String,
+    done: bool,
+}
+
+/// A live reader of one stream.
+pub struct PgStreamReader {
+    world: Arc<PgWorld>,
+    name: String,
+    mode: StreamMode,
+    start: i64,
+    state: tokio::sync::Mutex<ReadState>,
+    closed: Notify,
+    is_closed: std::sync::atomic::AtomicBool,
+}
+
+impl PgStreamReader {
+    /// Stops the reader; a waiting `next_many` returns an empty, finished batch.
+    pub fn close(&self) {
+        self.is_closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.closed.notify_waiters();
+    }
+
+    fn closed(&self) -> bool {
+        self.is_closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Up to `max` items; waits while the stream is open and drained.
+    pub async fn next_many(&self, max: usize) -> Result<Batch> {
+        let mut st = self.state.lock().await;
+        // subscribe before reading so a chunk written in between still wakes us
+        let mut rx = self.world.subscribe();
+        if !st.resolved {
+            st.skip = if self.start >= 0 {
+                self.start
+            } else {
+                let (tail, _) = self.world.stream_tail(&self.name).await?;
+                (tail + 1 + self.start).max(0)
+            };
+            st.resolved = true;
+        }
+        loop {
+            if st.done || self.closed() {
+                return Ok(Batch {
+                    items: Vec::new(),
+                    done: true,
+                });
+            }
+            let batch = self.read_rows(&mut st, max.max(1)).await?;
+            if !batch.items.is_empty() || batch.done {
+                return Ok(batch);
+            }
+            let deadline = tokio::time::sleep(POLL);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    _ = self.closed.notified() => break,
+                    n = rx.recv() => match n {
+                        Ok(Note::Chunk(s)) if s == self.name => break,
+                        Ok(Note::Resync) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                }
+            }
+        }
+    }
+
+    async fn read_rows(&self, st: &mut ReadState, max: usize) -> Result<Batch> {
+        let c = self.world.client().await?;
+        let limit = (max as i64).min(1000);
+        let rows = c
+            .query(
+                "SELECT id, data, eof FROM workflow.workflow_stream_chunks
+                 WHERE stream_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                &[&self.name, &st.last_id, &limit],
+            )
+            .await
+            .map_err(db_err)?;
+        drop(c);
+        let mut items = Vec::new();
+        for row in rows {
+            let id: String = row.get(0);
+            let eof: bool = row.get(2);
+            st.last_id = id;
+            if eof {
+                st.done = true;
+                break;
+            }
+            if st.skip > 0 {
+                st.skip -= 1;
+                continue;
+            }
+            let data: Vec<u8> = row.get(1);
+            crate::stream::frames::decode_chunk(self.mode, &data, &mut items).map_err(|e| {
+                Error::corrupt(
+                    &super::rows::location(
+                        "workflow_stream_chunks",
+                        &format!("{}/{}", self.name, st.last_id),
+                    ),
+                    e.message(),
+                )
+            })?;
+        }
+        let _: &Vec<Item> = &items;
+        Ok(Batch {
+            items,
+            done: st.done,
+        })
+    }
+}
