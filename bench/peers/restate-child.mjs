@@ -94,6 +94,10 @@ await runChild(async () => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RESTATE_')))
   env.RESTATE_INGRESS__BIND_ADDRESS = `127.0.0.1:${ingressPort}`
   env.RESTATE_ADMIN__BIND_ADDRESS = `127.0.0.1:${adminPort}`
+  // its temporary directories (empty `invoker-*` ones) go with its data directory
+  const tmp = path.join(dataDir, 'tmp')
+  fs.mkdirSync(tmp)
+  env.TMPDIR = tmp
   const logFile = path.join(dataDir, 'server.log')
   const logFd = fs.openSync(logFile, 'a')
   const server = spawn(
