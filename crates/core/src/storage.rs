@@ -24,6 +24,59 @@ pub enum CancelOutcome {
     LegacyCancelled,
 }
 
+impl From<crate::machine::Applied> for CancelOutcome {
+    fn from(applied: crate::machine::Applied) -> Self {
+        use crate::machine::Applied;
+        match applied {
+            Applied::Transition => CancelOutcome::Cancelled,
+            Applied::Repeat => CancelOutcome::AlreadyCancelled,
+            Applied::Legacy => CancelOutcome::LegacyCancelled,
+        }
+    }
+}
+
+/// The `run_cancelled` request every backend sends: `{ eventType, specVersion }`.
+pub(crate) fn run_cancelled_request() -> Map<String, Value> {
+    let mut request = Map::new();
+    request.insert("eventType".into(), Value::from("run_cancelled"));
+    request.insert(
+        "specVersion".into(),
+        Value::from(crate::world::model::SPEC_VERSION_CURRENT),
+    );
+    request
+}
+
+/// The `wait_completed` request every backend sends: `{ eventType, correlationId,
+/// specVersion, eventData: { resumeAt } }`, or the bare legacy form (`{ eventType,
+/// correlationId }`) for spec ≤ 1 runs.
+pub(crate) fn wait_completed_request(
+    correlation_id: &str,
+    spec_version: Option<f64>,
+    resume_at_ms: Option<f64>,
+    legacy: bool,
+) -> Map<String, Value> {
+    let mut request = Map::new();
+    request.insert("eventType".into(), Value::from("wait_completed"));
+    request.insert("correlationId".into(), Value::from(correlation_id));
+    if !legacy {
+        let spec = match spec_version {
+            Some(v) if v.fract() == 0.0 => Value::from(v as i64),
+            Some(v) => Value::from(v),
+            None => Value::from(crate::world::model::SPEC_VERSION_CURRENT),
+        };
+        request.insert("specVersion".into(), spec);
+        if let Some(ms) = resume_at_ms {
+            let mut data = Map::new();
+            data.insert(
+                "resumeAt".into(),
+                Value::from(crate::world::fsio::iso_from_ms(ms)),
+            );
+            request.insert("eventData".into(), Value::Object(data));
+        }
+    }
+    request
+}
+
 /// One World's durable state: runs, steps, hooks, waits, the event log, streams, leases
 /// and change notifications.
 pub trait Storage: Send + Sync + 'static {

@@ -15,7 +15,7 @@ mod store;
 pub mod streams;
 
 use crate::error::{Error, Result};
-use crate::machine::{Applied, Created, Request};
+use crate::machine::{Created, Request};
 use crate::storage::CancelOutcome;
 use crate::world::local::CreateRun;
 use crate::world::model::{
@@ -189,18 +189,10 @@ impl PgWorld {
                 "runId is required for non-run_created events".into(),
             ));
         }
-        let mut request = Map::new();
-        request.insert("eventType".into(), json!("run_cancelled"));
-        request.insert(
-            "specVersion".into(),
-            json!(crate::world::model::SPEC_VERSION_CURRENT),
-        );
-        let created = self.create_event(Some(run_id), request).await?;
-        Ok(match created.applied {
-            Applied::Transition => CancelOutcome::Cancelled,
-            Applied::Repeat => CancelOutcome::AlreadyCancelled,
-            Applied::Legacy => CancelOutcome::LegacyCancelled,
-        })
+        let created = self
+            .create_event(Some(run_id), crate::storage::run_cancelled_request())
+            .await?;
+        Ok(created.applied.into())
     }
 
     /// `wait_completed` (`eventData.resumeAt` when given; the bare legacy request for
@@ -213,25 +205,12 @@ impl PgWorld {
         resume_at_ms: Option<f64>,
         legacy: bool,
     ) -> Result<()> {
-        let mut request = Map::new();
-        request.insert("eventType".into(), json!("wait_completed"));
-        request.insert("correlationId".into(), json!(correlation_id));
-        if legacy {
-            self.create_event(Some(run_id), request).await?;
-            return Ok(());
-        }
-        let spec = match spec_version {
-            Some(v) if v.fract() == 0.0 => json!(v as i64),
-            Some(v) => json!(v),
-            None => json!(crate::world::model::SPEC_VERSION_CURRENT),
-        };
-        request.insert("specVersion".into(), spec);
-        if let Some(ms) = resume_at_ms {
-            request.insert(
-                "eventData".into(),
-                json!({ "resumeAt": crate::world::fsio::iso_from_ms(ms) }),
-            );
-        }
+        let request = crate::storage::wait_completed_request(
+            correlation_id,
+            spec_version,
+            resume_at_ms,
+            legacy,
+        );
         self.create_event(Some(run_id), request).await?;
         Ok(())
     }

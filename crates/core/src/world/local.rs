@@ -4,9 +4,9 @@
 
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::machine::{Applied, Created};
+use crate::machine::Created;
 use crate::stream::ChunkIndex;
-use crate::world::fsio::{iso_from_ms, list_dir, parse_json, read_json, read_json_sync};
+use crate::world::fsio::{list_dir, parse_json, read_json, read_json_sync};
 use crate::world::model::{parse_event_summary, parse_run, EventSummary, Payload, RunSnapshot};
 use crate::world::terminal::TerminalWaiters;
 use crate::world::watch::{ChangeFeed, Subscription, Topic};
@@ -193,15 +193,10 @@ impl LocalWorld {
                 "runId is required for non-run_created events".into(),
             ));
         }
-        let mut request = Map::new();
-        request.insert("eventType".into(), json!("run_cancelled"));
-        request.insert("specVersion".into(), json!(SPEC_VERSION_CURRENT));
-        let created = self.apply_event(Some(run_id), request).await?;
-        Ok(match created.applied {
-            Applied::Transition => CancelOutcome::Cancelled,
-            Applied::Repeat => CancelOutcome::AlreadyCancelled,
-            Applied::Legacy => CancelOutcome::LegacyCancelled,
-        })
+        let created = self
+            .apply_event(Some(run_id), crate::storage::run_cancelled_request())
+            .await?;
+        Ok(created.applied.into())
     }
 
     /// `events.create(runId, { eventType: 'wait_completed', correlationId, specVersion,
@@ -221,20 +216,12 @@ impl LocalWorld {
             ));
         }
         assert_safe_entity_id("runId", run_id)?;
-        let mut request = Map::new();
-        request.insert("eventType".into(), json!("wait_completed"));
-        request.insert("correlationId".into(), json!(correlation_id));
-        if !legacy {
-            let spec = match spec_version {
-                Some(v) if v.fract() == 0.0 => json!(v as i64),
-                Some(v) => json!(v),
-                None => json!(SPEC_VERSION_CURRENT),
-            };
-            request.insert("specVersion".into(), spec);
-            if let Some(ms) = resume_at_ms {
-                request.insert("eventData".into(), json!({ "resumeAt": iso_from_ms(ms) }));
-            }
-        }
+        let request = crate::storage::wait_completed_request(
+            correlation_id,
+            spec_version,
+            resume_at_ms,
+            legacy,
+        );
         self.apply_event(Some(run_id), request).await?;
         Ok(())
     }
