@@ -48,9 +48,59 @@ struct RunAppends {
     own: HashSet<String>,
 }
 
+/// What a file looked like when it was read: a replaced file (a new inode, by rename) or
+/// a rewritten one (size, times) no longer matches.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl FileStamp {
+    /// `Ok(None)`: no such file.
+    fn of(path: &std::path::Path) -> Result<Option<FileStamp>> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileStamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                size: m.size(),
+                mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+}
+
+/// What one run's appends know between batches, so a step does not read back the files
+/// the previous batch wrote:
+/// * the run as last read, with the stamp of its file: used again only while the file is
+///   unchanged (one `stat` instead of a read and a parse; another writer's `cancel()`
+///   replaces the file, and the next batch reads it);
+/// * the step this journal wrote last, as it wrote it: step files of a run are written
+///   only by the process executing it (under the run's lease), and a step's terminal
+///   transition is claimed by a create-once lock file besides, so a step can never be
+///   completed twice whatever a cache says. Dropped when a batch fails or the run's
+///   execution here ends ([`Journal::forget`]).
+#[derive(Default)]
+struct RunCache {
+    run: Option<(FileStamp, RunState)>,
+    step: Option<(String, StepState)>,
+}
+
+/// Runs whose cache is kept at most; beyond it the cache starts over (runs executing at
+/// once in one process are far fewer).
+const RUN_CACHE_MAX: usize = 4096;
+
 pub struct Journal {
     world: Arc<LocalWorld>,
     runs: Mutex<HashMap<String, RunAppends>>,
+    cache: Mutex<HashMap<String, RunCache>>,
     /// Bumped after every append, so followers re-check names they could not classify.
     appended: watch::Sender<u64>,
     /// TEST ONLY (crash tests): see [`KILL_BEFORE_EVENT_ENV`].
@@ -91,6 +141,14 @@ struct BatchStore<'a> {
     world: &'a LocalWorld,
     run: RefCell<Option<(String, Option<RunState>)>>,
     step: RefCell<Option<(String, StepState)>>,
+    /// The run as an earlier batch read it, used if its file is unchanged; replaced by
+    /// this batch's own read (with the stamp taken before reading), `None` once the batch
+    /// wrote the run.
+    stamped_run: RefCell<Option<(FileStamp, RunState)>>,
+    /// The batch wrote the run file (its stamp is unknown: the next batch reads it).
+    run_written: std::cell::Cell<bool>,
+    /// `step` is as this journal wrote it (not as read from disk).
+    step_written: std::cell::Cell<bool>,
     /// TEST ONLY: the event being applied is the one to die before (see
     /// [`KILL_BEFORE_EVENT_ENV`]).
     kill_before_publish: std::cell::Cell<bool>,
@@ -102,7 +160,35 @@ impl<'a> BatchStore<'a> {
             world,
             run: RefCell::new(None),
             step: RefCell::new(None),
+            stamped_run: RefCell::new(None),
+            run_written: std::cell::Cell::new(false),
+            step_written: std::cell::Cell::new(false),
             kill_before_publish: std::cell::Cell::new(false),
+        }
+    }
+
+    /// Starts from what earlier batches of the run knew (see [`RunCache`]).
+    fn seeded(world: &'a LocalWorld, cache: RunCache) -> Self {
+        let store = BatchStore::new(world);
+        store.stamped_run.replace(cache.run);
+        store.step_written.set(cache.step.is_some());
+        store.step.replace(cache.step);
+        store
+    }
+
+    /// What the next batch of the run may start from.
+    fn into_cache(self) -> RunCache {
+        RunCache {
+            run: if self.run_written.get() {
+                None
+            } else {
+                self.stamped_run.into_inner()
+            },
+            step: if self.step_written.get() {
+                self.step.into_inner()
+            } else {
+                None
+            },
         }
     }
 
@@ -110,12 +196,16 @@ impl<'a> BatchStore<'a> {
     fn remember_step(&self, step_key: &str, step: &Map<String, Value>) {
         if let Ok(st) = StepState::parse(std::path::Path::new(step_key), step) {
             self.step.replace(Some((step_key.to_string(), st)));
+            self.step_written.set(true);
         }
     }
 
     fn forget(&self) {
         self.run.replace(None);
         self.step.replace(None);
+        self.stamped_run.replace(None);
+        self.run_written.set(true);
+        self.step_written.set(false);
     }
 
     fn apply(&self, run_id: &str, req: Map<String, Value>) -> Result<EventResult> {
@@ -139,16 +229,35 @@ impl EventStore for BatchStore<'_> {
                 return Ok(run.clone());
             }
         }
-        let run = self.world.load_run(run_id)?;
+        let path = self.world.run_location(run_id)?;
+        let stamp = FileStamp::of(&path)?;
+        let run = match (stamp, &*self.stamped_run.borrow()) {
+            (Some(now), Some((then, cached))) if now == *then => Some(Some(cached.clone())),
+            _ => None,
+        };
+        let run = match run {
+            Some(run) => run,
+            None => {
+                let run = self.world.load_run(run_id)?;
+                let stamped = match (stamp, &run) {
+                    (Some(st), Some(r)) if !self.run_written.get() => Some((st, r.clone())),
+                    _ => None,
+                };
+                self.stamped_run.replace(stamped);
+                run
+            }
+        };
         self.run.replace(Some((run_id.to_string(), run.clone())));
         Ok(run)
     }
     fn create_run(&self, run_id: &str, run: &Map<String, Value>, implicit: bool) -> Result<bool> {
         self.run.replace(None);
+        self.run_written.set(true);
         self.world.create_run(run_id, run, implicit)
     }
     fn replace_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
         self.run.replace(None);
+        self.run_written.set(true);
         self.world.replace_run(run_id, run)
     }
     fn delete_hooks_of_run(&self, run_id: &str) -> Result<()> {
@@ -164,9 +273,9 @@ impl EventStore for BatchStore<'_> {
             }
         }
         let step = self.world.load_step(step_key)?;
-        if let Some(st) = &step {
-            self.step.replace(Some((step_key.to_string(), st.clone())));
-        }
+        self.step_written.set(false);
+        self.step
+            .replace(step.as_ref().map(|st| (step_key.to_string(), st.clone())));
         Ok(step)
     }
     fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
@@ -333,6 +442,7 @@ impl Journal {
         Arc::new(Journal {
             world,
             runs: Mutex::new(HashMap::new()),
+            cache: Mutex::new(HashMap::new()),
             appended: watch::channel(0).0,
             kill_before_event: kill_point_from_env(),
             requested: std::sync::atomic::AtomicU64::new(0),
@@ -375,7 +485,8 @@ impl Journal {
         };
         let mut results = Vec::with_capacity(requests.len());
         let mut failed = None;
-        let store = BatchStore::new(&self.world);
+        let seed = lock(&self.cache).remove(run_id).unwrap_or_default();
+        let store = BatchStore::seeded(&self.world, seed);
         for (i, req) in requests.into_iter().enumerate() {
             if let Some(n) = self.kill_before_event {
                 let ordinal = self
@@ -401,6 +512,13 @@ impl Journal {
                     break;
                 }
             }
+        }
+        if failed.is_none() {
+            let mut cache = lock(&self.cache);
+            if cache.len() >= RUN_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(run_id.to_string(), store.into_cache());
         }
         drop(done);
         AppendOutcome { results, failed }
@@ -429,6 +547,7 @@ impl Journal {
 
     /// Forgets a run's bookkeeping (its execution here ended).
     pub fn forget(&self, run_id: &str) {
+        lock(&self.cache).remove(run_id);
         let mut runs = lock(&self.runs);
         if runs.get(run_id).is_some_and(|r| r.started == r.done) {
             runs.remove(run_id);

@@ -195,3 +195,125 @@ async fn events_of_other_runs_are_not_reported() {
 fn ids_in_log(world: &LocalWorld, run_id: &str) -> Vec<String> {
     log_field(world, run_id, "eventId")
 }
+
+fn step_completed(step: &str) -> Map<String, Value> {
+    req(json!({
+        "eventType": "step_completed",
+        "specVersion": 3,
+        "correlationId": step,
+        "eventData": {"stepName": "s", "result": {"__type": "Uint8Array", "data": "ZGV2bFsxXQ=="}}
+    }))
+}
+
+/// The journal keeps the run it read and the step it wrote between batches: a change
+/// another writer makes to the run in between (a cancel) is seen by the next batch.
+#[test]
+fn a_cancel_between_batches_is_seen_by_the_next_batch() {
+    let (_dir, world, journal, run) = setup();
+    let out = journal.append(
+        &run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created("step_A"),
+            step_started("step_A"),
+        ],
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    let out = journal.append(&run, vec![step_completed("step_A")]);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // the run is read (and kept) by this batch, and used again by the next
+    let out = journal.append(&run, vec![step_created("step_B")]);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    let out = journal.append(&run, vec![step_started("step_B")]);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // another writer (an API route) cancels the run
+    world
+        .create_event_sync(
+            Some(&run),
+            &json!({"eventType": "run_cancelled", "specVersion": 3}).to_string(),
+        )
+        .unwrap();
+    // no new step may be created: the journal must have seen the cancel
+    let out = journal.append(&run, vec![step_created("step_C")]);
+    let (index, err) = out.failed.expect("the cancelled run refuses a new step");
+    assert_eq!(index, 0);
+    assert_eq!(err.name(), "EntityConflictError", "{err:?}");
+    assert!(
+        err.to_string().contains("terminal state \"cancelled\""),
+        "{err}"
+    );
+    let created = event_types(&world, &run)
+        .iter()
+        .filter(|t| *t == "step_created")
+        .count();
+    assert_eq!(created, 2);
+}
+
+/// Steps written by an earlier batch are known without reading them back; a run that is
+/// still running is used again while its file is unchanged. The outcome is the same as
+/// reading everything: attempts counted, a second completion refused.
+#[test]
+fn batches_continue_from_what_the_previous_batch_wrote() {
+    let (_dir, world, journal, run) = setup();
+    let out = journal.append(
+        &run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created("step_A"),
+            step_started("step_A"),
+        ],
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // a retry: the step's second attempt, counted from the step as the journal wrote it
+    let out = journal.append(
+        &run,
+        vec![req(json!({
+            "eventType": "step_retrying", "specVersion": 3, "correlationId": "step_A",
+            "eventData": {"stepName": "s", "error": "boom"}
+        }))],
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    let out = journal.append(&run, vec![step_started("step_A")]);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert_eq!(out.results[0].step.as_ref().unwrap()["attempt"], json!(2));
+    let out = journal.append(&run, vec![step_completed("step_A")]);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // completing it again is refused, cache or not
+    let out = journal.append(&run, vec![step_completed("step_A")]);
+    assert!(out.failed.is_some(), "a second completion must be refused");
+    let _ = &world;
+    let step: Value = serde_json::from_slice(
+        &std::fs::read(_dir.path().join("steps").join(format!("{run}-step_A.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(step["status"], json!("completed"));
+    assert_eq!(step["attempt"], json!(2));
+}
+
+/// A step rewritten behind the journal's back (crash recovery, before the run executes
+/// here again) is read again once the execution that cached it ended (`forget`).
+#[test]
+fn forget_drops_what_the_journal_remembered() {
+    let (dir, world, journal, run) = setup();
+    let out = journal.append(
+        &run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created("step_A"),
+            step_started("step_A"),
+        ],
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // the step file is completed by someone else (as a repair would)
+    let path = dir.path().join("steps").join(format!("{run}-step_A.json"));
+    let mut step: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    step["status"] = json!("completed");
+    std::fs::write(&path, serde_json::to_vec_pretty(&step).unwrap()).unwrap();
+    journal.forget(&run);
+    let out = journal.append(&run, vec![step_started("step_A")]);
+    assert!(
+        out.failed.is_some(),
+        "a completed step cannot start again: the journal must have read the file"
+    );
+    let _ = world;
+}

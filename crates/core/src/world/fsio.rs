@@ -184,6 +184,30 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
         }
         Ok(linked)
     };
+    if data.is_empty() {
+        // An empty file (a lock, a marker) has no content to tear: created in place,
+        // exclusively, which is atomic by itself.
+        let create = || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        };
+        let created = match create() {
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                if let Some(parent) = path.parent() {
+                    create_dirs(parent)?;
+                }
+                create()
+            }
+            other => other,
+        };
+        return match created {
+            Ok(_) => published(true),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(Error::io(path, e)),
+        };
+    }
     let unnamed = if durable::needs_named_temp(path) {
         Ok(None)
     } else {
@@ -226,6 +250,8 @@ mod anon {
 
     /// Cleared once the file system (or a missing /proc) refuses: then temp files are used.
     static SUPPORTED: AtomicBool = AtomicBool::new(true);
+    /// Cleared once `linkat(AT_EMPTY_PATH)` is refused (no privilege, older kernel).
+    static EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(true);
 
     fn c_path(p: &Path) -> io::Result<std::ffi::CString> {
         std::ffi::CString::new(p.as_os_str().as_bytes())
@@ -264,8 +290,34 @@ mod anon {
         let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
         file.write_all(data)?;
         crate::world::durable::data_barrier(&file, path)?;
-        let proc_path = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
         let target = c_path(path)?;
+        if EMPTY_PATH_LINK.load(Ordering::Relaxed) {
+            // `linkat(fd, "", AT_EMPTY_PATH)`: no walk through /proc. Allowed to processes
+            // with CAP_DAC_READ_SEARCH, and since Linux 6.10 to the opener of the file;
+            // refused otherwise (ENOENT/EPERM), then /proc is used from now on.
+            // SAFETY: `fd` is open; both paths are NUL-terminated.
+            let rc = unsafe {
+                libc::linkat(
+                    file.as_raw_fd(),
+                    c"".as_ptr(),
+                    libc::AT_FDCWD,
+                    target.as_ptr(),
+                    libc::AT_EMPTY_PATH,
+                )
+            };
+            if rc == 0 {
+                return Ok(Some(true));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EEXIST) => return Ok(Some(false)),
+                Some(libc::ENOENT | libc::EPERM | libc::EINVAL) => {
+                    EMPTY_PATH_LINK.store(false, Ordering::Relaxed);
+                }
+                _ => return Err(e),
+            }
+        }
+        let proc_path = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
         // SAFETY: NUL-terminated paths; AT_FDCWD is valid for both.
         let rc = unsafe {
             libc::linkat(
