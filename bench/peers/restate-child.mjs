@@ -94,16 +94,19 @@ await runChild(async () => {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('RESTATE_')))
   env.RESTATE_INGRESS__BIND_ADDRESS = `127.0.0.1:${ingressPort}`
   env.RESTATE_ADMIN__BIND_ADDRESS = `127.0.0.1:${adminPort}`
-  // its temporary directories (empty `invoker-*` ones) go with its data directory
+  // Its temporary directories (empty `invoker-*` ones) go beside its base directory, inside
+  // ours (a directory at the top of its base directory is taken for another node's data).
   const tmp = path.join(dataDir, 'tmp')
   fs.mkdirSync(tmp)
   env.TMPDIR = tmp
+  const serverDir = path.join(dataDir, 'server')
+  fs.mkdirSync(serverDir)
   const logFile = path.join(dataDir, 'server.log')
   const logFd = fs.openSync(logFile, 'a')
   const server = spawn(
     binary,
-    ['--base-dir', dataDir, '--bind-address', `127.0.0.1:${fabricPort}`, '--no-logo', '--log-disable-ansi-codes', 'true'],
-    { cwd: dataDir, env, stdio: ['ignore', logFd, logFd] },
+    ['--base-dir', serverDir, '--bind-address', `127.0.0.1:${fabricPort}`, '--no-logo', '--log-disable-ansi-codes', 'true'],
+    { cwd: serverDir, env, stdio: ['ignore', logFd, logFd] },
   )
   fs.closeSync(logFd)
   let exited = null
