@@ -145,6 +145,44 @@ export interface ResumeRunsOptions {
 
 export declare function resumeRuns(options?: ResumeRunsOptions): Promise<string[] & { readonly failures: ResumeFailure[] }>
 
+export interface StartWorkerOptions {
+  /** Runs this worker claims at most at once (runs started or resumed in this process by other means are not limited). Default 100; `Infinity` for no limit. */
+  concurrency?: number
+  /**
+   * Time to live of the leases of the runs executing in this process, in ms (at least 100;
+   * default 30,000), renewed every third of it. Another process takes a run over once its
+   * lease is stale: at once when the lease names a process of this host that no longer
+   * exists, else when its heartbeat is older than this.
+   */
+  leaseMs?: number
+  /** How often the worker looks for runs to claim, in ms (default: half of `leaseMs`, at most 5,000). */
+  pollMs?: number
+  /** Called with each run that could not be claimed or resumed (with `runId` set), and with a failure to list the runs. */
+  onError?: (error: Error & { runId?: string; path?: string; code?: string; recovered?: boolean }) => void
+}
+
+export interface Worker {
+  /** Resolves to the run ids `resumeRuns()` resumed when the worker started. */
+  readonly ready: Promise<string[]>
+  /** Runs executing in this process now. */
+  readonly running: number
+  /**
+   * Stops claiming and drains every run executing in this process: attempts in flight
+   * finish and their outcome is written, no new attempt starts, each run's lease is
+   * released (another worker continues it). Resolves once done; idempotent.
+   */
+  stop(): Promise<void>
+}
+
+/**
+ * Makes this process a worker for the workflows declared in it (local data directory):
+ * resumes what a restart interrupted, then keeps claiming pending and running runs that no
+ * live process executes — a run whose process was killed continues here, from its log,
+ * with no completed step run again. One worker per process (`WorkflowRuntimeError`
+ * otherwise). Not on PostgreSQL yet.
+ */
+export declare function startWorker(options?: StartWorkerOptions): Worker
+
 /**
  * Virtual time for tests: durable sleeps and step retry delays stop waiting in real time.
  * `auto` (default true): they complete as soon as nothing else in the engine is running,

@@ -206,6 +206,50 @@ async function resumeRuns(options) {
   return getEngine().resumeRuns(opts)
 }
 
+/** A positive integer option (or Infinity when `infinite`), checked. */
+function positiveOption(name, value, fallback, { min = 1, infinite = false } = {}) {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number') throw invalidArgType(name, 'of type number', value)
+  if (infinite && value === Infinity) return value
+  if (!Number.isInteger(value) || value < min || value > 2 ** 31 - 1) {
+    throw outOfRange(name, `an integer from ${min} to ${2 ** 31 - 1}${infinite ? ', or Infinity' : ''}`, value)
+  }
+  return value
+}
+
+/**
+ * Makes this process a worker for the workflows declared in it, on the local data
+ * directory: it resumes what a restart interrupted, then keeps claiming pending and
+ * running runs that no live process executes (a run whose process was killed continues
+ * here from its log). `stop()` drains: attempts in flight finish and their outcome is
+ * written, no new attempt starts, leases are released.
+ */
+function startWorker(options) {
+  const opts = optionsObject('options', options)
+  if (opts.onError !== undefined && typeof opts.onError !== 'function') {
+    throw invalidArgType('options.onError', 'of type function', opts.onError)
+  }
+  const concurrency = positiveOption('options.concurrency', opts.concurrency, 100, { infinite: true })
+  const leaseMs = positiveOption('options.leaseMs', opts.leaseMs, 30_000, { min: 100 })
+  const pollMs = positiveOption('options.pollMs', opts.pollMs, Math.min(5_000, Math.max(50, Math.floor(leaseMs / 2))), {
+    min: 10,
+  })
+  const { resolveWorld } = require('./lib/world.js')
+  const { world, error } = resolveWorld()
+  if (error) throw error
+  if (world.kind === 'postgres') {
+    throw new errors.WorkflowRuntimeError(
+      'startWorker() runs the embedded engine, which does not run on PostgreSQL yet: use the local world (WORKFLOW_TARGET_WORLD unset).',
+    )
+  }
+  return require('./lib/engine/worker.js').startWorker(getEngine(), {
+    concurrency,
+    leaseMs,
+    pollMs,
+    onError: opts.onError,
+  })
+}
+
 /**
  * Virtual time for tests: durable sleeps and step retry delays no longer wait in real
  * time. With `auto` (default) they complete as soon as nothing else in the engine is
@@ -257,6 +301,7 @@ exports.fetch = fetchStep
 exports.FatalError = errors.FatalError
 exports.RetryableError = errors.RetryableError
 exports.resumeRuns = resumeRuns
+exports.startWorker = startWorker
 exports.useVirtualTime = useVirtualTime
 exports.useRealTime = useRealTime
 exports.advanceTime = advanceTime

@@ -82,7 +82,7 @@ for (const { specifier, dts } of entries) {
 
 test('names the .d.ts files declare include the ones ESM users reported missing', () => {
   const names = valueExports(path.join(root, 'workflow.d.ts'))
-  for (const n of ['useVirtualTime', 'nextSleep', 'resumeRuns', 'advanceTime', 'useRealTime', 'RetryableError']) {
+  for (const n of ['useVirtualTime', 'nextSleep', 'resumeRuns', 'startWorker', 'advanceTime', 'useRealTime', 'RetryableError']) {
     assert.ok(names.includes(n), n)
   }
   // Interfaces and type aliases are not runtime exports.

@@ -18,11 +18,18 @@ const tsMajor = Number(require('typescript/package.json').version.split('.')[0])
 const SOURCE = `
 import { getRun, start, Run } from 'workflow-native/api'
 import { getRun as getRunRoot } from 'workflow-native'
-import { workflow, step, sleep, useVirtualTime } from 'workflow-native/workflow'
+import { workflow, step, sleep, useVirtualTime, startWorker, type Worker } from 'workflow-native/workflow'
 import { FatalError, WorkflowRunNotFoundError } from 'workflow-native/errors'
 
 const double = step('double', async (x: number) => x * 2)
 const wf = workflow('typed', async (x: number) => { await sleep('1s'); return double(x) })
+
+export async function serve(): Promise<void> {
+  const worker: Worker = startWorker({ concurrency: 10, leaseMs: 5_000, onError: (e) => console.error(e.runId, e) })
+  const claimed: string[] = await worker.ready
+  console.log(claimed.length, worker.running)
+  await worker.stop()
+}
 
 export async function main(): Promise<number> {
   useVirtualTime()

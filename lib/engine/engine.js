@@ -24,6 +24,11 @@ class Engine {
     this.clock.setBusyProbe(() => this.busy > 0)
     this.sleepWaiters = new Map() // runId -> [resolve]
     this.leaseOwner = `${process.pid}:${require('node:os').hostname()}:${Date.now()}`
+    // A run's lease: held while it executes here, renewed every third of its time to
+    // live, taken over by another process once stale (see startWorker()).
+    this.leaseTtlMs = LEASE_TTL_MS
+    this.worker = null
+    this.quiescing = false // a worker is stopping: nothing is launched again by itself
     setLocalDispatcher((message) => this.dispatch(message))
   }
 
@@ -86,13 +91,14 @@ class Engine {
           this.renewLease(world, runId).then((ok) => {
             if (!ok) exec.stop('lease lost to another process')
           })
-        }, LEASE_RENEW_MS)
+        }, Math.max(50, Math.floor(this.leaseTtlMs / 3)))
         renew.unref()
       },
       () => {}, // reported by the execution, which stops
     )
     exec.run(leased).catch((e) => console.error(`[workflow-native] Run ${runId} stopped unexpectedly:`, e))
-    exec.done.then(async () => {
+    // settles once the run stopped here and its lease was released
+    exec.released = exec.done.then(async () => {
       this.noteSleeping(runId) // nobody waits for a sleep of a run that ended
       if (renew) clearInterval(renew)
       if (this.executions.get(runId) === exec) this.executions.delete(runId)
@@ -102,7 +108,7 @@ class Engine {
       await release
       if (this.releasing.get(runId) === release) this.releasing.delete(runId)
       // Its files disagreed with what it knew: once more, from the repaired log.
-      if (exec.retry && !this.executions.has(runId)) {
+      if (exec.retry && !this.quiescing && !this.executions.has(runId)) {
         try {
           this.launch(runId, this.current(def), undefined, true)
         } catch (e) {
@@ -119,7 +125,7 @@ class Engine {
    * names it; that is logged and handed to `onReplaced`.
    */
   async acquireLease(world, runId, onReplaced) {
-    const got = JSON.parse(await world.acquireLease(runId, this.leaseOwner, LEASE_TTL_MS))
+    const got = JSON.parse(await world.acquireLease(runId, this.leaseOwner, this.leaseTtlMs))
     if (got.replaced) {
       const err = errorFromData(got.replaced)
       err.runId = runId
@@ -321,9 +327,8 @@ class Engine {
   }
 }
 
-/** A run's lease: held while it executes here, renewed, taken over once stale. */
+/** A run's lease by default: held while it executes here, renewed, taken over once stale. */
 const LEASE_TTL_MS = 30_000
-const LEASE_RENEW_MS = 10_000
 
 let engine = null
 

@@ -72,6 +72,8 @@ class Execution {
     this.divergence = null
     this.ops = []
     this.sleeping = 0 // sleeps in progress
+    this.inflight = 0 // step attempts running (code, then their closing event)
+    this.draining = null // why the run is to stop here once no step is in flight
     this.refreshing = null // the look at other writers' events in progress
     this.lookAgain = false
     const open = (name, start, mode) => world.openStream(name, start, mode)
@@ -291,6 +293,29 @@ class Execution {
     const rec = JSON.parse(await this.world.recoverRun(this.runId))
     this.repairs = rec.repairs
     for (const ev of rec.events) this.log.add(ev, true)
+  }
+
+  /**
+   * Stops the run here once no step attempt is in flight (a worker stopping): an attempt
+   * running now finishes and its outcome is written; no new attempt starts. Resolves when
+   * the run stopped here.
+   */
+  drain(reason) {
+    if (this.stopped) return this.done
+    if (!this.draining) this.draining = reason
+    if (this.inflight === 0) this.stop(reason)
+    return this.done
+  }
+
+  /** A step attempt began running (see drain()). */
+  attemptBegan() {
+    this.inflight++
+  }
+
+  /** A step attempt ended, its closing event written (or refused). */
+  attemptEnded() {
+    this.inflight--
+    if (this.draining && this.inflight === 0) this.stop(this.draining)
   }
 
   /** Stops the run here: timers cancelled, pending invocations never settle. */

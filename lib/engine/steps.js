@@ -75,6 +75,11 @@ async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
   const maxRetries = def.maxRetries ?? DEFAULT_MAX_RETRIES
   for (;;) {
     if (exec.stopped) return exec.halt()
+    // A run draining here (its worker stopping) starts no new attempt.
+    if (exec.draining) {
+      exec.drain(exec.draining)
+      return exec.halt()
+    }
     let started
     try {
       started = await exec.record('step_started', stepId, { stepName: def.stepName })
@@ -98,69 +103,89 @@ async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
       }
       throw new errors.FatalError(message)
     }
-    const ops = []
-    const meta = { exec, stepName: def.stepName, stepId, stepStartedAt: new Date(stepStartedAt), attempt, ops }
-    let result
-    let failure
-    let ok = false
-    exec.engine.busy++
+    // In flight from here until its closing event is written: a draining run waits for it.
+    exec.attemptBegan()
+    let next
     try {
-      const args = stepStore.run(meta, argsOf)
-      result = await stepStore.run(meta, () => def.fn(...args))
-      if (ops.length > 0) await Promise.all(ops)
-      ok = true
-    } catch (err) {
-      failure = err
+      next = await runAttempt(exec, def, stepId, argsOf, stepStartedAt, attempt, maxRetries)
     } finally {
-      exec.engine.busy--
-      exec.engine.clock.poke()
+      exec.attemptEnded()
     }
-    if (exec.stopped) return exec.halt()
+    if (next.halt) return exec.halt()
+    if ('value' in next) return next.value
+    if (next.error) throw next.error
+    if (!(await exec.wait(next.retryAt))) return exec.halt()
+  }
+}
+
+/**
+ * One attempt: the step's code, then its closing event. Resolves to `{ value }`, `{ error }`
+ * (thrown into the workflow), `{ retryAt }` (retried then) or `{ halt: true }`.
+ */
+async function runAttempt(exec, def, stepId, argsOf, stepStartedAt, attempt, maxRetries) {
+  const ops = []
+  const meta = { exec, stepName: def.stepName, stepId, stepStartedAt: new Date(stepStartedAt), attempt, ops }
+  let result
+  let failure
+  let ok = false
+  exec.engine.busy++
+  try {
+    const args = stepStore.run(meta, argsOf)
+    result = await stepStore.run(meta, () => def.fn(...args))
+    if (ops.length > 0) await Promise.all(ops)
+    ok = true
+  } catch (err) {
+    failure = err
+  } finally {
+    exec.engine.busy--
+    exec.engine.clock.poke()
+  }
+  if (exec.stopped) return { halt: true }
+  if (ok) {
+    let bytes
+    try {
+      bytes = exec.serialize(result, 'step return value')
+    } catch (e) {
+      failure = e
+      ok = false
+    }
     if (ok) {
-      let bytes
-      try {
-        bytes = exec.serialize(result, 'step return value')
-      } catch (e) {
-        failure = e
-        ok = false
-      }
-      if (ok) {
-        exec.flushOps()
-        const done = await exec.record('step_completed', stepId, {
-          stepName: def.stepName,
-          workflowName: exec.workflowName,
-          result: tagged(bytes),
-        })
-        if (done === HALT) return exec.halt()
-        return exec.hydrateBytes(bytes)
-      }
+      exec.flushOps()
+      const done = await exec.record('step_completed', stepId, {
+        stepName: def.stepName,
+        workflowName: exec.workflowName,
+        result: tagged(bytes),
+      })
+      if (done === HALT) return { halt: true }
+      return { value: exec.hydrateBytes(bytes) }
     }
-    const message = errorText(failure)
-    const stack = failure instanceof Error && failure.stack ? failure.stack : undefined
-    if (errors.FatalError.is(failure)) {
-      if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: message, stack })) === HALT) {
-        return exec.halt()
-      }
-      throw stepError({ error: message, stack })
+  }
+  const message = errorText(failure)
+  const stack = failure instanceof Error && failure.stack ? failure.stack : undefined
+  if (errors.FatalError.is(failure)) {
+    if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: message, stack })) === HALT) {
+      return { halt: true }
     }
-    if (attempt >= maxRetries + 1) {
-      const full = `Step "${def.stepName}" failed after ${maxRetries} ${maxRetries === 1 ? 'retry' : 'retries'}: ${message}`
-      if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: full, stack })) === HALT) {
-        return exec.halt()
-      }
-      throw stepError({ error: full, stack })
+    return { error: stepError({ error: message, stack }) }
+  }
+  if (attempt >= maxRetries + 1) {
+    const full = `Step "${def.stepName}" failed after ${maxRetries} ${maxRetries === 1 ? 'retry' : 'retries'}: ${message}`
+    if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: full, stack })) === HALT) {
+      return { halt: true }
     }
-    const retryable = errors.RetryableError.is(failure) && failure.retryAfter instanceof Date
-    const data = { stepName: def.stepName, error: message, stack }
-    // In virtual time the world (which checks retryAfter against the real clock) would
-    // refuse the early restart, so the delay is kept by the engine only.
-    if (retryable && !exec.engine.clock.virtual) data.retryAfter = failure.retryAfter.toISOString()
-    if ((await exec.record('step_retrying', stepId, data)) === HALT) return exec.halt()
-    // The official runtime redelivers after max(1 s, retryAfter - now).
-    const at = retryable
+    return { error: stepError({ error: full, stack }) }
+  }
+  const retryable = errors.RetryableError.is(failure) && failure.retryAfter instanceof Date
+  const data = { stepName: def.stepName, error: message, stack }
+  // In virtual time the world (which checks retryAfter against the real clock) would
+  // refuse the early restart, so the delay is kept by the engine only.
+  if (retryable && !exec.engine.clock.virtual) data.retryAfter = failure.retryAfter.toISOString()
+  if ((await exec.record('step_retrying', stepId, data)) === HALT) return { halt: true }
+  // The official runtime redelivers after max(1 s, retryAfter - now).
+  return {
+    retryAt: retryable
       ? Math.max(failure.retryAfter.getTime(), exec.engine.clock.now() + 1000)
-      : exec.engine.clock.now() + 1000
-    if (!(await exec.wait(at))) return exec.halt()
+      : exec.engine.clock.now() + 1000,
   }
 }
 
