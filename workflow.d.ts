@@ -152,7 +152,9 @@ export interface StartWorkerOptions {
    * Time to live of the leases of the runs executing in this process, in ms (at least 100;
    * default 30,000), renewed every third of it. Another process takes a run over once its
    * lease is stale: at once when the lease names a process of this host that no longer
-   * exists, else when its heartbeat is older than this.
+   * exists, else when its heartbeat is older than this (judged by the taking process's own
+   * `leaseMs`: use one value for every worker of a data directory). A process taken over
+   * while stopped writes nothing more for the run once it resumes.
    */
   leaseMs?: number
   /** How often the worker looks for runs to claim, in ms (default: half of `leaseMs`, at most 5,000). */

@@ -136,6 +136,35 @@ test('stop() drains: the attempt in flight finishes and is written, no new attem
   assert.equal(evs.at(-1).eventType, 'run_completed')
 })
 
+test('a process taken over while stopped writes nothing more for the run once it resumes (fencing)', async () => {
+  const { dir, side } = fresh('fence')
+  // A renews its lease only every 20 s: once it is stopped, nothing but the lease check
+  // before each batch keeps it from writing when it resumes
+  const a = spawnChild(dir, side, ['start'], { LABEL: 'A', HANG_AT: '2', LEASE_MS: '60000' })
+  const runId = (await a.waitFor(/^STARTED /)).slice(8)
+  await a.waitFor(/^IN 2$/)
+  a.proc.kill('SIGSTOP')
+  // B judges A's lease stale after its own 1 s without a heartbeat, takes the run over,
+  // and is itself inside step 2
+  const b = spawnChild(dir, side, ['worker', runId], { LABEL: 'B', HANG_AT: '2' })
+  await b.waitFor(/^IN 2$/)
+  // A resumes and its step 2 finishes: its outcome must not be written
+  a.send('finish')
+  a.proc.kill('SIGCONT')
+  b.send('finish')
+  assert.equal(await b.waitFor(/^RESULT /), `RESULT ${runId} 6`)
+  assert.equal(await a.waitFor(/^RESULT /), `RESULT ${runId} 6`)
+  await Promise.all([a.closed, b.closed])
+  const ran = ranLines(side)
+  assert.deepEqual(ran.slice(0, 3), ['ran 1 A', 'ran 2 A', 'ran 2 B'])
+  assert.deepEqual(ran.slice(3), ['ran 3 B'], 'A went on after losing its lease')
+  const evs = events(dir, runId)
+  const started2 = evs.filter((e) => e.eventType === 'step_started').length
+  assert.equal(started2, 4)
+  assert.equal(evs.filter((e) => e.eventType === 'step_completed').length, 3)
+  assert.equal(evs.at(-1).eventType, 'run_completed')
+})
+
 test('concurrency bounds the runs a worker claims at once; every run is finished', async () => {
   const { dir, side } = fresh('concurrency')
   // A starts 5 runs, each stuck in step 2, and is killed

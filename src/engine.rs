@@ -51,7 +51,12 @@ impl Task for Blocking {
 
 /// One batch of the journal writer: the answer's JSON text, and whether it may be given
 /// before the batch is synced.
-fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<(String, bool)> {
+fn append_json(
+    journal: &Journal,
+    run_id: &str,
+    requests: &str,
+    owner: Option<&str>,
+) -> napi::Result<(String, bool)> {
     let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(requests) {
         Ok(Value::Array(items)) => items
             .into_iter()
@@ -70,7 +75,7 @@ fn append_json(journal: &Journal, run_id: &str, requests: &str) -> napi::Result<
         }
     };
     let early = workflow_core::journal::answer_before_sync(&reqs);
-    let out = journal.append(run_id, reqs);
+    let out = journal.append_fenced(run_id, reqs, owner);
     let mut res = Map::new();
     res.insert(
         "results".into(),
@@ -275,11 +280,13 @@ impl NativeWorld {
     /// eventData? }`) in order; answers (`{ results: [{ event, run?, step? }], failed?: {
     /// index, error } }` — a refusal stops the batch — or `{ nativeError }`) are collected with `take()`. While the JS side is parked (`park(true)`), each answer
     /// also pings `onReady` (which does not keep the process alive; the JS side does
-    /// while calls are pending).
+    /// while calls are pending). With `leaseOwner`, each batch is written only while that
+    /// owner holds the run's lease (else refused whole: `LEASE_LOST`).
     #[napi(catch_unwind)]
     pub fn journal_writer(
         &self,
         on_ready: ThreadsafeFunction<u32, (), u32, Status, false, true>,
+        lease_owner: Option<String>,
     ) -> napi::Result<JournalWriter> {
         guard(|| {
             let journal = self.journal();
@@ -302,7 +309,12 @@ impl NativeWorld {
                             .iter()
                             .map(|job| {
                                 let text = match catch_unwind(AssertUnwindSafe(|| {
-                                    append_json(&journal, &job.run_id, &job.requests)
+                                    append_json(
+                                        &journal,
+                                        &job.run_id,
+                                        &job.requests,
+                                        lease_owner.as_deref(),
+                                    )
                                 })) {
                                     Ok(Ok((text, ok_early))) => {
                                         early &= ok_early;

@@ -9,7 +9,7 @@
 // Every attempt of a step appends "ran <i> <LABEL>" to SIDE_LOG. With HANG_AT=<i>, step i
 // prints "IN <i>" and waits for a "finish" line on stdin (a killed process never gets it).
 // A "stop" line on stdin calls worker.stop(), prints "STOPPED" once it resolved and exits.
-// WORKER_CONCURRENCY sets the worker's concurrency; each step records the most attempts
+// LEASE_MS sets the worker's lease time to live (default 1000); WORKER_CONCURRENCY its concurrency; each step records the most attempts
 // running at once in this process as "max <k>" lines in SIDE_LOG.
 import fs from 'node:fs'
 import readline from 'node:readline'
@@ -54,7 +54,7 @@ const relay = wf.workflow('worker-relay', async () => {
 })
 
 const worker = wf.startWorker({
-  leaseMs: 1000,
+  leaseMs: Number(process.env.LEASE_MS || 1000),
   pollMs: 50,
   concurrency: process.env.WORKER_CONCURRENCY ? Number(process.env.WORKER_CONCURRENCY) : undefined,
   onError: (e) => say(`ERROR ${e.name} ${e.message}`),

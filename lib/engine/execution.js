@@ -141,6 +141,10 @@ class Execution {
    */
   async settleRefusal(e) {
     if (e instanceof Halted) return HALT
+    if (e && e.code === 'LEASE_LOST') {
+      this.stop('lease lost to another process')
+      return HALT
+    }
     if (e && RUN_GONE.has(e.name)) {
       await this.runEnded(e)
       return HALT
@@ -163,6 +167,8 @@ class Execution {
   /** A write was refused or failed where nobody can handle it (or a storage fault). */
   onWriteFault(err) {
     if (this.stopped || err instanceof Halted) return
+    // another process took the run over: it continues there; nothing more is written here
+    if (err && err.code === 'LEASE_LOST') return this.stop('lease lost to another process')
     if (err && RUN_GONE.has(err.name)) {
       this.runEnded(err)
       return

@@ -27,7 +27,8 @@ const SLOW_ANSWER_MS = 1
  * answers are pending a timer keeps the process alive (the writer's ping does not).
  */
 const writers = new WeakMap() // native world -> writer
-function writerFor(world) {
+/** `leaseOwner`: batches are written only while it holds the run's lease (see lease.rs). */
+function writerFor(world, leaseOwner) {
   let w = writers.get(world)
   if (w) return w
   const pending = new Map() // id -> { resolve(text), sent }
@@ -82,7 +83,7 @@ function writerFor(world) {
     native.park(false)
     deliver()
     if (pending.size > 0) startPolling()
-  })
+  }, leaseOwner)
   w = {
     append(runId, requests) {
       const id = nextId++
@@ -137,7 +138,7 @@ class RunJournal {
     this.#world = world
     this.#runId = runId
     this.#onFault = onFault
-    this.#writer = writerFor(world)
+    this.#writer = writerFor(world, engine.leaseOwner)
   }
 
   /**

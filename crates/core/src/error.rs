@@ -41,6 +41,12 @@ pub enum Error {
         world_spec_version: i64,
     },
 
+    /// The engine's process no longer holds the run's lease (another process took the run
+    /// over): nothing more is written for it here. A `WorkflowRuntimeError` with code
+    /// `LEASE_LOST`.
+    #[error("Run \"{run_id}\" is no longer leased to this process (another process took it over): nothing more is written for it here")]
+    LeaseLost { run_id: String },
+
     /// A plain `Error` (the official code throws `new Error(msg)`).
     #[error("{0}")]
     Plain(String),
@@ -118,6 +124,7 @@ impl Error {
             Error::InvalidArgument(_) => "TypeError",
             Error::Queue(_) => "Error",
             Error::Runtime(_) => "WorkflowRuntimeError",
+            Error::LeaseLost { .. } => "WorkflowRuntimeError",
             Error::Decryption(_) => "RuntimeDecryptionError",
         }
     }
@@ -126,6 +133,7 @@ impl Error {
     pub fn code(&self) -> Option<String> {
         match self {
             Error::CorruptFile { .. } => Some("CORRUPT_FILE".into()),
+            Error::LeaseLost { .. } => Some("LEASE_LOST".into()),
             Error::Io { source, .. } => Some(io_code(source).to_string()),
             _ => None,
         }
@@ -136,7 +144,7 @@ impl Error {
         use serde_json::Value;
         let mut m = serde_json::Map::new();
         match self {
-            Error::RunNotFound { run_id } => {
+            Error::RunNotFound { run_id } | Error::LeaseLost { run_id } => {
                 m.insert("runId".into(), Value::String(run_id.clone()));
             }
             Error::HookNotFound { token } => {

@@ -466,11 +466,40 @@ impl Journal {
     /// for `run_id`, in order, not yet durable: see [`commit`](Self::commit). Blocking:
     /// call it from a blocking thread.
     pub fn append(&self, run_id: &str, requests: Vec<Map<String, Value>>) -> AppendOutcome {
+        self.append_fenced(run_id, requests, None)
+    }
+
+    /// [`append`](Self::append) by the holder of the run's lease: with `owner`, the batch
+    /// is written only while `owner` holds the lease (checked before its first event);
+    /// otherwise it is refused whole with `LeaseLost` — a process that was taken over
+    /// (stopped longer than the lease's time to live, then resumed) writes nothing more.
+    pub fn append_fenced(
+        &self,
+        run_id: &str,
+        requests: Vec<Map<String, Value>>,
+        owner: Option<&str>,
+    ) -> AppendOutcome {
         if let Err(e) = assert_safe_entity_id("runId", run_id) {
             return AppendOutcome {
                 results: Vec::new(),
                 failed: Some((0, e)),
             };
+        }
+        if let Some(owner) = owner {
+            let refused = match crate::lease::holds(self.world.root(), run_id, owner) {
+                Ok(true) => None,
+                Ok(false) => Some(Error::LeaseLost {
+                    run_id: run_id.to_string(),
+                }),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = refused {
+                lock(&self.cache).remove(run_id);
+                return AppendOutcome {
+                    results: Vec::new(),
+                    failed: Some((0, e)),
+                };
+            }
         }
         lock(&self.runs)
             .entry(run_id.to_string())

@@ -156,6 +156,16 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// Whether `owner` holds the lease of `run_id` now (its lease file is a link to the
+/// owner's file). The engine's journal checks it before each batch of a run: a process
+/// that lost the lease (stopped for longer than the lease's time to live, then resumed)
+/// writes nothing more for the run.
+pub fn holds(root: &Path, run_id: &str, owner: &str) -> Result<bool> {
+    let path = lease_path(root, run_id)?;
+    let mine = owner_path(root, owner)?;
+    Ok(same_file(&mine, &path))
+}
+
 /// Takes or renews the lease of `run_id` for `owner` (stale after `ttl_ms` without a
 /// heartbeat). Returns false when another live owner holds it.
 pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bool> {

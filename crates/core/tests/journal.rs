@@ -317,3 +317,33 @@ fn forget_drops_what_the_journal_remembered() {
     );
     let _ = world;
 }
+
+/// A batch written for a lease owner goes through only while that owner holds the run's
+/// lease; once another owner took the run over, it is refused whole (`LEASE_LOST`).
+#[test]
+fn fenced_batches_are_refused_once_the_lease_is_lost() {
+    let (dir, world, journal, run) = setup();
+    assert!(workflow_core::lease::acquire(dir.path(), &run, "owner-a", 60_000).unwrap());
+    let out = journal.append_fenced(
+        &run,
+        vec![req(json!({"eventType": "run_started", "specVersion": 3}))],
+        Some("owner-a"),
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // owner B takes the lease over (A's heartbeat judged stale: a zero time to live)
+    assert!(workflow_core::lease::acquire(dir.path(), &run, "owner-b", 0).unwrap());
+    let out = journal.append_fenced(&run, vec![step_created("step_A")], Some("owner-a"));
+    assert!(out.results.is_empty());
+    let (index, err) = out.failed.expect("a batch of a lost lease is refused");
+    assert_eq!(index, 0);
+    assert_eq!(err.name(), "WorkflowRuntimeError");
+    assert_eq!(err.code().as_deref(), Some("LEASE_LOST"));
+    assert!(err.to_string().contains(&run), "{err}");
+    assert_eq!(event_types(&world, &run), ["run_created", "run_started"]);
+    // the new owner writes
+    let out = journal.append_fenced(&run, vec![step_created("step_A")], Some("owner-b"));
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // unfenced appends are not checked
+    let out = journal.append(&run, vec![step_started("step_A")]);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+}
