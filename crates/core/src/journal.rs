@@ -152,6 +152,32 @@ struct BatchStore<'a> {
     /// TEST ONLY: the event being applied is the one to die before (see
     /// [`KILL_BEFORE_EVENT_ENV`]).
     kill_before_publish: std::cell::Cell<bool>,
+    /// The request being applied is a `step_created` whose `step_started` follows in this
+    /// batch: its step file is held back (see [`HeldStep`]).
+    hold_next_create: std::cell::Cell<bool>,
+    held: RefCell<Option<HeldStep>>,
+    /// Writing a held step (file or event) failed: the failure is `step_created`'s.
+    held_failed: std::cell::Cell<bool>,
+    /// The step whose held writes failed: a take-back restoring it must not create it.
+    dropped: RefCell<Option<String>>,
+}
+
+/// A fresh step's `step_created`, held back while the `step_started` that follows it in
+/// the same batch is applied, so the step file is written once, already in its state
+/// after `step_started` (world-local writes it twice: `pending`, then `running`).
+///
+/// Write order, and what a crash can leave: the step file (running, attempt 1), then the
+/// `step_created` event, then the `step_started` event. A crash before the first leaves
+/// nothing of the step; between the file and `step_created`, a step file without events
+/// (world-local's own "entity ahead of its event" window for `step_created`); between the
+/// two events, a running step without its `step_started` — the window world-local leaves
+/// for `step_started`, which crash recovery completes. No state outside world-local's
+/// own windows; nothing is acknowledged before all of it is written (and synced).
+struct HeldStep {
+    key: String,
+    created: Map<String, Value>,
+    /// `step_created`'s event: (run id, event id, event)
+    event: Option<(String, String, Map<String, Value>)>,
 }
 
 impl<'a> BatchStore<'a> {
@@ -164,6 +190,47 @@ impl<'a> BatchStore<'a> {
             run_written: std::cell::Cell::new(false),
             step_written: std::cell::Cell::new(false),
             kill_before_publish: std::cell::Cell::new(false),
+            hold_next_create: std::cell::Cell::new(false),
+            held: RefCell::new(None),
+            held_failed: std::cell::Cell::new(false),
+            dropped: RefCell::new(None),
+        }
+    }
+
+    /// Writes a held step as `step_created` left it (its `step_started` did not write it).
+    fn flush_held(&self) -> Result<()> {
+        let Some(h) = self.held.borrow_mut().take() else {
+            return Ok(());
+        };
+        self.write_held(h, None)
+    }
+
+    /// Writes a held step: its file (`step`, or as created), then `step_created`'s event.
+    /// On failure nothing of it stays and `held_failed` is set.
+    fn write_held(&self, h: HeldStep, step: Option<&Map<String, Value>>) -> Result<()> {
+        let body = step.unwrap_or(&h.created);
+        self.step.replace(None);
+        let written = self.world.create_step(&h.key, body).and_then(|()| {
+            let Some((run_id, event_id, event)) = &h.event else {
+                return Ok(());
+            };
+            self.world
+                .publish_event(run_id, event_id, event)
+                .map(|_| ())
+                .inspect_err(|_| {
+                    let _ = self.world.remove_entity(Entity::Step, &h.key);
+                })
+        });
+        match written {
+            Ok(()) => {
+                self.remember_step(&h.key, body);
+                Ok(())
+            }
+            Err(e) => {
+                self.held_failed.set(true);
+                self.dropped.replace(Some(h.key));
+                Err(e)
+            }
         }
     }
 
@@ -256,6 +323,7 @@ impl EventStore for BatchStore<'_> {
         self.world.create_run(run_id, run, implicit)
     }
     fn replace_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
+        self.flush_held()?;
         self.run.replace(None);
         self.run_written.set(true);
         self.world.replace_run(run_id, run)
@@ -279,12 +347,39 @@ impl EventStore for BatchStore<'_> {
         Ok(step)
     }
     fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        if self.hold_next_create.replace(false) && self.held.borrow().is_none() {
+            self.held.replace(Some(HeldStep {
+                key: step_key.to_string(),
+                created: step.clone(),
+                event: None,
+            }));
+            // the step as created, for the step_started that follows
+            self.remember_step(step_key, step);
+            return Ok(());
+        }
+        self.flush_held()?;
         self.step.replace(None);
         self.world.create_step(step_key, step)?;
         self.remember_step(step_key, step);
         Ok(())
     }
     fn replace_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
+        let held = {
+            let mut held = self.held.borrow_mut();
+            match &*held {
+                Some(h) if h.key == step_key && h.event.is_some() => held.take(),
+                _ => None,
+            }
+        };
+        if let Some(h) = held {
+            // the step file once, already as this request leaves it
+            return self.write_held(h, Some(step));
+        }
+        if self.dropped.borrow().as_deref() == Some(step_key) {
+            // the take-back of a step whose held writes failed: it does not exist
+            return Ok(());
+        }
+        self.flush_held()?;
         self.step.replace(None);
         self.world.replace_step(step_key, step)?;
         self.remember_step(step_key, step);
@@ -314,22 +409,34 @@ impl EventStore for BatchStore<'_> {
         self.world.load_wait(wait_key)
     }
     fn create_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
+        self.flush_held()?;
         self.world.create_wait(wait_key, wait)
     }
     fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
         self.world.replace_wait(wait_key, wait)
     }
     fn remove_entity(&self, kind: Entity, key: &str) -> Result<()> {
+        if kind == Entity::Step {
+            let mut held = self.held.borrow_mut();
+            if held.as_ref().is_some_and(|h| h.key == key) {
+                // the take-back of a held step: it was never written
+                *held = None;
+                return Ok(());
+            }
+        }
+        self.flush_held()?;
         self.forget();
         self.world.remove_entity(kind, key)
     }
     fn claim_once(&self, marker: &Once) -> Result<bool> {
+        self.flush_held()?;
         self.world.claim_once(marker)
     }
     fn release_once(&self, marker: &Once) -> Result<()> {
         self.world.release_once(marker)
     }
     fn store_event(&self, run_id: &str, event_id: &str, event: &Map<String, Value>) -> Result<()> {
+        self.flush_held()?;
         self.world.store_event(run_id, event_id, event)
     }
     fn publish_event(
@@ -341,8 +448,29 @@ impl EventStore for BatchStore<'_> {
         if self.kill_before_publish.get() {
             kill_self();
         }
+        {
+            let mut held = self.held.borrow_mut();
+            if let Some(h) = held.as_mut() {
+                if h.event.is_none() {
+                    // step_created's event: written after its step file (see HeldStep)
+                    h.event = Some((run_id.to_string(), event_id.to_string(), event.clone()));
+                    return Ok(true);
+                }
+            }
+        }
+        self.flush_held()?;
         self.world.publish_event(run_id, event_id, event)
     }
+}
+
+/// `req` is a `step_created` and `next` the `step_started` of the same step.
+fn starts_step_created(req: &Map<String, Value>, next: &Map<String, Value>) -> bool {
+    let field =
+        |m: &Map<String, Value>, k: &str| m.get(k).and_then(Value::as_str).map(str::to_owned);
+    field(req, "eventType").as_deref() == Some("step_created")
+        && field(next, "eventType").as_deref() == Some("step_started")
+        && field(req, "correlationId").is_some()
+        && field(req, "correlationId") == field(next, "correlationId")
 }
 
 /// Records an append as done (with the files it wrote) when dropped.
@@ -516,7 +644,8 @@ impl Journal {
         let mut failed = None;
         let seed = lock(&self.cache).remove(run_id).unwrap_or_default();
         let store = BatchStore::seeded(&self.world, seed);
-        for (i, req) in requests.into_iter().enumerate() {
+        let mut requests = requests.into_iter().enumerate().peekable();
+        while let Some((i, req)) = requests.next() {
             if let Some(n) = self.kill_before_event {
                 let ordinal = self
                     .requested
@@ -524,7 +653,38 @@ impl Journal {
                     + 1;
                 store.kill_before_publish.set(ordinal == n);
             }
-            match store.apply(run_id, req) {
+            // a fresh step's creation and start, sent together: one step file write
+            let holds = requests
+                .peek()
+                .is_some_and(|(_, next)| starts_step_created(&req, next));
+            store.hold_next_create.set(holds);
+            store.dropped.replace(None);
+            let applied = store.apply(run_id, req);
+            store.hold_next_create.set(false);
+            let mut held_error = None;
+            if holds {
+                if applied.is_err() {
+                    // refused before its step_started: nothing of it was written
+                    store.held.replace(None);
+                }
+            } else if let Err(e) = store.flush_held() {
+                // a held step_created its step_started did not write (refused first)
+                held_error = Some(e);
+            }
+            if store.held_failed.replace(false) {
+                // Writing the held step failed: the failure is step_created's (the request
+                // before this one), and nothing of either request was left.
+                let e = match (held_error, applied) {
+                    (Some(e), _) | (None, Err(e)) => e,
+                    (None, Ok(_)) => Error::Plain("the step could not be written".into()),
+                };
+                if results.pop().is_some() {
+                    done.written.pop();
+                }
+                failed = Some((i.saturating_sub(1), e));
+                break;
+            }
+            match applied {
                 Ok(r) => {
                     if let Some(id) = r
                         .event

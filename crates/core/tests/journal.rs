@@ -347,3 +347,86 @@ fn fenced_batches_are_refused_once_the_lease_is_lost() {
     let out = journal.append(&run, vec![step_started("step_A")]);
     assert!(out.failed.is_none(), "{:?}", out.failed);
 }
+
+fn step_file(dir: &tempfile::TempDir, run: &str, step: &str) -> std::path::PathBuf {
+    dir.path().join("steps").join(format!("{run}-{step}.json"))
+}
+
+/// A fresh step's creation and start in one batch write its step file once, already
+/// running; the files are what two separate batches write (same fields, same events).
+#[test]
+fn a_step_created_and_started_together_is_written_as_separately() {
+    let (dir, world, journal, run) = setup();
+    let out = journal.append(
+        &run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created("step_A"),
+            step_started("step_A"),
+        ],
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert_eq!(out.results.len(), 3);
+    assert_eq!(
+        out.results[1].step.as_ref().unwrap()["status"],
+        json!("pending")
+    );
+    assert_eq!(
+        out.results[2].step.as_ref().unwrap()["status"],
+        json!("running")
+    );
+    // the same, in two batches
+    assert!(journal
+        .append(&run, vec![step_created("step_B")])
+        .failed
+        .is_none());
+    assert!(journal
+        .append(&run, vec![step_started("step_B")])
+        .failed
+        .is_none());
+    let read = |step: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(step_file(&dir, &run, step)).unwrap()).unwrap()
+    };
+    let (a, b) = (read("step_A"), read("step_B"));
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+    assert_eq!(keys(&a), keys(&b), "same fields in the same order");
+    for k in ["status", "attempt", "stepName", "input", "runId"] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    assert_eq!(a["status"], json!("running"));
+    assert_eq!(
+        event_types(&world, &run),
+        [
+            "run_created",
+            "run_started",
+            "step_created",
+            "step_started",
+            "step_created",
+            "step_started"
+        ]
+    );
+}
+
+/// The held step file cannot be written (a file of that name is in the way): the failure
+/// is step_created's, nothing of either request is written, the file in the way is left.
+#[test]
+fn a_held_step_that_cannot_be_written_fails_its_creation_and_leaves_nothing() {
+    let (dir, world, journal, run) = setup();
+    assert!(journal
+        .append(
+            &run,
+            vec![req(json!({"eventType": "run_started", "specVersion": 3}))]
+        )
+        .failed
+        .is_none());
+    let path = step_file(&dir, &run, "step_A");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, b"{\"in\": \"the way\"}").unwrap();
+    let out = journal.append(&run, vec![step_created("step_A"), step_started("step_A")]);
+    assert!(out.results.is_empty(), "{:?}", out.results.len());
+    let (index, err) = out.failed.expect("refused");
+    assert_eq!(index, 0, "the failure is step_created's");
+    assert_eq!(err.name(), "EntityConflictError", "{err:?}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"{\"in\": \"the way\"}");
+    assert_eq!(event_types(&world, &run), ["run_created", "run_started"]);
+}

@@ -117,7 +117,25 @@ fn rotation_keeps_one_log_and_a_power_loss_after_it_recovers_the_acknowledged_st
         .failed
         .is_none());
     journal.commit().unwrap();
-    for i in 40..48 {
+    // steps until the log rotates again (how many depends on the bytes a step logs)
+    let before = wal::log_files(&root);
+    for i in 40..80 {
+        assert!(journal
+            .append(&run_id, step(&format!("step_{i:02}"), true))
+            .failed
+            .is_none());
+        journal.commit().unwrap();
+        if wal::log_files(&root) != before {
+            break;
+        }
+    }
+    assert_ne!(
+        wal::log_files(&root),
+        before,
+        "the log rotated after step_zz began"
+    );
+    // a little more in the newest log, before step_zz completes
+    for i in 80..82 {
         assert!(journal
             .append(&run_id, step(&format!("step_{i:02}"), true))
             .failed
