@@ -102,7 +102,7 @@ const floorRows = []
     })()
     floorRows.push(res)
     console.log(
-      `${res.steps}-step workflow on ${res.fsType} (${base}): engine ${res.engineMs.toFixed(1)} ms, floor ${res.floorMs.toFixed(1)} ms, ${(res.engineMs / res.floorMs).toFixed(2)}x the floor (format's floor ${res.formatFloorMs.toFixed(1)} ms, ${(res.engineMs / res.formatFloorMs).toFixed(2)}x); JS thread's longest block ${res.maxGapMs.toFixed(1)} ms (idle process, same time: ${res.idleGapMs.toFixed(1)} ms); engine CPU ${res.cpuMs.toFixed(0)} ms`,
+      `${res.steps}-step workflow on ${res.fsType} (${base}): engine ${res.engineMs.toFixed(1)} ms, floor ${res.floorMs.toFixed(1)} ms, ${(res.engineMs / res.floorMs).toFixed(2)}x the floor (format's floor ${res.formatFloorMs.toFixed(1)} ms, ${(res.engineMs / res.formatFloorMs).toFixed(2)}x); JS thread's longest block ${res.maxGapMs.toFixed(1)} ms (idle process, same time: ${res.idleGapMs.toFixed(1)} ms); engine CPU ${res.cpuMs.toFixed(0)} ms; rounds ${res.engineRuns.map((x) => x.toFixed(0)).join(' / ')} ms, cold run ${res.coldMs.toFixed(0)} ms`,
     )
   }
   if (floorOnly) process.exit(0)
@@ -340,7 +340,8 @@ files + 1 replaced step file, of the sizes the engine's step files have) written
 same native primitives, in the same directory, interleaved with the engine runs (medians of the
 rounds). The format's floor is every write world-local's file format makes per step — the step
 file created and replaced twice, the 3 events and the step's terminal lock: 7 files against the
-floor's 4 — with the same primitives. The JS thread's longest block is the largest gap between two ticks of a 1 ms interval
+floor's 4 — with the same primitives (the engine itself writes the step file once less: its
+creation and start travel in one batch). The JS thread's longest block is the largest gap between two ticks of a 1 ms interval
 while the workflow runs (the largest over the rounds); "same, idle process" is that interval in the
 same process doing nothing for as long, right after: the gaps the machine causes by itself (on this
 virtual machine, stolen time and scheduling produce gaps of several ms in an idle process). Engine
@@ -359,7 +360,7 @@ ${floorRows
   .join('\n')}
 
 Per-round figures: ${floorRows
-  .map((r) => `${r.fsType}: engine ${r.engineRuns.map((x) => x.toFixed(0)).join(' / ')} ms, floor ${r.floors.map((x) => x.toFixed(0)).join(' / ')} ms, format's floor ${r.formatFloors.map((x) => x.toFixed(0)).join(' / ')} ms`)
+  .map((r) => `${r.fsType}: engine ${r.engineRuns.map((x) => x.toFixed(0)).join(' / ')} ms (cold run ${r.coldMs === undefined ? '?' : r.coldMs.toFixed(0)} ms), floor ${r.floors.map((x) => x.toFixed(0)).join(' / ')} ms, format's floor ${r.formatFloors.map((x) => x.toFixed(0)).join(' / ')} ms`)
   .join('; ')}.
 On ext4 the state of the file system swings within seconds on this VM (file creation 4× to 10×
 slower for a while after deletions — the floor of one round and the next differ by up to 8× in
