@@ -142,7 +142,7 @@ class Execution {
   async settleRefusal(e) {
     if (e instanceof Halted) return HALT
     if (e && e.code === 'LEASE_LOST') {
-      this.stop('lease lost to another process')
+      this.leaseLost(e)
       return HALT
     }
     if (e && RUN_GONE.has(e.name)) {
@@ -154,6 +154,13 @@ class Execution {
       return HALT
     }
     throw e
+  }
+
+  /** Another process took the run over (this one was stopped too long): it continues there. */
+  leaseLost(err) {
+    if (this.stopped) return
+    console.warn(`[workflow-native] ${err.message}`)
+    this.stop('lease lost to another process')
   }
 
   /** A written event joins the log (and reaches its invocation: a hook_conflict answer). */
@@ -168,7 +175,7 @@ class Execution {
   onWriteFault(err) {
     if (this.stopped || err instanceof Halted) return
     // another process took the run over: it continues there; nothing more is written here
-    if (err && err.code === 'LEASE_LOST') return this.stop('lease lost to another process')
+    if (err && err.code === 'LEASE_LOST') return this.leaseLost(err)
     if (err && RUN_GONE.has(err.name)) {
       this.runEnded(err)
       return

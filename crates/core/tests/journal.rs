@@ -196,6 +196,25 @@ fn ids_in_log(world: &LocalWorld, run_id: &str) -> Vec<String> {
     log_field(world, run_id, "eventId")
 }
 
+/// `run_started`, then `step`'s creation and start, in one batch (as the engine sends them).
+fn start_with_step(journal: &Journal, run: &str, step: &str) {
+    let out = journal.append(
+        run,
+        vec![
+            req(json!({"eventType": "run_started", "specVersion": 3})),
+            step_created(step),
+            step_started(step),
+        ],
+    );
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+}
+
+/// Appends one batch that must be written whole.
+fn append_ok(journal: &Journal, run: &str, requests: Vec<Map<String, Value>>) {
+    let out = journal.append(run, requests);
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+}
+
 fn step_completed(step: &str) -> Map<String, Value> {
     req(json!({
         "eventType": "step_completed",
@@ -210,22 +229,11 @@ fn step_completed(step: &str) -> Map<String, Value> {
 #[test]
 fn a_cancel_between_batches_is_seen_by_the_next_batch() {
     let (_dir, world, journal, run) = setup();
-    let out = journal.append(
-        &run,
-        vec![
-            req(json!({"eventType": "run_started", "specVersion": 3})),
-            step_created("step_A"),
-            step_started("step_A"),
-        ],
-    );
-    assert!(out.failed.is_none(), "{:?}", out.failed);
-    let out = journal.append(&run, vec![step_completed("step_A")]);
-    assert!(out.failed.is_none(), "{:?}", out.failed);
+    start_with_step(&journal, &run, "step_A");
+    append_ok(&journal, &run, vec![step_completed("step_A")]);
     // the run is read (and kept) by this batch, and used again by the next
-    let out = journal.append(&run, vec![step_created("step_B")]);
-    assert!(out.failed.is_none(), "{:?}", out.failed);
-    let out = journal.append(&run, vec![step_started("step_B")]);
-    assert!(out.failed.is_none(), "{:?}", out.failed);
+    append_ok(&journal, &run, vec![step_created("step_B")]);
+    append_ok(&journal, &run, vec![step_started("step_B")]);
     // another writer (an API route) cancels the run
     world
         .create_event_sync(
@@ -255,15 +263,7 @@ fn a_cancel_between_batches_is_seen_by_the_next_batch() {
 #[test]
 fn batches_continue_from_what_the_previous_batch_wrote() {
     let (_dir, world, journal, run) = setup();
-    let out = journal.append(
-        &run,
-        vec![
-            req(json!({"eventType": "run_started", "specVersion": 3})),
-            step_created("step_A"),
-            step_started("step_A"),
-        ],
-    );
-    assert!(out.failed.is_none(), "{:?}", out.failed);
+    start_with_step(&journal, &run, "step_A");
     // a retry: the step's second attempt, counted from the step as the journal wrote it
     let out = journal.append(
         &run,
@@ -276,8 +276,7 @@ fn batches_continue_from_what_the_previous_batch_wrote() {
     let out = journal.append(&run, vec![step_started("step_A")]);
     assert!(out.failed.is_none(), "{:?}", out.failed);
     assert_eq!(out.results[0].step.as_ref().unwrap()["attempt"], json!(2));
-    let out = journal.append(&run, vec![step_completed("step_A")]);
-    assert!(out.failed.is_none(), "{:?}", out.failed);
+    append_ok(&journal, &run, vec![step_completed("step_A")]);
     // completing it again is refused, cache or not
     let out = journal.append(&run, vec![step_completed("step_A")]);
     assert!(out.failed.is_some(), "a second completion must be refused");
@@ -295,15 +294,7 @@ fn batches_continue_from_what_the_previous_batch_wrote() {
 #[test]
 fn forget_drops_what_the_journal_remembered() {
     let (dir, world, journal, run) = setup();
-    let out = journal.append(
-        &run,
-        vec![
-            req(json!({"eventType": "run_started", "specVersion": 3})),
-            step_created("step_A"),
-            step_started("step_A"),
-        ],
-    );
-    assert!(out.failed.is_none(), "{:?}", out.failed);
+    start_with_step(&journal, &run, "step_A");
     // the step file is completed by someone else (as a repair would)
     let path = dir.path().join("steps").join(format!("{run}-step_A.json"));
     let mut step: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
@@ -344,8 +335,7 @@ fn fenced_batches_are_refused_once_the_lease_is_lost() {
     let out = journal.append_fenced(&run, vec![step_created("step_A")], Some("owner-b"));
     assert!(out.failed.is_none(), "{:?}", out.failed);
     // unfenced appends are not checked
-    let out = journal.append(&run, vec![step_started("step_A")]);
-    assert!(out.failed.is_none(), "{:?}", out.failed);
+    append_ok(&journal, &run, vec![step_started("step_A")]);
 }
 
 fn step_file(dir: &tempfile::TempDir, run: &str, step: &str) -> std::path::PathBuf {

@@ -294,53 +294,52 @@ mod anon {
         if EMPTY_PATH_LINK.load(Ordering::Relaxed) {
             // `linkat(fd, "", AT_EMPTY_PATH)`: no walk through /proc. Allowed to processes
             // with CAP_DAC_READ_SEARCH, and since Linux 6.10 to the opener of the file;
-            // refused otherwise (ENOENT/EPERM), then /proc is used from now on.
-            // SAFETY: `fd` is open; both paths are NUL-terminated.
-            let rc = unsafe {
-                libc::linkat(
-                    file.as_raw_fd(),
-                    c"".as_ptr(),
-                    libc::AT_FDCWD,
-                    target.as_ptr(),
-                    libc::AT_EMPTY_PATH,
-                )
-            };
-            if rc == 0 {
-                return Ok(Some(true));
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EEXIST) => return Ok(Some(false)),
-                Some(libc::ENOENT | libc::EPERM | libc::EINVAL) => {
-                    EMPTY_PATH_LINK.store(false, Ordering::Relaxed);
-                }
-                _ => return Err(e),
+            // refused otherwise (EPERM, or ENOENT while the target's directory exists),
+            // then /proc is used from now on.
+            match link_at(file.as_raw_fd(), c"", &target, libc::AT_EMPTY_PATH) {
+                Ok(linked) => return Ok(Some(linked)),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EPERM | libc::EINVAL) => {
+                        EMPTY_PATH_LINK.store(false, Ordering::Relaxed)
+                    }
+                    Some(libc::ENOENT) if path.parent().is_some_and(Path::exists) => {
+                        EMPTY_PATH_LINK.store(false, Ordering::Relaxed)
+                    }
+                    _ => return Err(e),
+                },
             }
         }
         let proc_path = c_path(Path::new(&format!("/proc/self/fd/{}", file.as_raw_fd())))?;
-        // SAFETY: NUL-terminated paths; AT_FDCWD is valid for both.
-        let rc = unsafe {
-            libc::linkat(
-                libc::AT_FDCWD,
-                proc_path.as_ptr(),
-                libc::AT_FDCWD,
-                target.as_ptr(),
-                libc::AT_SYMLINK_FOLLOW,
-            )
-        };
+        match link_at(libc::AT_FDCWD, &proc_path, &target, libc::AT_SYMLINK_FOLLOW) {
+            Ok(linked) => Ok(Some(linked)),
+            Err(e) => match e.raw_os_error() {
+                // no /proc: fall back for good
+                Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => {
+                    SUPPORTED.store(false, Ordering::Relaxed);
+                    Ok(None)
+                }
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// `linkat(dirfd, from, AT_FDCWD, to, flags)`: `Ok(false)` when `to` exists.
+    fn link_at(
+        dirfd: libc::c_int,
+        from: &std::ffi::CStr,
+        to: &std::ffi::CStr,
+        flags: libc::c_int,
+    ) -> io::Result<bool> {
+        // SAFETY: NUL-terminated paths; `dirfd` is an open descriptor or AT_FDCWD.
+        let rc = unsafe { libc::linkat(dirfd, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), flags) };
         if rc == 0 {
-            return Ok(Some(true));
+            return Ok(true);
         }
         let e = io::Error::last_os_error();
-        match e.raw_os_error() {
-            Some(libc::EEXIST) => Ok(Some(false)),
-            // no /proc: fall back for good
-            Some(libc::ENOENT) if !Path::new("/proc/self/fd").exists() => {
-                SUPPORTED.store(false, Ordering::Relaxed);
-                Ok(None)
-            }
-            _ => Err(e),
+        if e.raw_os_error() == Some(libc::EEXIST) {
+            return Ok(false);
         }
+        Err(e)
     }
 }
 
