@@ -237,11 +237,6 @@ function startWorker(options) {
   const { resolveWorld } = require('./lib/world.js')
   const { world, error } = resolveWorld()
   if (error) throw error
-  if (world.kind === 'postgres') {
-    throw new errors.WorkflowRuntimeError(
-      'startWorker() runs the embedded engine, which does not run on PostgreSQL yet: use the local world (WORKFLOW_TARGET_WORLD unset).',
-    )
-  }
   return require('./lib/engine/worker.js').startWorker(getEngine(), {
     concurrency,
     leaseMs,

@@ -116,6 +116,61 @@ class PgWorld {
   openStream(name, start, mode) {
     return new LazyReader(async () => (await this.native()).openStream(name, start, mode))
   }
+  // ---------------------------------------------------------------- the embedded engine
+
+  /** One batch of events in one transaction, fenced by `leaseOwner` (see journal.js). */
+  async appendBatch(runId, requests, leaseOwner) {
+    return (await this.native()).appendBatch(runId, requests, leaseOwner)
+  }
+  async acquireLease(runId, owner, ttlMs) {
+    return (await this.native()).acquireLease(runId, owner, ttlMs)
+  }
+  async releaseLease(runId, owner) {
+    return (await this.native()).releaseLease(runId, owner)
+  }
+  async leasedRuns() {
+    return (await this.native()).leasedRuns()
+  }
+  async readRuns(statuses) {
+    return (await this.native()).readRuns(statuses)
+  }
+  async recoverRun(runId) {
+    return (await this.native()).recoverRun(runId)
+  }
+  /** Follows what other writers add to the run: `{ poll(), close() }` at once. */
+  followRun(runId, knownIds, callback) {
+    let closed = false
+    const follower = this.native().then((n) => {
+      const f = n.followRun(runId, knownIds, callback)
+      if (closed) f.close()
+      return f
+    })
+    follower.catch(() => {})
+    return {
+      poll: async () => (await follower).poll(),
+      close: () => {
+        closed = true
+        follower.then((f) => f.close(), () => {})
+      },
+    }
+  }
+  /** Calls `onRun(runId | '')` when runs are created; `{ close() }`. */
+  watchNewRuns(onRun) {
+    let closed = false
+    const watch = this.native().then((n) => {
+      const w = n.watchNewRuns(onRun)
+      if (closed) w.close()
+      return w
+    })
+    watch.catch((e) => console.error('[workflow-native] Could not watch for new runs:', e))
+    return {
+      close: () => {
+        closed = true
+        watch.then((w) => w.close(), () => {})
+      },
+    }
+  }
+
   /** A queue message `{ queueName, messageId, body }` into the official app's queue. */
   async enqueue(message) {
     const n = await this.native()

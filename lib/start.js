@@ -91,11 +91,6 @@ async function start(workflow, argsOrOptions, maybeOptions) {
   // A World passed in the options creates and enqueues (WDK semantics); its own
   // deployment id and spec version apply.
   const customWorld = !engineDef && options.world ? options.world : undefined
-  if (engineDef && world.kind === 'postgres') {
-    throw new WorkflowRuntimeError(
-      `The embedded engine does not run on PostgreSQL yet: "${workflowName}" is declared with workflow-native/workflow; start it on the local world, or run it in an app on @workflow/world-postgres.`,
-    )
-  }
   const currentDeploymentId =
     customWorld && typeof customWorld.getDeploymentId === 'function'
       ? await customWorld.getDeploymentId()
@@ -191,7 +186,11 @@ async function start(workflow, argsOrOptions, maybeOptions) {
     // or a test runner declared it again; `workflow` may be the earlier function).
     const def = engine.current(engineDef)
     // A run just created: its log is only run_created, which we hold (no need to read it).
-    engine.launch(runId, def, { workflowName, input: taggedBytes(input.bytes) })
+    // On PostgreSQL it runs here only if this process runs a worker; otherwise a worker
+    // (in any process) claims it.
+    if (world.kind !== 'postgres' || engine.worker) {
+      engine.launch(runId, def, { workflowName, input: taggedBytes(input.bytes) })
+    }
   } else if (customWorld) {
     // A World given in the options creates and enqueues (the returned Run still reads
     // the process's World, as in WDK).

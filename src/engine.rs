@@ -57,7 +57,15 @@ fn append_json(
     requests: &str,
     owner: Option<&str>,
 ) -> napi::Result<(String, bool)> {
-    let reqs: Vec<Map<String, Value>> = match serde_json::from_str::<Value>(requests) {
+    let reqs = parse_requests(requests).map_err(to_napi)?;
+    let early = workflow_core::journal::answer_before_sync(&reqs);
+    let out = journal.append_fenced(run_id, reqs, owner);
+    Ok((outcome_json(&out), early))
+}
+
+/// A batch of event requests: the JSON text of an array of objects.
+pub(crate) fn parse_requests(requests: &str) -> workflow_core::Result<Vec<Map<String, Value>>> {
+    match serde_json::from_str::<Value>(requests) {
         Ok(Value::Array(items)) => items
             .into_iter()
             .map(|v| match v {
@@ -66,16 +74,15 @@ fn append_json(
                     "each event request must be a JSON object".into(),
                 )),
             })
-            .collect::<Result<_, _>>()
-            .map_err(to_napi)?,
-        _ => {
-            return Err(to_napi(workflow_core::Error::InvalidArgument(
-                "event requests must be a JSON array".into(),
-            )))
-        }
-    };
-    let early = workflow_core::journal::answer_before_sync(&reqs);
-    let out = journal.append_fenced(run_id, reqs, owner);
+            .collect(),
+        _ => Err(workflow_core::Error::InvalidArgument(
+            "event requests must be a JSON array".into(),
+        )),
+    }
+}
+
+/// A batch's answer as the engine reads it: `{ results: [brief…], failed?: { index, error } }`.
+pub(crate) fn outcome_json(out: &workflow_core::journal::AppendOutcome) -> String {
     let mut res = Map::new();
     res.insert(
         "results".into(),
@@ -87,7 +94,7 @@ fn append_json(
             json!({ "index": index, "error": error_data(e) }),
         );
     }
-    Ok((Value::Object(res).to_string(), early))
+    Value::Object(res).to_string()
 }
 
 /// How long the journal thread keeps looking for the next append before it sleeps: an
@@ -523,7 +530,7 @@ async fn follow_loop(
 }
 
 /// `{ events, faults? }` or `{ error, faults? }` as the JS side reads it.
-fn follow_message(
+pub(crate) fn follow_message(
     got: workflow_core::Result<Vec<Value>>,
     faults: Vec<workflow_core::Error>,
 ) -> String {

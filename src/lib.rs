@@ -9,6 +9,7 @@
 mod engine;
 mod lease;
 mod pg;
+mod pg_engine;
 mod queue;
 mod stream;
 mod world;

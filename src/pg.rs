@@ -15,7 +15,7 @@ use workflow_core::world::model::Payload;
 
 #[napi]
 pub struct NativePgWorld {
-    inner: Arc<PgWorld>,
+    pub(crate) inner: Arc<PgWorld>,
 }
 
 /// Where the database is (the JS layer reads the environment, as world-postgres does).

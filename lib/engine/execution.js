@@ -34,9 +34,9 @@ const RUNTIME_ERRORS =
 
 /** The storage fault of a run whose log has no `run_created` event (a lost file). */
 function missingRunCreated(world, runId) {
-  const dir = require('node:path').join(world.dataDir, 'events')
+  const dir = world.kind === 'postgres' ? 'workflow.workflow_events' : require('node:path').join(world.dataDir, 'events')
   const err = new errors.WorkflowWorldError(
-    `Corrupt workflow data: the event log of run ${runId} in ${dir} has no run_created event (its file is missing)`,
+    `Corrupt workflow data: the event log of run ${runId} in ${dir} has no run_created event (${world.kind === 'postgres' ? 'its row is missing' : 'its file is missing'})`,
     { code: 'CORRUPT_FILE' },
   )
   err.path = dir

@@ -31,6 +31,12 @@ const writers = new WeakMap() // native world -> writer
 function writerFor(world, leaseOwner) {
   let w = writers.get(world)
   if (w) return w
+  if (world.kind === 'postgres') {
+    // one transaction per batch, on the pool's connections (async: nothing to poll for)
+    w = { append: (runId, requests) => world.appendBatch(runId, requests, leaseOwner) }
+    writers.set(world, w)
+    return w
+  }
   const pending = new Map() // id -> { resolve(text), sent }
   let nextId = 1
   // Keeps the process alive while answers are pending: one timer, referenced only then

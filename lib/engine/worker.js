@@ -1,6 +1,7 @@
 'use strict'
 // startWorker(): this process takes part in executing the declared workflows' runs on the
-// local data directory, alongside any other processes doing the same. At start it resumes
+// local data directory or the PostgreSQL database, alongside any other processes (on any
+// machines, for PostgreSQL) doing the same. At start it resumes
 // what a restart interrupted (as resumeRuns() does, up to `concurrency`); then, every
 // `pollMs`, it claims pending and running runs of its declared workflows that no live
 // process executes: a run whose process was killed (its lease names a process of this
@@ -26,6 +27,8 @@ class Worker {
   #stopping = null
   #claimed = new Set() // run ids this worker launched that are executing here
   #retryAt = new Map() // runId -> { at, delay } for runs that could not be resumed here
+  #watch = null // PostgreSQL: new runs wake the worker
+  #again = false // a wake-up came during a pass: one more pass after it
 
   constructor(engine, { concurrency, leaseMs, pollMs, onError }) {
     this.#engine = engine
@@ -44,6 +47,30 @@ class Worker {
         return []
       })
       .finally(() => this.#schedule())
+    // On PostgreSQL a run created anywhere wakes the workers at once (NOTIFY); the poll
+    // is the backstop.
+    const world = engine.world()
+    if (world.kind === 'postgres') this.#watch = world.watchNewRuns(() => this.#wake())
+  }
+
+  /** Looks for runs now (after the pass in progress, if any). */
+  #wake() {
+    if (this.#stopped) return
+    if (this.#polling) {
+      this.#again = true
+      return
+    }
+    if (this.#timer) {
+      clearTimeout(this.#timer)
+      this.#timer = null
+    }
+    this.#polling = this.#poll().finally(() => {
+      this.#polling = null
+      if (this.#again) {
+        this.#again = false
+        this.#wake()
+      } else this.#schedule()
+    })
   }
 
   /** Runs executing in this process (claimed by this worker, started or resumed here). */
@@ -71,10 +98,7 @@ class Worker {
     if (this.#stopped || this.#timer) return
     this.#timer = setTimeout(() => {
       this.#timer = null
-      this.#polling = this.#poll().finally(() => {
-        this.#polling = null
-        this.#schedule()
-      })
+      this.#wake()
     }, this.#pollMs)
     // a worker alone does not keep the process alive (a server does)
     this.#timer.unref()
@@ -164,6 +188,7 @@ class Worker {
     if (this.#stopping) return this.#stopping
     this.#stopped = true
     this.#engine.quiescing = true
+    if (this.#watch) this.#watch.close()
     if (this.#timer) {
       clearTimeout(this.#timer)
       this.#timer = null

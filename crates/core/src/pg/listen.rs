@@ -13,6 +13,12 @@ use tokio_postgres::AsyncMessage;
 pub const CHUNK_CHANNEL: &str = "workflow_event_chunk";
 /// Our run channel (payload: the run id), sent when a run ends.
 pub const RUN_CHANNEL: &str = "workflow_native_run";
+/// Our events channel (payload: the run id), sent when a run gets an event from outside
+/// its executing engine (a hook payload, a wake-up, a cancellation).
+pub const EVENTS_CHANNEL: &str = "workflow_native_events";
+/// Our new-runs channel (payload: the run id), sent when a run is created: workers look
+/// for runs to claim.
+pub const RUNS_CHANNEL: &str = "workflow_native_runs";
 /// The polling backstop of every waiter.
 pub const POLL: Duration = Duration::from_millis(500);
 
@@ -23,6 +29,10 @@ pub enum Note {
     Chunk(String),
     /// this run changed
     Run(String),
+    /// this run got an event from outside its engine
+    Events(String),
+    /// this run was created
+    NewRun(String),
     /// the listener (re)connected: notifications may have been missed, re-check
     Resync,
 }
@@ -53,6 +63,8 @@ fn parse(channel: &str, payload: &str) -> Option<Note> {
             Some(Note::Chunk(v.get("streamId")?.as_str()?.to_string()))
         }
         RUN_CHANNEL => Some(Note::Run(payload.to_string())),
+        EVENTS_CHANNEL => Some(Note::Events(payload.to_string())),
+        RUNS_CHANNEL => Some(Note::NewRun(payload.to_string())),
         _ => None,
     }
 }
@@ -93,7 +105,7 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let sql = format!("LISTEN {CHUNK_CHANNEL}; LISTEN {RUN_CHANNEL}");
+    let sql = format!("LISTEN {CHUNK_CHANNEL}; LISTEN {RUN_CHANNEL}; LISTEN {EVENTS_CHANNEL}; LISTEN {RUNS_CHANNEL}");
     let listen = client.batch_execute(&sql);
     tokio::pin!(listen);
     // drive the connection while the LISTEN statements run

@@ -8,6 +8,7 @@
 pub mod cbor;
 pub mod config;
 mod dberr;
+pub mod engine;
 pub mod listen;
 pub mod rows;
 pub mod schema;
@@ -36,6 +37,9 @@ pub struct PgWorld {
     pool: Pool,
     listener: Arc<Listener>,
     config: PgConfig,
+    /// Event ids this process's engine appended, per run, not yet seen by its follower
+    /// (which reports only what other writers added).
+    pub(crate) own: Arc<engine::OwnEvents>,
 }
 
 impl PgWorld {
@@ -57,6 +61,7 @@ impl PgWorld {
             pool,
             listener,
             config,
+            own: Default::default(),
         }))
     }
 
@@ -168,6 +173,16 @@ impl PgWorld {
                         if let Some(id) = r.get("runId").and_then(Value::as_str) {
                             store.notify(listen::RUN_CHANNEL, id)?;
                         }
+                    }
+                    // workers look for runs to claim; an engine executing the run looks
+                    // at its new events
+                    if let Some(r) = &req.run_id {
+                        let channel = if req.event_type == "run_created" {
+                            listen::RUNS_CHANNEL
+                        } else {
+                            listen::EVENTS_CHANNEL
+                        };
+                        store.notify(channel, r)?;
                     }
                     store.finish()?;
                     Ok(created)

@@ -7,6 +7,9 @@
 //! official tools read the database as their own. A database the upstream CLI set up is
 //! used as it is. Concurrent first starts serialise on an advisory lock.
 //!
+//! The embedded engine's own objects (schema `workflow_native`: run leases) are created
+//! beside them, under the same lock; the upstream tools ignore them.
+//!
 //! graphile-worker's schema (which the upstream CLI also installs) is not created: our
 //! engine does not use it, and an official app installs it when it starts.
 
@@ -183,7 +186,7 @@ async fn state(client: &impl GenericClient) -> Result<State> {
 /// Makes sure the schema is there: creates it (with the ledger) when the database has
 /// none; leaves an upstream-made one as it is; refuses anything else with the reason.
 pub(crate) async fn ensure(client: &mut Client) -> Result<()> {
-    if state(client).await? == State::Current {
+    if state(client).await? == State::Current && super::engine::present(client).await? {
         return Ok(());
     }
     // A session lock taken before the transaction begins: a transaction begun before
@@ -192,7 +195,14 @@ pub(crate) async fn ensure(client: &mut Client) -> Result<()> {
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_KEY])
         .await
         .map_err(super::dberr::db_err)?;
-    let done = create_locked(client).await;
+    let done = match create_locked(client).await {
+        // the engine's own objects (run leases), beside the upstream ones
+        Ok(()) => client
+            .batch_execute(super::engine::DDL)
+            .await
+            .map_err(super::dberr::db_err),
+        Err(e) => Err(e),
+    };
     let unlocked = client
         .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
         .await

@@ -80,6 +80,42 @@ impl<'t> PgStore<'t> {
             .map(|_| ())
     }
 
+    /// The owner named by the run's lease row, locked (`FOR SHARE`) until the transaction
+    /// ends: a takeover waits for it (see `pg::engine`).
+    pub(crate) fn lease_owner(&self, run_id: &str) -> Result<Option<String>> {
+        Ok(self
+            .query_opt(
+                "SELECT owner FROM workflow_native.leases WHERE run_id = $1 FOR SHARE",
+                &[&run_id],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    /// Marks where one event of a batch begins.
+    pub(crate) fn savepoint(&self) -> Result<()> {
+        self.execute("SAVEPOINT wfn_event", &[]).map(|_| ())
+    }
+
+    /// The event since [`savepoint`](Self::savepoint) stays.
+    pub(crate) fn release_savepoint(&self) -> Result<()> {
+        self.execute("RELEASE SAVEPOINT wfn_event", &[]).map(|_| ())
+    }
+
+    /// The event since [`savepoint`](Self::savepoint) is undone (a refusal, or a statement
+    /// that failed): the transaction goes on without it.
+    pub(crate) fn rollback_savepoint(&self) -> Result<()> {
+        let r = self
+            .handle
+            .block_on(self.tx.execute("ROLLBACK TO SAVEPOINT wfn_event", &[]));
+        match r {
+            Ok(_) => {
+                self.failed.borrow_mut().take();
+                Ok(())
+            }
+            Err(e) => self.note(Err(e)),
+        }
+    }
+
     /// Commits, unless a statement failed (then the transaction is rolled back).
     pub(crate) fn finish(self) -> Result<()> {
         if let Some(why) = self.failed.borrow_mut().take() {

@@ -1,0 +1,368 @@
+//! What the embedded engine needs from PostgreSQL beyond `events.create`: a run's events
+//! appended in batches (one transaction per batch, fenced by the run's lease) and the
+//! run leases themselves, in a schema of our own (`workflow_native`), beside the
+//! world-postgres tables.
+//!
+//! A lease row names its owner and carries the owner's own time to live: a lease is stale
+//! once `expires_at` (set by its holder at each renewal) has passed, whatever the time to
+//! live of the process looking at it. Taking a stale lease over bumps `token` (the
+//! fencing token).
+//!
+//! Fencing: a batch locks its run's lease row (`FOR SHARE`) in its transaction and is
+//! written only if the row still names the batch's owner. A takeover is an `UPDATE` of
+//! that row, so it waits for a batch in flight to commit, and every batch after it sees
+//! the new owner and is refused whole (`LeaseLost`): a process that was taken over writes
+//! nothing more for that run.
+
+use super::listen::{Note, POLL};
+use super::{db_err, store, PgWorld};
+use crate::error::{Error, Result};
+use crate::journal::AppendOutcome;
+use crate::machine::Request;
+use serde_json::{Map, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio_postgres::GenericClient;
+
+/// Event ids the engine appended, per run (see [`PgFollower`]).
+#[derive(Default)]
+pub(crate) struct OwnEvents(Mutex<HashMap<String, HashSet<String>>>);
+
+impl OwnEvents {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn add(&self, run_id: &str, ids: impl IntoIterator<Item = String>) {
+        self.lock()
+            .entry(run_id.to_string())
+            .or_default()
+            .extend(ids);
+    }
+
+    fn remove(&self, run_id: &str, ids: &[String]) {
+        if let Some(set) = self.lock().get_mut(run_id) {
+            for id in ids {
+                set.remove(id);
+            }
+        }
+    }
+
+    /// Whether `id` was appended here (forgotten once seen).
+    fn take(&self, run_id: &str, id: &str) -> bool {
+        self.lock()
+            .get_mut(run_id)
+            .is_some_and(|set| set.remove(id))
+    }
+
+    fn forget(&self, run_id: &str) {
+        self.lock().remove(run_id);
+    }
+}
+
+/// How far back of the newest event seen a follower looks again: events of one run get
+/// ids in log order, but ids come from each writer's clock, and clocks of two machines
+/// may disagree by this much.
+const CLOCK_MARGIN_MS: u64 = 10_000;
+
+fn event_id(ev: &Value) -> Option<&str> {
+    ev.get("eventId").and_then(Value::as_str)
+}
+
+/// Our own objects, created when missing (see [`super::schema::ensure`]).
+pub(crate) const DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS workflow_native;
+CREATE TABLE IF NOT EXISTS workflow_native.leases (
+  run_id varchar PRIMARY KEY,
+  owner varchar NOT NULL,
+  token bigint NOT NULL,
+  ttl_ms integer NOT NULL,
+  expires_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now());
+"#;
+
+/// Whether our objects exist.
+pub(crate) async fn present(client: &impl GenericClient) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('workflow_native.leases') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(db_err)?;
+    Ok(row.get(0))
+}
+
+/// A lease as taken: whether `owner` holds it now, and its fencing token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseGrant {
+    pub held: bool,
+    pub token: Option<i64>,
+}
+
+impl PgWorld {
+    /// Takes (or renews, for its owner) the run's lease for `ttl_ms`; a lease another
+    /// owner holds is taken over only once stale by that owner's own time to live.
+    pub async fn acquire_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        ttl_ms: u32,
+    ) -> Result<LeaseGrant> {
+        let c = self.client().await?;
+        let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
+        let row = c
+            .query_opt(
+                "INSERT INTO workflow_native.leases AS l (run_id, owner, token, ttl_ms, expires_at)
+                 VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')
+                 ON CONFLICT (run_id) DO UPDATE SET
+                   owner = EXCLUDED.owner,
+                   token = CASE WHEN l.owner = EXCLUDED.owner THEN l.token ELSE l.token + 1 END,
+                   ttl_ms = EXCLUDED.ttl_ms,
+                   expires_at = EXCLUDED.expires_at,
+                   updated_at = now()
+                 WHERE l.owner = EXCLUDED.owner OR l.expires_at < now()
+                 RETURNING token",
+                &[&run_id, &owner, &ttl],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(LeaseGrant {
+            held: row.is_some(),
+            token: row.map(|r| r.get(0)),
+        })
+    }
+
+    /// Gives the run's lease up if `owner` holds it (nothing otherwise).
+    pub async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM workflow_native.leases WHERE run_id = $1 AND owner = $2",
+            &[&run_id, &owner],
+        )
+        .await
+        .map_err(db_err)?;
+        Ok(())
+    }
+
+    /// The runs that have a lease row (held, or left by a process that died).
+    pub async fn leased_runs(&self) -> Result<Vec<String>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT run_id FROM workflow_native.leases ORDER BY run_id",
+                &[],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Appends `requests` to the run's log in order, in one transaction, through the
+    /// shared rules: the events before a refused one are written, the refused one and
+    /// those after it are not (each event is a savepoint). With `owner`, the batch is
+    /// written only while `owner` holds the run's lease (else refused whole: `LeaseLost`).
+    /// A failed commit writes nothing: refused at index 0.
+    pub async fn append_batch(
+        &self,
+        run_id: &str,
+        requests: Vec<Map<String, Value>>,
+        owner: Option<&str>,
+    ) -> AppendOutcome {
+        match self.append_batch_inner(run_id, requests, owner).await {
+            Ok(out) => out,
+            Err(e) => AppendOutcome {
+                results: Vec::new(),
+                failed: Some((0, e)),
+            },
+        }
+    }
+
+    async fn append_batch_inner(
+        &self,
+        run_id: &str,
+        requests: Vec<Map<String, Value>>,
+        owner: Option<&str>,
+    ) -> Result<AppendOutcome> {
+        crate::ids::assert_safe_entity_id("runId", run_id)?;
+        let mut client = self.client().await?;
+        let handle = tokio::runtime::Handle::current();
+        let run_id = run_id.to_string();
+        let owner = owner.map(str::to_string);
+        let own = Arc::clone(&self.own);
+        tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
+            let tx = handle.block_on(client.transaction()).map_err(db_err)?;
+            let store = store::PgStore::new(handle.clone(), tx);
+            store.lock_run(&run_id)?;
+            if let Some(owner) = &owner {
+                if store.lease_owner(&run_id)?.as_deref() != Some(owner.as_str()) {
+                    store.abort();
+                    return Err(Error::LeaseLost { run_id });
+                }
+            }
+            let mut results = Vec::with_capacity(requests.len());
+            let mut failed = None;
+            let mut ended = false;
+            for (i, req) in requests.into_iter().enumerate() {
+                let req = match Request::parse(Some(&run_id), req) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failed = Some((i, e));
+                        break;
+                    }
+                };
+                store.savepoint()?;
+                match crate::machine::apply(&store, &req) {
+                    Ok(created) => {
+                        store.release_savepoint()?;
+                        ended |= matches!(
+                            req.event_type.as_str(),
+                            "run_completed" | "run_failed" | "run_cancelled"
+                        );
+                        results.push(created.result);
+                    }
+                    Err(e) => {
+                        store.rollback_savepoint()?;
+                        failed = Some((i, e));
+                        break;
+                    }
+                }
+            }
+            if ended {
+                store.notify(super::listen::RUN_CHANNEL, &run_id)?;
+            }
+            // known as ours before the commit makes them visible to our follower
+            let ids: Vec<String> = results
+                .iter()
+                .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
+                .collect();
+            own.add(&run_id, ids.iter().cloned());
+            if let Err(e) = store.finish() {
+                own.remove(&run_id, &ids);
+                return Err(e);
+            }
+            Ok(AppendOutcome { results, failed })
+        })
+        .await
+        .map_err(|e| Error::Plain(format!("event batch task failed: {e}")))?
+    }
+}
+
+impl PgWorld {
+    /// The run's events with ids above `after` (all when `None`), in log order.
+    async fn events_after(&self, run_id: &str, after: Option<&str>) -> Result<Vec<Value>> {
+        let c = self.client().await?;
+        let sql = format!(
+            "SELECT {} FROM workflow.workflow_events WHERE run_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id",
+            super::rows::EVENT_COLS
+        );
+        let rows = c.query(&sql, &[&run_id, &after]).await.map_err(db_err)?;
+        rows.iter().map(super::rows::event_json).collect()
+    }
+
+    /// Follows the events other writers add to `run_id` (this process's appends are not
+    /// reported).
+    pub fn follow(self: &Arc<Self>, run_id: &str) -> Result<PgFollower> {
+        crate::ids::assert_safe_entity_id("runId", run_id)?;
+        Ok(PgFollower {
+            world: Arc::clone(self),
+            run_id: run_id.to_string(),
+            known: HashSet::new(),
+            newest: None,
+            rx: self.subscribe(),
+        })
+    }
+}
+
+/// A run's follower: woken by `workflow_native_events` / run notifications for its run,
+/// by a listener reconnect, and every [`POLL`] in any case.
+pub struct PgFollower {
+    world: Arc<PgWorld>,
+    run_id: String,
+    known: HashSet<String>,
+    /// the newest event id seen
+    newest: Option<String>,
+    rx: tokio::sync::broadcast::Receiver<Note>,
+}
+
+impl PgFollower {
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Event ids the caller has read already.
+    pub fn known(&mut self, ids: impl IntoIterator<Item = String>) {
+        for id in ids {
+            if self.newest.as_deref().is_none_or(|n| id.as_str() > n) {
+                self.newest = Some(id.clone());
+            }
+            self.known.insert(id);
+        }
+    }
+
+    /// Where the next look starts: [`CLOCK_MARGIN_MS`] before the newest id seen.
+    fn floor(&self) -> Option<String> {
+        let newest = self.newest.as_deref()?;
+        let (prefix, ulid) = newest.split_once('_')?;
+        let t = ulid::Ulid::from_string(ulid).ok()?.timestamp_ms();
+        let back = ulid::Ulid::from_parts(t.saturating_sub(CLOCK_MARGIN_MS), 0);
+        Some(format!("{prefix}_{back}"))
+    }
+
+    /// What other writers added and was not reported yet (looks now).
+    pub async fn poll_now(&mut self) -> Result<Vec<Value>> {
+        let floor = self.floor();
+        let got = self
+            .world
+            .events_after(&self.run_id, floor.as_deref())
+            .await?;
+        let mut out = Vec::new();
+        for ev in got {
+            let Some(id) = event_id(&ev).map(str::to_string) else {
+                continue;
+            };
+            if !self.known.insert(id.clone()) {
+                continue;
+            }
+            if self.newest.as_deref().is_none_or(|n| id.as_str() > n) {
+                self.newest = Some(id.clone());
+            }
+            if self.world.own.take(&self.run_id, &id) {
+                continue;
+            }
+            out.push(ev);
+        }
+        Ok(out)
+    }
+
+    /// Waits for events other writers add, and returns them (never empty).
+    pub async fn next(&mut self) -> Result<Vec<Value>> {
+        loop {
+            let deadline = tokio::time::sleep(POLL);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    _ = &mut deadline => break,
+                    n = self.rx.recv() => match n {
+                        Ok(Note::Events(id)) | Ok(Note::Run(id)) if id == self.run_id => break,
+                        Ok(Note::Resync) | Err(_) => break,
+                        Ok(_) => {}
+                    },
+                }
+            }
+            let got = self.poll_now().await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+        }
+    }
+}
+
+impl Drop for PgFollower {
+    fn drop(&mut self) {
+        self.world.own.forget(&self.run_id);
+    }
+}

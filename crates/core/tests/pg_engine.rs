@@ -1,0 +1,234 @@
+//! What the embedded engine needs from PostgreSQL: batches appended in one transaction
+//! (partial on a refusal, nothing on a lost lease), run leases (taken, renewed, taken over
+//! only once stale by the holder's own time to live, released), and following the events
+//! other writers add. Needs a server (see `pgtest`).
+
+mod pgtest;
+use pgtest::*;
+
+use serde_json::{json, Map, Value};
+use std::time::Duration;
+use workflow_core::pg::engine::LeaseGrant;
+
+fn step_reqs(step: &str) -> Vec<Map<String, Value>> {
+    vec![
+        req(
+            json!({"eventType": "step_created", "specVersion": 2, "correlationId": step,
+            "eventData": {"stepName": "s", "input": bin(b"i")}}),
+        ),
+        req(json!({"eventType": "step_started", "specVersion": 2, "correlationId": step})),
+    ]
+}
+
+async fn types(db: &TestDb, run_id: &str) -> Vec<String> {
+    let c = db.sql().await;
+    c.query(
+        "SELECT type FROM workflow.workflow_events WHERE run_id = $1 ORDER BY id",
+        &[&run_id],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Moves the run's lease past its expiry (as its holder's time to live running out would).
+async fn expire(db: &TestDb, run_id: &str) {
+    let c = db.sql().await;
+    let n = c
+        .execute(
+            "UPDATE workflow_native.leases SET expires_at = now() - interval '1 second' WHERE run_id = $1",
+            &[&run_id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_written_in_order_up_to_a_refusal() {
+    let Some(db) = TestDb::new("batch").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    reqs.extend(step_reqs("step_a"));
+    let out = w.append_batch(&run, reqs, None).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert_eq!(out.results.len(), 3);
+    let step = out.results[2].step.as_ref().unwrap();
+    assert_eq!(step["status"], "running");
+    assert_eq!(step["attempt"], 1);
+
+    // the second step_completed of a step is refused: the first one and nothing after it stays
+    let done = |v: &[u8]| {
+        req(
+            json!({"eventType": "step_completed", "specVersion": 2, "correlationId": "step_a",
+            "eventData": {"result": bin(v)}}),
+        )
+    };
+    let mut reqs = vec![done(b"1"), done(b"2")];
+    reqs.extend(step_reqs("step_b"));
+    let out = w.append_batch(&run, reqs, None).await;
+    assert_eq!(out.results.len(), 1);
+    let (index, err) = out.failed.expect("refused");
+    assert_eq!(index, 1);
+    assert_eq!(err.name(), "EntityConflictError", "{err}");
+    assert_eq!(
+        types(&db, &run).await,
+        [
+            "run_created",
+            "run_started",
+            "step_created",
+            "step_started",
+            "step_completed"
+        ]
+    );
+    // the transaction went on after the refused event: the batch's first event committed
+    let c = db.sql().await;
+    let status: String = c
+        .query_one(
+            "SELECT status::text FROM workflow.workflow_steps WHERE step_id = 'step_a'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "completed");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_taken_renewed_taken_over_when_stale_and_released() {
+    let Some(db) = TestDb::new("lease").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    let a = w.acquire_lease(&run, "a", 60_000).await.unwrap();
+    assert_eq!(
+        a,
+        LeaseGrant {
+            held: true,
+            token: Some(1)
+        }
+    );
+    // renewal by the holder keeps the token
+    assert_eq!(
+        w.acquire_lease(&run, "a", 60_000).await.unwrap().token,
+        Some(1)
+    );
+    // another owner cannot take a live lease, whatever its own time to live
+    assert!(!w.acquire_lease(&run, "b", 1).await.unwrap().held);
+    assert_eq!(w.leased_runs().await.unwrap(), vec![run.clone()]);
+
+    // a stale lease (by the holder's time to live) is taken over with a new token
+    let short = new_run(&w).await;
+    assert!(w.acquire_lease(&short, "a", 100).await.unwrap().held);
+    expire(&db, &short).await;
+    let b = w.acquire_lease(&short, "b", 60_000).await.unwrap();
+    assert_eq!(
+        b,
+        LeaseGrant {
+            held: true,
+            token: Some(2)
+        }
+    );
+    assert!(!w.acquire_lease(&short, "a", 100).await.unwrap().held);
+
+    // release by a non-holder does nothing; by the holder, the row goes
+    w.release_lease(&short, "a").await.unwrap();
+    assert!(w.leased_runs().await.unwrap().contains(&short));
+    w.release_lease(&short, "b").await.unwrap();
+    assert!(!w.leased_runs().await.unwrap().contains(&short));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_is_refused_whole_once_its_owner_lost_the_lease() {
+    let Some(db) = TestDb::new("fence").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    assert!(w.acquire_lease(&run, "a", 100).await.unwrap().held);
+    let started = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    let out = w.append_batch(&run, started, Some("a")).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    expire(&db, &run).await;
+    // stale but not taken over: still the holder's
+    let out = w.append_batch(&run, step_reqs("step_a"), Some("a")).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert!(w.acquire_lease(&run, "b", 60_000).await.unwrap().held);
+    let out = w.append_batch(&run, step_reqs("step_b"), Some("a")).await;
+    assert!(out.results.is_empty());
+    let (index, err) = out.failed.expect("fenced");
+    assert_eq!(index, 0);
+    assert_eq!(err.code().as_deref(), Some("LEASE_LOST"), "{err}");
+    // no lease row at all: refused too
+    let other = new_run(&w).await;
+    let out = w
+        .append_batch(
+            &other,
+            vec![req(json!({"eventType": "run_started", "specVersion": 2}))],
+            Some("a"),
+        )
+        .await;
+    assert_eq!(
+        out.failed.map(|(_, e)| e.code()),
+        Some(Some("LEASE_LOST".into()))
+    );
+    assert_eq!(
+        types(&db, &run).await,
+        ["run_created", "run_started", "step_created", "step_started"]
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_reports_what_other_writers_add_and_not_its_own_appends() {
+    let Some(db) = TestDb::new("follow").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    let mut f = w.follow(&run).unwrap();
+    // what was there before: reported unless known
+    let first = f.poll_now().await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0]["eventType"], "run_created");
+    let out = w
+        .append_batch(
+            &run,
+            vec![req(json!({"eventType": "run_started", "specVersion": 2}))],
+            None,
+        )
+        .await;
+    assert!(out.failed.is_none());
+    assert!(
+        f.poll_now().await.unwrap().is_empty(),
+        "its own append was reported"
+    );
+
+    // another writer (the api side): woken by its notification
+    let writer = db.world().await;
+    let waiting = tokio::spawn(async move { f.next().await.map(|evs| (evs, f)) });
+    writer
+        .create_event(
+            Some(&run),
+            req(json!({"eventType": "run_cancelled", "specVersion": 2})),
+        )
+        .await
+        .unwrap();
+    let (evs, mut f) = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(evs.len(), 1);
+    assert_eq!(evs[0]["eventType"], "run_cancelled");
+    assert!(f.poll_now().await.unwrap().is_empty());
+    db.drop_db().await;
+}
