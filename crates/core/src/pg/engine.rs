@@ -163,7 +163,7 @@ impl PgWorld {
 
     /// Appends `requests` to the run's log in order, in one transaction, through the
     /// shared rules: the events before a refused one are written, the refused one and
-    /// those after it are not (each event is a savepoint). With `owner`, the batch is
+    /// those after it are not (a refusal aborts the transaction, and the events before it are written again in one of their own). With `owner`, the batch is
     /// written only while `owner` holds the run's lease (else refused whole: `LeaseLost`).
     /// A failed commit writes nothing: refused at index 0.
     pub async fn append_batch(
@@ -188,66 +188,130 @@ impl PgWorld {
         owner: Option<&str>,
     ) -> Result<AppendOutcome> {
         crate::ids::assert_safe_entity_id("runId", run_id)?;
+        // what cannot be parsed is refused where it stands, after the ones before it
+        let mut parsed = Vec::with_capacity(requests.len());
+        let mut bad = None;
+        for (i, r) in requests.into_iter().enumerate() {
+            match Request::parse(Some(run_id), r) {
+                Ok(req) => parsed.push(req),
+                Err(e) => {
+                    bad = Some((i, e));
+                    break;
+                }
+            }
+        }
         let mut client = self.client().await?;
         let handle = tokio::runtime::Handle::current();
         let run_id = run_id.to_string();
         let owner = owner.map(str::to_string);
         let own = Arc::clone(&self.own);
         tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
-            let tx = handle.block_on(client.transaction()).map_err(db_err)?;
-            let store = store::PgStore::new(handle.clone(), tx);
-            store.lock_run(&run_id)?;
-            if let Some(owner) = &owner {
-                if store.lease_owner(&run_id)?.as_deref() != Some(owner.as_str()) {
-                    store.abort();
-                    return Err(Error::LeaseLost { run_id });
-                }
-            }
-            let mut results = Vec::with_capacity(requests.len());
-            let mut failed = None;
-            let mut ended = false;
-            for (i, req) in requests.into_iter().enumerate() {
-                let req = match Request::parse(Some(&run_id), req) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        failed = Some((i, e));
-                        break;
+            let mut batch = Batch {
+                handle: &handle,
+                client: &mut client,
+                run_id: &run_id,
+                owner: owner.as_deref(),
+                own: &own,
+            };
+            // A refusal aborts the whole transaction: the events before it are written
+            // again, in a transaction of their own (rare: the run changed under us).
+            let mut upto = parsed.len();
+            let mut refusal = bad;
+            let out = loop {
+                match batch.write(&parsed[..upto])? {
+                    Written::All(results) => {
+                        break AppendOutcome {
+                            results,
+                            failed: refusal,
+                        }
                     }
-                };
-                store.savepoint()?;
-                match crate::machine::apply(&store, &req) {
-                    Ok(created) => {
-                        store.release_savepoint()?;
-                        ended |= matches!(
-                            req.event_type.as_str(),
-                            "run_completed" | "run_failed" | "run_cancelled"
-                        );
-                        results.push(created.result);
+                    Written::Refused(0, e) => {
+                        break AppendOutcome {
+                            results: Vec::new(),
+                            failed: Some((0, e)),
+                        }
                     }
-                    Err(e) => {
-                        store.rollback_savepoint()?;
-                        failed = Some((i, e));
-                        break;
+                    Written::Refused(i, e) => {
+                        upto = i;
+                        refusal = Some((i, e));
                     }
                 }
-            }
-            if ended {
-                store.notify(super::listen::RUN_CHANNEL, &run_id)?;
-            }
-            // known as ours before the commit makes them visible to our follower
-            let ids: Vec<String> = results
-                .iter()
-                .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
-                .collect();
-            own.add(&run_id, ids.iter().cloned());
-            if let Err(e) = store.finish() {
-                own.remove(&run_id, &ids);
-                return Err(e);
-            }
-            Ok(AppendOutcome { results, failed })
+            };
+            Ok(out)
         })
         .await
         .map_err(|e| Error::Plain(format!("event batch task failed: {e}")))?
+    }
+}
+
+/// One batch's transaction (see [`PgWorld::append_batch`]).
+struct Batch<'a> {
+    handle: &'a tokio::runtime::Handle,
+    client: &'a mut deadpool_postgres::Object,
+    run_id: &'a str,
+    owner: Option<&'a str>,
+    own: &'a OwnEvents,
+}
+
+enum Written {
+    /// every event, committed
+    All(Vec<crate::machine::EventResult>),
+    /// refused at this index: nothing written
+    Refused(usize, Error),
+}
+
+impl Batch<'_> {
+    /// The events in one transaction: all committed, or none (`Err`: the database failed;
+    /// `Refused`: the rules refused one, the lease was lost).
+    fn write(&mut self, requests: &[Request]) -> Result<Written> {
+        let tx = self
+            .handle
+            .block_on(self.client.transaction())
+            .map_err(db_err)?;
+        let store = store::PgStore::new(self.handle.clone(), tx);
+        store.lock_run(self.run_id)?;
+        if let Some(owner) = self.owner {
+            if store.lease_owner(self.run_id)?.as_deref() != Some(owner) {
+                store.abort();
+                return Ok(Written::Refused(
+                    0,
+                    Error::LeaseLost {
+                        run_id: self.run_id.to_string(),
+                    },
+                ));
+            }
+        }
+        let mut results = Vec::with_capacity(requests.len());
+        let mut ended = false;
+        for (i, req) in requests.iter().enumerate() {
+            match crate::machine::apply(&store, req) {
+                Ok(created) => {
+                    ended |= matches!(
+                        req.event_type.as_str(),
+                        "run_completed" | "run_failed" | "run_cancelled"
+                    );
+                    results.push(created.result);
+                }
+                Err(e) => {
+                    store.abort();
+                    return Ok(Written::Refused(i, e));
+                }
+            }
+        }
+        if ended {
+            store.notify(super::listen::RUN_CHANNEL, self.run_id)?;
+        }
+        // known as ours before the commit makes them visible to our follower
+        let ids: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
+            .collect();
+        self.own.add(self.run_id, ids.iter().cloned());
+        if let Err(e) = store.finish() {
+            self.own.remove(self.run_id, &ids);
+            return Err(e);
+        }
+        Ok(Written::All(results))
     }
 }
 

@@ -30,6 +30,11 @@ pub(crate) struct PgStore<'t> {
     /// The first statement failure: the transaction is aborted from then on, and the
     /// event must not be reported as stored even if a rule chose to ignore the error.
     failed: RefCell<Option<String>>,
+    /// The run and the step last read in this transaction (rows it holds `FOR UPDATE`),
+    /// as long as no statement of this transaction wrote to their table: the rules read
+    /// the run for every event of a batch, and a step more than once per event.
+    run_memo: RefCell<Option<(String, Option<RunState>)>>,
+    step_memo: RefCell<Option<(String, Option<StepState>)>>,
 }
 
 /// `<runId>-<correlationId>` → (runId, correlationId); run ids never hold `-`.
@@ -43,6 +48,21 @@ impl<'t> PgStore<'t> {
             handle,
             tx,
             failed: RefCell::new(None),
+            run_memo: RefCell::new(None),
+            step_memo: RefCell::new(None),
+        }
+    }
+
+    /// A statement that may write: what it may change is read again.
+    fn forget_written(&self, sql: &str) {
+        if sql.trim_start().starts_with("SELECT") {
+            return;
+        }
+        if sql.contains("workflow_runs") {
+            self.run_memo.borrow_mut().take();
+        }
+        if sql.contains("workflow_steps") {
+            self.step_memo.borrow_mut().take();
         }
     }
 
@@ -56,13 +76,23 @@ impl<'t> PgStore<'t> {
         })
     }
 
+    /// Statements are prepared once per connection (the pool's statement cache): a
+    /// statement is then one round trip, not two.
     fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
-        let r = self.handle.block_on(self.tx.query_opt(sql, params));
+        self.forget_written(sql);
+        let r = self.handle.block_on(async {
+            let stmt = self.tx.prepare_cached(sql).await?;
+            self.tx.query_opt(&stmt, params).await
+        });
         self.note(r)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        let r = self.handle.block_on(self.tx.execute(sql, params));
+        self.forget_written(sql);
+        let r = self.handle.block_on(async {
+            let stmt = self.tx.prepare_cached(sql).await?;
+            self.tx.execute(&stmt, params).await
+        });
         self.note(r)
     }
 
@@ -89,31 +119,6 @@ impl<'t> PgStore<'t> {
                 &[&run_id],
             )?
             .map(|r| r.get(0)))
-    }
-
-    /// Marks where one event of a batch begins.
-    pub(crate) fn savepoint(&self) -> Result<()> {
-        self.execute("SAVEPOINT wfn_event", &[]).map(|_| ())
-    }
-
-    /// The event since [`savepoint`](Self::savepoint) stays.
-    pub(crate) fn release_savepoint(&self) -> Result<()> {
-        self.execute("RELEASE SAVEPOINT wfn_event", &[]).map(|_| ())
-    }
-
-    /// The event since [`savepoint`](Self::savepoint) is undone (a refusal, or a statement
-    /// that failed): the transaction goes on without it.
-    pub(crate) fn rollback_savepoint(&self) -> Result<()> {
-        let r = self
-            .handle
-            .block_on(self.tx.execute("ROLLBACK TO SAVEPOINT wfn_event", &[]));
-        match r {
-            Ok(_) => {
-                self.failed.borrow_mut().take();
-                Ok(())
-            }
-            Err(e) => self.note(Err(e)),
-        }
     }
 
     /// Commits, unless a statement failed (then the transaction is rolled back).
@@ -169,17 +174,24 @@ impl EventStore for PgStore<'_> {
     }
 
     fn load_run(&self, run_id: &str) -> Result<Option<RunState>> {
+        if let Some((id, run)) = &*self.run_memo.borrow() {
+            if id == run_id {
+                return Ok(run.clone());
+            }
+        }
         let sql = format!(
             "SELECT {} FROM workflow.workflow_runs WHERE id = $1 FOR UPDATE",
             rows::RUN_COLS
         );
-        match self.query_opt(&sql, &[&run_id])? {
-            None => Ok(None),
+        let run = match self.query_opt(&sql, &[&run_id])? {
+            None => None,
             Some(row) => {
                 let v = rows::run_json(&row)?;
-                RunState::parse(&location("workflow_runs", run_id), &v).map(Some)
+                Some(RunState::parse(&location("workflow_runs", run_id), &v)?)
             }
-        }
+        };
+        *self.run_memo.borrow_mut() = Some((run_id.to_string(), run.clone()));
+        Ok(run)
     }
 
     fn create_run(&self, run_id: &str, run: &Map<String, Value>, _implicit: bool) -> Result<bool> {
@@ -240,18 +252,25 @@ impl EventStore for PgStore<'_> {
     }
 
     fn load_step(&self, step_key: &str) -> Result<Option<StepState>> {
+        if let Some((key, step)) = &*self.step_memo.borrow() {
+            if key == step_key {
+                return Ok(step.clone());
+            }
+        }
         let (run_id, step_id) = split_key(step_key);
         let sql = format!(
             "SELECT {} FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE",
             rows::STEP_COLS
         );
-        match self.query_opt(&sql, &[&step_id, &run_id])? {
-            None => Ok(None),
+        let step = match self.query_opt(&sql, &[&step_id, &run_id])? {
+            None => None,
             Some(row) => {
                 let m = rows::step_json(&row)?;
-                StepState::parse(&location("workflow_steps", step_id), &m).map(Some)
+                Some(StepState::parse(&location("workflow_steps", step_id), &m)?)
             }
-        }
+        };
+        *self.step_memo.borrow_mut() = Some((step_key.to_string(), step.clone()));
+        Ok(step)
     }
 
     fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
@@ -495,9 +514,11 @@ impl EventStore for PgStore<'_> {
         } else {
             rows::cbor(event.get("eventData"), &rows::EVENT_DATE_KEYS)
         };
-        let r = self.handle.block_on(self.tx.query_opt(
+        let r = self.handle.block_on(async {
+            let stmt = self.tx.prepare_cached(
             "INSERT INTO workflow.workflow_events (id, type, correlation_id, created_at, run_id, payload_cbor, spec_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id").await?;
+            self.tx.query_opt(&stmt,
             &[
                 &event_id,
                 &ty,
@@ -507,7 +528,8 @@ impl EventStore for PgStore<'_> {
                 &data,
                 &rows::spec_int(event.get("specVersion")),
             ],
-        ));
+        ).await
+        });
         match r {
             Ok(row) => Ok(row.is_some()),
             Err(e)
