@@ -57,6 +57,7 @@ function systems(env) {
     { id: 'ours-disk', label: `workflow-native, ${dflt} (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], ref: true },
     { id: 'dbos', label: 'DBOS Transact', script: 'dbos-child.mjs', args: [], execArgv: ['--no-deprecation'] },
     { id: 'restate', label: 'Restate', script: 'restate-child.mjs', args: [disk] },
+    { id: 'ours-pg', label: 'workflow-native on PostgreSQL (a worker in the process; same server as DBOS)', script: 'ours-pg-child.mjs', args: [] },
     { id: 'ours-disk-files', label: `workflow-native, in-place durability, WORKFLOW_NATIVE_SYNC=files (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], env: { WORKFLOW_NATIVE_SYNC: 'files' } },
     { id: 'ours-disk-off', label: `workflow-native, sync off (${fsTypeOf(disk)}${journalOf(disk)})`, script: 'ours-child.mjs', args: [disk], env: { WORKFLOW_NATIVE_SYNC: 'off' } },
   ]
@@ -98,7 +99,7 @@ async function cleanUp(res, log) {
   if (res.dataDir && path.basename(res.dataDir).startsWith('wfn-bench-peers-') && fs.existsSync(res.dataDir)) {
     fs.rmSync(res.dataDir, { recursive: true, force: true })
   }
-  if (res.pgDatabase && /^wfn_bench_dbos_\d+$/.test(res.pgDatabase)) {
+  if (res.pgDatabase && /^wfn_bench_(dbos|ours)_\d+$/.test(res.pgDatabase)) {
     let c
     try {
       c = await pgClient(PG_ADMIN_URL)

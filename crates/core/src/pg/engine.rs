@@ -200,15 +200,14 @@ impl PgWorld {
                 }
             }
         }
-        let mut client = self.client().await?;
-        let handle = tokio::runtime::Handle::current();
         let run_id = run_id.to_string();
         let owner = owner.map(str::to_string);
         let own = Arc::clone(&self.own);
+        let pool = Arc::clone(&self.batches);
         tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
+            let mut conn = pool.get()?;
             let mut batch = Batch {
-                handle: &handle,
-                client: &mut client,
+                conn: &mut conn,
                 run_id: &run_id,
                 owner: owner.as_deref(),
                 own: &own,
@@ -245,9 +244,8 @@ impl PgWorld {
 }
 
 /// One batch's transaction (see [`PgWorld::append_batch`]).
-struct Batch<'a> {
-    handle: &'a tokio::runtime::Handle,
-    client: &'a mut deadpool_postgres::Object,
+struct Batch<'a, 'p> {
+    conn: &'a mut super::sync::Pooled<'p>,
     run_id: &'a str,
     owner: Option<&'a str>,
     own: &'a OwnEvents,
@@ -260,15 +258,12 @@ enum Written {
     Refused(usize, Error),
 }
 
-impl Batch<'_> {
+impl Batch<'_, '_> {
     /// The events in one transaction: all committed, or none (`Err`: the database failed;
     /// `Refused`: the rules refused one, the lease was lost).
     fn write(&mut self, requests: &[Request]) -> Result<Written> {
-        let tx = self
-            .handle
-            .block_on(self.client.transaction())
-            .map_err(db_err)?;
-        let store = store::PgStore::new(self.handle.clone(), tx);
+        let tx = self.conn.transaction()?;
+        let store = store::PgStore::over(Box::new(tx));
         store.lock_run(self.run_id)?;
         if let Some(owner) = self.owner {
             if store.lease_owner(self.run_id)?.as_deref() != Some(owner) {

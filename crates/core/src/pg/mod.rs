@@ -14,6 +14,7 @@ pub mod rows;
 pub mod schema;
 mod store;
 pub mod streams;
+mod sync;
 
 use crate::error::{Error, Result};
 use crate::machine::{Created, Request};
@@ -40,6 +41,8 @@ pub struct PgWorld {
     /// Event ids this process's engine appended, per run, not yet seen by its follower
     /// (which reports only what other writers added).
     pub(crate) own: Arc<engine::OwnEvents>,
+    /// Synchronous connections for the engine's batches (see `sync`).
+    pub(crate) batches: Arc<sync::SyncPool>,
 }
 
 impl PgWorld {
@@ -56,12 +59,18 @@ impl PgWorld {
         })?;
         schema::ensure(&mut client).await?;
         drop(client);
+        let batches = Arc::new(sync::SyncPool::new(
+            cfg.clone(),
+            verify,
+            config.max_pool_size,
+        ));
         let listener = Listener::start(cfg, verify);
         Ok(Arc::new(PgWorld {
             pool,
             listener,
             config,
             own: Default::default(),
+            batches,
         }))
     }
 
@@ -155,11 +164,10 @@ impl PgWorld {
         request: Map<String, Value>,
     ) -> Result<Created> {
         let req = Request::parse(run_id, request)?;
-        let mut client = self.client().await?;
-        let handle = tokio::runtime::Handle::current();
+        let pool = Arc::clone(&self.batches);
         tokio::task::spawn_blocking(move || -> Result<Created> {
-            let tx = handle.block_on(client.transaction()).map_err(db_err)?;
-            let store = store::PgStore::new(handle.clone(), tx);
+            let mut conn = pool.get()?;
+            let store = store::PgStore::over(Box::new(conn.transaction()?));
             if let Some(r) = &req.run_id {
                 store.lock_run(r)?;
             }

@@ -1,8 +1,8 @@
 //! The shared `events.create` rules ([`crate::machine`]) over one PostgreSQL transaction.
 //!
 //! The rules call a synchronous [`EventStore`]; here each call is a statement of one
-//! transaction, run from a blocking-pool thread that waits on the async client
-//! (`Handle::block_on`). The whole event — the entity lock, its checks, the entity
+//! transaction on a synchronous connection (`pg::sync`), from a blocking-pool thread.
+//! The whole event — the entity lock, its checks, the entity
 //! changes, the event row and the clean-ups — commits or rolls back as one, so the rules'
 //! file-oriented undo log is not used ([`EventStore::transactional`]).
 //!
@@ -16,17 +16,31 @@
 use super::rows::{self, location};
 use crate::error::{Error, Result};
 use crate::machine::{Entity, EventStore, Once, RunState, StepState, TokenClaim};
-use deadpool_postgres::Transaction;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::path::PathBuf;
-use tokio::runtime::Handle;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
+/// One open transaction, statement by statement, from a thread that may block (a
+/// synchronous connection driven on the calling thread itself: see `pg::sync`).
+pub(crate) trait Sql {
+    fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<Option<Row>, tokio_postgres::Error>;
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> std::result::Result<u64, tokio_postgres::Error>;
+    fn commit(self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error>;
+    fn rollback(self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error>;
+}
+
 pub(crate) struct PgStore<'t> {
-    handle: Handle,
-    tx: Transaction<'t>,
+    tx: RefCell<Box<dyn Sql + 't>>,
     /// The first statement failure: the transaction is aborted from then on, and the
     /// event must not be reported as stored even if a rule chose to ignore the error.
     failed: RefCell<Option<String>>,
@@ -43,10 +57,9 @@ fn split_key(key: &str) -> (&str, &str) {
 }
 
 impl<'t> PgStore<'t> {
-    pub(crate) fn new(handle: Handle, tx: Transaction<'t>) -> PgStore<'t> {
+    pub(crate) fn over(tx: Box<dyn Sql + 't>) -> PgStore<'t> {
         PgStore {
-            handle,
-            tx,
+            tx: RefCell::new(tx),
             failed: RefCell::new(None),
             run_memo: RefCell::new(None),
             step_memo: RefCell::new(None),
@@ -76,23 +89,15 @@ impl<'t> PgStore<'t> {
         })
     }
 
-    /// Statements are prepared once per connection (the pool's statement cache): a
-    /// statement is then one round trip, not two.
     fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
         self.forget_written(sql);
-        let r = self.handle.block_on(async {
-            let stmt = self.tx.prepare_cached(sql).await?;
-            self.tx.query_opt(&stmt, params).await
-        });
+        let r = self.tx.borrow_mut().query_opt(sql, params);
         self.note(r)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
         self.forget_written(sql);
-        let r = self.handle.block_on(async {
-            let stmt = self.tx.prepare_cached(sql).await?;
-            self.tx.execute(&stmt, params).await
-        });
+        let r = self.tx.borrow_mut().execute(sql, params);
         self.note(r)
     }
 
@@ -123,18 +128,19 @@ impl<'t> PgStore<'t> {
 
     /// Commits, unless a statement failed (then the transaction is rolled back).
     pub(crate) fn finish(self) -> Result<()> {
-        if let Some(why) = self.failed.borrow_mut().take() {
-            let _ = self.handle.block_on(self.tx.rollback());
+        let failed = self.failed.borrow_mut().take();
+        let tx = self.tx.into_inner();
+        if let Some(why) = failed {
+            let _ = tx.rollback();
             return Err(Error::Plain(format!(
                 "PostgreSQL: the event was not stored: {why}"
             )));
         }
-        let r = self.handle.block_on(self.tx.commit());
-        r.map_err(super::dberr::db_err)
+        tx.commit().map_err(super::dberr::db_err)
     }
 
     pub(crate) fn abort(self) {
-        let _ = self.handle.block_on(self.tx.rollback());
+        let _ = self.tx.into_inner().rollback();
     }
 
     fn insert_wait(&self, wait: &Map<String, Value>, key: &str) -> Result<bool> {
@@ -514,11 +520,9 @@ impl EventStore for PgStore<'_> {
         } else {
             rows::cbor(event.get("eventData"), &rows::EVENT_DATE_KEYS)
         };
-        let r = self.handle.block_on(async {
-            let stmt = self.tx.prepare_cached(
+        let r = self.tx.borrow_mut().query_opt(
             "INSERT INTO workflow.workflow_events (id, type, correlation_id, created_at, run_id, payload_cbor, spec_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id").await?;
-            self.tx.query_opt(&stmt,
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id",
             &[
                 &event_id,
                 &ty,
@@ -528,8 +532,7 @@ impl EventStore for PgStore<'_> {
                 &data,
                 &rows::spec_int(event.get("specVersion")),
             ],
-        ).await
-        });
+        );
         match r {
             Ok(row) => Ok(row.is_some()),
             Err(e)
