@@ -119,14 +119,17 @@ class PgWorld {
   // ---------------------------------------------------------------- the embedded engine
 
   /** One batch of events in one transaction, fenced by `leaseOwner` (see journal.js). */
-  async appendBatch(runId, requests, leaseOwner) {
-    return (await this.native()).appendBatch(runId, requests, leaseOwner)
+  async appendBatch(runId, requests, leaseOwner, leaseToken) {
+    return (await this.native()).appendBatch(runId, requests, leaseOwner, leaseToken)
   }
   async acquireLease(runId, owner, ttlMs) {
     return (await this.native()).acquireLease(runId, owner, ttlMs)
   }
-  async releaseLease(runId, owner) {
-    return (await this.native()).releaseLease(runId, owner)
+  async renewLease(runId, owner, token, ttlMs) {
+    return (await this.native()).renewLease(runId, owner, token, ttlMs)
+  }
+  async releaseLease(runId, owner, token) {
+    return (await this.native()).releaseLease(runId, owner, token)
   }
   async leasedRuns() {
     return (await this.native()).leasedRuns()

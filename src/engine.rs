@@ -445,6 +445,17 @@ impl NativeWorld {
         })
     }
 
+    /// Renews the lease `owner` holds (its heartbeat): resolves to the JSON text of
+    /// `{ held }`, `false` once it is not `owner`'s any more (never taken back).
+    #[napi(catch_unwind)]
+    pub fn renew_lease(&self, run_id: String, owner: String) -> AsyncTask<Blocking> {
+        let root: PathBuf = self.inner.root().to_path_buf();
+        Blocking::task(move || {
+            let held = workflow_core::lease::renew(&root, &run_id, &owner).map_err(to_napi)?;
+            Ok(json!({ "held": held }).to_string())
+        })
+    }
+
     /// Gives a run's lease up if `owner` holds it.
     #[napi(catch_unwind)]
     pub fn release_lease(&self, run_id: String, owner: String) -> AsyncTask<Blocking> {

@@ -29,17 +29,23 @@ impl NativePgWorld {
         run_id: String,
         requests: String,
         lease_owner: Option<String>,
+        lease_token: Option<i64>,
     ) -> napi::Result<String> {
         let w = Arc::clone(&self.inner);
         guarded(async move {
             let reqs = parse_requests(&requests).map_err(to_napi)?;
-            let out = w.append_batch(&run_id, reqs, lease_owner.as_deref()).await;
+            // an execution without a token (none was granted) holds nothing: fenced off
+            let fence = lease_owner
+                .as_deref()
+                .map(|o| (o, lease_token.unwrap_or(0)));
+            let out = w.append_batch(&run_id, reqs, fence).await;
             Ok(outcome_json(&out))
         })
         .await
     }
 
-    /// Takes or renews the run's lease for `owner`: the JSON text of `{ held, token? }`.
+    /// Takes the run's lease for a new execution by `owner`: the JSON text of
+    /// `{ held, token? }` (the fencing token its batches carry).
     #[napi(catch_unwind)]
     pub async fn acquire_lease(
         &self,
@@ -58,12 +64,40 @@ impl NativePgWorld {
         .await
     }
 
-    /// Gives the run's lease up if `owner` holds it.
+    /// Extends the lease taken with `token`: the JSON text of `{ held }` (`false` once it
+    /// was taken over or released: never taken back).
     #[napi(catch_unwind)]
-    pub async fn release_lease(&self, run_id: String, owner: String) -> napi::Result<String> {
+    pub async fn renew_lease(
+        &self,
+        run_id: String,
+        owner: String,
+        token: i64,
+        ttl_ms: u32,
+    ) -> napi::Result<String> {
         let w = Arc::clone(&self.inner);
         guarded(async move {
-            w.release_lease(&run_id, &owner).await.map_err(to_napi)?;
+            let held = w
+                .renew_lease(&run_id, &owner, token, ttl_ms)
+                .await
+                .map_err(to_napi)?;
+            Ok(json!({ "held": held }).to_string())
+        })
+        .await
+    }
+
+    /// Gives the run's lease up if `owner` holds it (under `token`, when given).
+    #[napi(catch_unwind)]
+    pub async fn release_lease(
+        &self,
+        run_id: String,
+        owner: String,
+        token: Option<i64>,
+    ) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        guarded(async move {
+            w.release_lease(&run_id, &owner, token)
+                .await
+                .map_err(to_napi)?;
             Ok(String::new())
         })
         .await

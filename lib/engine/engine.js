@@ -77,7 +77,7 @@ class Engine {
     // delete the new lease).
     const released = this.releasing.get(runId) || Promise.resolve()
     const leased = released
-      .then(() => this.acquireLease(world, runId, (err) => (exec.leaseReplaced = err)))
+      .then(() => this.acquireLease(world, runId, (err) => (exec.leaseReplaced = err), exec))
       .finally(() => {
         this.busy--
         this.clock.poke()
@@ -88,7 +88,7 @@ class Engine {
       (held) => {
         if (!held || exec.stopped) return
         renew = setInterval(() => {
-          this.renewLease(world, runId).then((ok) => {
+          this.renewLease(world, runId, exec).then((ok) => {
             if (!ok) exec.stop('lease lost to another process')
           })
         }, Math.max(50, Math.floor(this.leaseTtlMs / 3)))
@@ -103,7 +103,7 @@ class Engine {
       if (renew) clearInterval(renew)
       if (this.executions.get(runId) === exec) this.executions.delete(runId)
       if (!(await leased.catch(() => false))) return
-      const release = this.releaseLease(world, runId)
+      const release = this.releaseLease(world, runId, exec)
       this.releasing.set(runId, release)
       await release
       if (this.releasing.get(runId) === release) this.releasing.delete(runId)
@@ -124,8 +124,10 @@ class Engine {
    * is not a lease (corrupt, a directory) is not a live owner: the core takes it over and
    * names it; that is logged and handed to `onReplaced`.
    */
-  async acquireLease(world, runId, onReplaced) {
+  async acquireLease(world, runId, onReplaced, holder) {
     const got = JSON.parse(await world.acquireLease(runId, this.leaseOwner, this.leaseTtlMs))
+    // PostgreSQL: the fencing token of this take, carried by the execution's batches
+    if (holder && typeof got.token === 'number') holder.leaseToken = got.token
     if (got.replaced) {
       const err = errorFromData(got.replaced)
       err.runId = runId
@@ -138,19 +140,24 @@ class Engine {
     return got.held
   }
 
-  /** False only when another process holds the lease now. */
-  async renewLease(world, runId) {
+  /** False only when the lease is not this execution's any more (taken over, released). */
+  async renewLease(world, runId, holder) {
     try {
-      return await this.acquireLease(world, runId)
+      if (world.kind === 'postgres') {
+        if (!holder || typeof holder.leaseToken !== 'number') return false
+        return JSON.parse(await world.renewLease(runId, this.leaseOwner, holder.leaseToken, this.leaseTtlMs)).held
+      }
+      return JSON.parse(await world.renewLease(runId, this.leaseOwner)).held
     } catch (e) {
       console.error(`[workflow-native] Could not renew the lease of run ${runId}:`, e)
       return true
     }
   }
 
-  async releaseLease(world, runId) {
+  async releaseLease(world, runId, holder) {
     try {
-      await world.releaseLease(runId, this.leaseOwner)
+      if (world.kind === 'postgres') await world.releaseLease(runId, this.leaseOwner, holder && holder.leaseToken)
+      else await world.releaseLease(runId, this.leaseOwner)
     } catch (e) {
       console.error(`[workflow-native] Could not release the lease of run ${runId}:`, e)
     }
@@ -311,8 +318,9 @@ class Engine {
     for (const runId of leased) {
       if (active.has(runId) || this.executions.has(runId)) continue
       let held = false
+      const holder = {}
       try {
-        held = await this.acquireLease(world, runId)
+        held = await this.acquireLease(world, runId, undefined, holder)
         if (!held) continue
         const rec = JSON.parse(await world.recoverRun(runId))
         if (rec.status === 'pending' || rec.status === 'running') continue // not ours to run
@@ -322,7 +330,7 @@ class Engine {
           out.push({ runId, held: true, finished: true, error: e })
         }
       } finally {
-        if (held) await this.releaseLease(world, runId)
+        if (held) await this.releaseLease(world, runId, holder)
       }
     }
     return out

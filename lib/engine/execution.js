@@ -65,7 +65,14 @@ class Execution {
     this.runId = runId
     this.def = def
     this.log = new ReplayLog()
-    this.journal = new RunJournal(engine, world, runId, (err) => this.onWriteFault(err))
+    this.leaseToken = undefined // PostgreSQL: the fencing token of this execution's lease
+    this.journal = new RunJournal(
+      engine,
+      world,
+      runId,
+      (err) => this.onWriteFault(err),
+      () => this.leaseToken,
+    )
     this.handlers = new Map() // correlationId -> live invocation (onEvent)
     this.timers = new Set()
     this.stopped = null

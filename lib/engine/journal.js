@@ -33,7 +33,7 @@ function writerFor(world, leaseOwner) {
   if (w) return w
   if (world.kind === 'postgres') {
     // one transaction per batch, on the pool's connections (async: nothing to poll for)
-    w = { append: (runId, requests) => world.appendBatch(runId, requests, leaseOwner) }
+    w = { append: (runId, requests, leaseToken) => world.appendBatch(runId, requests, leaseOwner, leaseToken) }
     writers.set(world, w)
     return w
   }
@@ -132,18 +132,21 @@ class RunJournal {
   #halted = false
   #follower = null
   #onFault
+  #leaseToken
   #writer
   #tail = Promise.resolve()
 
   /**
    * @param onFault (err, entry) for a refused write nobody awaits (a step's closing event):
    *   the execution decides (the run ended under us, or a storage fault).
+   * @param leaseToken () => the fencing token of this execution's lease (PostgreSQL)
    */
-  constructor(engine, world, runId, onFault) {
+  constructor(engine, world, runId, onFault, leaseToken = () => undefined) {
     this.#engine = engine
     this.#world = world
     this.#runId = runId
     this.#onFault = onFault
+    this.#leaseToken = leaseToken
     this.#writer = writerFor(world, engine.leaseOwner)
   }
 
@@ -191,7 +194,7 @@ class RunJournal {
     const batch = this.#queue.splice(0)
     let out
     try {
-      out = JSON.parse(await this.#writer.append(this.#runId, JSON.stringify(batch.map((e) => e.req))))
+      out = JSON.parse(await this.#writer.append(this.#runId, JSON.stringify(batch.map((e) => e.req)), this.#leaseToken()))
     } catch (e) {
       out = { nativeError: e }
     }

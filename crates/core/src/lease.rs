@@ -172,6 +172,17 @@ pub fn acquire(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) -> Result<bo
     acquire_reporting(root, run_id, owner, ttl_ms).map(|a| a.held)
 }
 
+/// Renews the lease `owner` holds on `run_id` (its heartbeat is touched): `false` when it
+/// is not `owner`'s any more — taken over, or released by the process that took it over.
+/// A renewal never takes a lease (back): only a new execution does, through [`acquire`].
+pub fn renew(root: &Path, run_id: &str, owner: &str) -> Result<bool> {
+    if !holds(root, run_id, owner)? {
+        return Ok(false);
+    }
+    ensure_owner(root, owner)?;
+    Ok(true)
+}
+
 /// The outcome of [`acquire_reporting`].
 #[derive(Debug)]
 pub struct Acquired {
@@ -298,6 +309,18 @@ mod tests {
         assert!(!acquire(dir.path(), "wrun_A", "b", 60_000).unwrap());
         release(dir.path(), "wrun_A", "a").unwrap();
         assert!(acquire(dir.path(), "wrun_A", "b", 60_000).unwrap());
+    }
+
+    #[test]
+    fn a_renewal_never_takes_a_lease_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert!(acquire(root, "wrun_r", "a", 60_000).unwrap());
+        assert!(renew(root, "wrun_r", "a").unwrap());
+        assert!(!renew(root, "wrun_r", "b").unwrap());
+        release(root, "wrun_r", "a").unwrap();
+        assert!(!renew(root, "wrun_r", "a").unwrap());
+        assert!(leased_runs(root).unwrap().is_empty());
     }
 
     #[test]

@@ -101,7 +101,7 @@ async fn a_batch_is_written_in_order_up_to_a_refusal() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leases_are_taken_renewed_taken_over_when_stale_and_released() {
+async fn leases_are_taken_renewed_taken_over_when_stale_and_released_never_taken_back() {
     let Some(db) = TestDb::new("lease").await else {
         return;
     };
@@ -115,13 +115,10 @@ async fn leases_are_taken_renewed_taken_over_when_stale_and_released() {
             token: Some(1)
         }
     );
-    // renewal by the holder keeps the token
-    assert_eq!(
-        w.acquire_lease(&run, "a", 60_000).await.unwrap().token,
-        Some(1)
-    );
-    // another owner cannot take a live lease, whatever its own time to live
+    assert!(w.renew_lease(&run, "a", 1, 60_000).await.unwrap());
+    // a live lease is not taken, not even by its own owner (a new execution)
     assert!(!w.acquire_lease(&run, "b", 1).await.unwrap().held);
+    assert!(!w.acquire_lease(&run, "a", 1).await.unwrap().held);
     assert_eq!(w.leased_runs().await.unwrap(), vec![run.clone()]);
 
     // a stale lease (by the holder's time to live) is taken over with a new token
@@ -136,18 +133,32 @@ async fn leases_are_taken_renewed_taken_over_when_stale_and_released() {
             token: Some(2)
         }
     );
-    assert!(!w.acquire_lease(&short, "a", 100).await.unwrap().held);
+    // the old holder's renewal fails: it is fenced off
+    assert!(!w.renew_lease(&short, "a", 1, 60_000).await.unwrap());
 
-    // release by a non-holder does nothing; by the holder, the row goes
-    w.release_lease(&short, "a").await.unwrap();
+    // release by a non-holder (or an old token) does nothing; by the holder, the lease
+    // is free, and a renewal after it never takes it back
+    w.release_lease(&short, "a", Some(1)).await.unwrap();
+    w.release_lease(&short, "b", Some(1)).await.unwrap();
     assert!(w.leased_runs().await.unwrap().contains(&short));
-    w.release_lease(&short, "b").await.unwrap();
+    w.release_lease(&short, "b", Some(2)).await.unwrap();
     assert!(!w.leased_runs().await.unwrap().contains(&short));
+    assert!(!w.renew_lease(&short, "b", 2, 60_000).await.unwrap());
+    assert!(!w.leased_runs().await.unwrap().contains(&short));
+    // the next take still bumps the token
+    let c = w.acquire_lease(&short, "a", 60_000).await.unwrap();
+    assert_eq!(
+        c,
+        LeaseGrant {
+            held: true,
+            token: Some(3)
+        }
+    );
     db.drop_db().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_is_refused_whole_once_its_owner_lost_the_lease() {
+async fn a_batch_is_refused_whole_unless_its_execution_holds_the_lease() {
     let Some(db) = TestDb::new("fence").await else {
         return;
     };
@@ -155,34 +166,63 @@ async fn a_batch_is_refused_whole_once_its_owner_lost_the_lease() {
     let run = new_run(&w).await;
     assert!(w.acquire_lease(&run, "a", 100).await.unwrap().held);
     let started = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
-    let out = w.append_batch(&run, started, Some("a")).await;
+    let out = w.append_batch(&run, started, Some(("a", 1))).await;
     assert!(out.failed.is_none(), "{:?}", out.failed);
     expire(&db, &run).await;
     // stale but not taken over: still the holder's
-    let out = w.append_batch(&run, step_reqs("step_a"), Some("a")).await;
+    let out = w
+        .append_batch(&run, step_reqs("step_a"), Some(("a", 1)))
+        .await;
     assert!(out.failed.is_none(), "{:?}", out.failed);
     assert!(w.acquire_lease(&run, "b", 60_000).await.unwrap().held);
-    let out = w.append_batch(&run, step_reqs("step_b"), Some("a")).await;
-    assert!(out.results.is_empty());
-    let (index, err) = out.failed.expect("fenced");
-    assert_eq!(index, 0);
-    assert_eq!(err.code().as_deref(), Some("LEASE_LOST"), "{err}");
+    let lost = |out: workflow_core::journal::AppendOutcome| {
+        assert!(out.results.is_empty());
+        let (index, err) = out.failed.expect("fenced");
+        assert_eq!(index, 0);
+        assert_eq!(err.code().as_deref(), Some("LEASE_LOST"), "{err}");
+    };
+    lost(
+        w.append_batch(&run, step_reqs("step_b"), Some(("a", 1)))
+            .await,
+    );
+    // released by b and taken again by a: a's earlier execution (token 1) stays fenced off
+    w.release_lease(&run, "b", Some(2)).await.unwrap();
+    lost(
+        w.append_batch(&run, step_reqs("step_b"), Some(("b", 2)))
+            .await,
+    );
+    assert_eq!(
+        w.acquire_lease(&run, "a", 60_000).await.unwrap().token,
+        Some(3)
+    );
+    lost(
+        w.append_batch(&run, step_reqs("step_b"), Some(("a", 1)))
+            .await,
+    );
+    let out = w
+        .append_batch(&run, step_reqs("step_c"), Some(("a", 3)))
+        .await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
     // no lease row at all: refused too
     let other = new_run(&w).await;
-    let out = w
-        .append_batch(
+    lost(
+        w.append_batch(
             &other,
             vec![req(json!({"eventType": "run_started", "specVersion": 2}))],
-            Some("a"),
+            Some(("a", 1)),
         )
-        .await;
-    assert_eq!(
-        out.failed.map(|(_, e)| e.code()),
-        Some(Some("LEASE_LOST".into()))
+        .await,
     );
     assert_eq!(
         types(&db, &run).await,
-        ["run_created", "run_started", "step_created", "step_started"]
+        [
+            "run_created",
+            "run_started",
+            "step_created",
+            "step_started",
+            "step_created",
+            "step_started"
+        ]
     );
     db.drop_db().await;
 }

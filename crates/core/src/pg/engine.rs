@@ -104,8 +104,10 @@ pub struct LeaseGrant {
 }
 
 impl PgWorld {
-    /// Takes (or renews, for its owner) the run's lease for `ttl_ms`; a lease another
-    /// owner holds is taken over only once stale by that owner's own time to live.
+    /// Takes the run's lease for a new execution by `owner`, for `ttl_ms`: free (never
+    /// taken, released) or stale by its holder's own time to live. Every take bumps the
+    /// fencing token, so an earlier execution — of another process, or of this one — is
+    /// fenced off even if it still renews or writes.
     pub async fn acquire_lease(
         &self,
         run_id: &str,
@@ -120,11 +122,11 @@ impl PgWorld {
                  VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')
                  ON CONFLICT (run_id) DO UPDATE SET
                    owner = EXCLUDED.owner,
-                   token = CASE WHEN l.owner = EXCLUDED.owner THEN l.token ELSE l.token + 1 END,
+                   token = l.token + 1,
                    ttl_ms = EXCLUDED.ttl_ms,
                    expires_at = EXCLUDED.expires_at,
                    updated_at = now()
-                 WHERE l.owner = EXCLUDED.owner OR l.expires_at < now()
+                 WHERE l.owner = '' OR l.expires_at < now()
                  RETURNING token",
                 &[&run_id, &owner, &ttl],
             )
@@ -136,24 +138,49 @@ impl PgWorld {
         })
     }
 
-    /// Gives the run's lease up if `owner` holds it (nothing otherwise).
-    pub async fn release_lease(&self, run_id: &str, owner: &str) -> Result<()> {
+    /// Extends the lease `owner` took with `token` (see [`acquire_lease`](Self::acquire_lease));
+    /// `false` once it is not theirs any more (taken over, released) — never taken back.
+    pub async fn renew_lease(
+        &self,
+        run_id: &str,
+        owner: &str,
+        token: i64,
+        ttl_ms: u32,
+    ) -> Result<bool> {
+        let c = self.client().await?;
+        let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
+        let n = c
+            .execute(
+                "UPDATE workflow_native.leases
+                 SET expires_at = now() + $4::integer * interval '1 millisecond', ttl_ms = $4::integer, updated_at = now()
+                 WHERE run_id = $1 AND owner = $2 AND token = $3",
+                &[&run_id, &owner, &token, &ttl],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(n == 1)
+    }
+
+    /// Gives up the lease `owner` took with `token` (nothing if it is not theirs). The row
+    /// stays, marked free, so the next take still bumps the fencing token.
+    pub async fn release_lease(&self, run_id: &str, owner: &str, token: Option<i64>) -> Result<()> {
         let c = self.client().await?;
         c.execute(
-            "DELETE FROM workflow_native.leases WHERE run_id = $1 AND owner = $2",
-            &[&run_id, &owner],
+            "UPDATE workflow_native.leases SET owner = '', expires_at = now(), updated_at = now()
+             WHERE run_id = $1 AND owner = $2 AND ($3::bigint IS NULL OR token = $3)",
+            &[&run_id, &owner, &token],
         )
         .await
         .map_err(db_err)?;
         Ok(())
     }
 
-    /// The runs that have a lease row (held, or left by a process that died).
+    /// The runs whose lease is held (live, or left by a process that died).
     pub async fn leased_runs(&self) -> Result<Vec<String>> {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT run_id FROM workflow_native.leases ORDER BY run_id",
+                "SELECT run_id FROM workflow_native.leases WHERE owner <> '' ORDER BY run_id",
                 &[],
             )
             .await
@@ -164,13 +191,14 @@ impl PgWorld {
     /// Appends `requests` to the run's log in order, in one transaction, through the
     /// shared rules: the events before a refused one are written, the refused one and
     /// those after it are not (a refusal aborts the transaction, and the events before it are written again in one of their own). With `owner`, the batch is
-    /// written only while `owner` holds the run's lease (else refused whole: `LeaseLost`).
-    /// A failed commit writes nothing: refused at index 0.
+    /// written only while `owner` holds the run's lease under `token` (the take that
+    /// began this execution; else refused whole: `LeaseLost`). A failed commit writes
+    /// nothing: refused at index 0.
     pub async fn append_batch(
         &self,
         run_id: &str,
         requests: Vec<Map<String, Value>>,
-        owner: Option<&str>,
+        owner: Option<(&str, i64)>,
     ) -> AppendOutcome {
         match self.append_batch_inner(run_id, requests, owner).await {
             Ok(out) => out,
@@ -185,7 +213,7 @@ impl PgWorld {
         &self,
         run_id: &str,
         requests: Vec<Map<String, Value>>,
-        owner: Option<&str>,
+        owner: Option<(&str, i64)>,
     ) -> Result<AppendOutcome> {
         crate::ids::assert_safe_entity_id("runId", run_id)?;
         // what cannot be parsed is refused where it stands, after the ones before it
@@ -201,7 +229,7 @@ impl PgWorld {
             }
         }
         let run_id = run_id.to_string();
-        let owner = owner.map(str::to_string);
+        let owner = owner.map(|(o, t)| (o.to_string(), t));
         let own = Arc::clone(&self.own);
         let pool = Arc::clone(&self.batches);
         tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
@@ -209,7 +237,7 @@ impl PgWorld {
             let mut batch = Batch {
                 conn: &mut conn,
                 run_id: &run_id,
-                owner: owner.as_deref(),
+                owner: owner.as_ref().map(|(o, t)| (o.as_str(), *t)),
                 own: &own,
             };
             // A refusal aborts the whole transaction: the events before it are written
@@ -247,7 +275,7 @@ impl PgWorld {
 struct Batch<'a, 'p> {
     conn: &'a mut super::sync::Pooled<'p>,
     run_id: &'a str,
-    owner: Option<&'a str>,
+    owner: Option<(&'a str, i64)>,
     own: &'a OwnEvents,
 }
 
@@ -265,8 +293,9 @@ impl Batch<'_, '_> {
         let tx = self.conn.transaction()?;
         let store = store::PgStore::over(Box::new(tx));
         store.lock_run(self.run_id)?;
-        if let Some(owner) = self.owner {
-            if store.lease_owner(self.run_id)?.as_deref() != Some(owner) {
+        if let Some((owner, token)) = self.owner {
+            let holder = store.lease_holder(self.run_id)?;
+            if holder.as_ref().map(|(o, t)| (o.as_str(), *t)) != Some((owner, token)) {
                 store.abort();
                 return Ok(Written::Refused(
                     0,

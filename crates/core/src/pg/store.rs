@@ -115,15 +115,15 @@ impl<'t> PgStore<'t> {
             .map(|_| ())
     }
 
-    /// The owner named by the run's lease row, locked (`FOR SHARE`) until the transaction
-    /// ends: a takeover waits for it (see `pg::engine`).
-    pub(crate) fn lease_owner(&self, run_id: &str) -> Result<Option<String>> {
+    /// The owner and fencing token of the run's lease row, locked (`FOR SHARE`) until the
+    /// transaction ends: a takeover waits for it (see `pg::engine`).
+    pub(crate) fn lease_holder(&self, run_id: &str) -> Result<Option<(String, i64)>> {
         Ok(self
             .query_opt(
-                "SELECT owner FROM workflow_native.leases WHERE run_id = $1 FOR SHARE",
+                "SELECT owner, token FROM workflow_native.leases WHERE run_id = $1 FOR SHARE",
                 &[&run_id],
             )?
-            .map(|r| r.get(0)))
+            .map(|r| (r.get(0), r.get(1))))
     }
 
     /// Commits, unless a statement failed (then the transaction is rolled back).
