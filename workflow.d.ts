@@ -1,5 +1,6 @@
 // workflow-native/workflow: durable workflows and steps declared without a compiler, run
-// by the embedded engine in this process on the local data directory.
+// by the embedded engine in this process, on the local data directory or on PostgreSQL
+// (WORKFLOW_TARGET_WORLD=@workflow/world-postgres: executed by startWorker() processes).
 
 import type { FatalError as FatalErrorClass, RetryableError as RetryableErrorClass } from './errors'
 
@@ -152,9 +153,10 @@ export interface StartWorkerOptions {
    * Time to live of the leases of the runs executing in this process, in ms (at least 100;
    * default 30,000), renewed every third of it. Another process takes a run over once its
    * lease is stale: at once when the lease names a process of this host that no longer
-   * exists, else when its heartbeat is older than this (judged by the taking process's own
-   * `leaseMs`: use one value for every worker of a data directory). A process taken over
-   * while stopped writes nothing more for the run once it resumes.
+   * exists, else when its heartbeat is older than this (local data directory: judged by the
+   * taking process's own `leaseMs`, use one value for every worker of a data directory;
+   * PostgreSQL: by the holder's own). A process taken over while stopped writes nothing more
+   * for the run once it resumes.
    */
   leaseMs?: number
   /** How often the worker looks for runs to claim, in ms (default: half of `leaseMs`, at most 5,000). */
@@ -177,11 +179,12 @@ export interface Worker {
 }
 
 /**
- * Makes this process a worker for the workflows declared in it (local data directory):
- * resumes what a restart interrupted, then keeps claiming pending and running runs that no
- * live process executes — a run whose process was killed continues here, from its log,
- * with no completed step run again. One worker per process (`WorkflowRuntimeError`
- * otherwise). Not on PostgreSQL yet.
+ * Makes this process a worker for the workflows declared in it: resumes what a restart
+ * interrupted, then keeps claiming pending and running runs that no live process executes —
+ * a run whose process was killed continues here, from its log, with no completed step run
+ * again. On PostgreSQL, workers on any number of machines share the database (new runs wake
+ * them by NOTIFY), and `start()` in a process without a worker leaves the run to them. One
+ * worker per process (`WorkflowRuntimeError` otherwise).
  */
 export declare function startWorker(options?: StartWorkerOptions): Worker
 
