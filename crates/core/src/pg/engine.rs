@@ -290,11 +290,9 @@ impl Batch<'_, '_> {
     /// The events in one transaction: all committed, or none (`Err`: the database failed;
     /// `Refused`: the rules refused one, the lease was lost).
     fn write(&mut self, requests: &[Request]) -> Result<Written> {
-        let tx = self.conn.transaction()?;
+        let (tx, holder) = self.conn.begin(Some(self.run_id))?;
         let store = store::PgStore::over(Box::new(tx));
-        store.lock_run(self.run_id)?;
         if let Some((owner, token)) = self.owner {
-            let holder = store.lease_holder(self.run_id)?;
             if holder.as_ref().map(|(o, t)| (o.as_str(), *t)) != Some((owner, token)) {
                 store.abort();
                 return Ok(Written::Refused(

@@ -167,10 +167,9 @@ impl PgWorld {
         let pool = Arc::clone(&self.batches);
         tokio::task::spawn_blocking(move || -> Result<Created> {
             let mut conn = pool.get()?;
-            let store = store::PgStore::over(Box::new(conn.transaction()?));
-            if let Some(r) = &req.run_id {
-                store.lock_run(r)?;
-            }
+            // (with a run id: its advisory lock taken)
+            let (tx, _) = conn.begin(req.run_id.as_deref())?;
+            let store = store::PgStore::over(Box::new(tx));
             match crate::machine::apply(&store, &req) {
                 Ok(created) => {
                     let ended = matches!(

@@ -101,29 +101,9 @@ impl<'t> PgStore<'t> {
         self.note(r)
     }
 
-    /// Serialises every event of one run (and run creation) across connections.
-    pub(crate) fn lock_run(&self, run_id: &str) -> Result<()> {
-        self.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('wfn-run:' || $1, 0))",
-            &[&run_id],
-        )
-        .map(|_| ())
-    }
-
     pub(crate) fn notify(&self, channel: &str, payload: &str) -> Result<()> {
         self.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
             .map(|_| ())
-    }
-
-    /// The owner and fencing token of the run's lease row, locked (`FOR SHARE`) until the
-    /// transaction ends: a takeover waits for it (see `pg::engine`).
-    pub(crate) fn lease_holder(&self, run_id: &str) -> Result<Option<(String, i64)>> {
-        Ok(self
-            .query_opt(
-                "SELECT owner, token FROM workflow_native.leases WHERE run_id = $1 FOR SHARE",
-                &[&run_id],
-            )?
-            .map(|r| (r.get(0), r.get(1))))
     }
 
     /// Commits, unless a statement failed (then the transaction is rolled back).
@@ -302,6 +282,10 @@ impl EventStore for PgStore<'_> {
             return Err(Error::EntityConflict(format!(
                 "Step \"{step_id}\" already exists"
             )));
+        }
+        // read back as written (the step_started of the same batch reads it next)
+        if let Ok(state) = StepState::parse(&location("workflow_steps", step_id), step) {
+            *self.step_memo.borrow_mut() = Some((step_key.to_string(), Some(state)));
         }
         Ok(())
     }

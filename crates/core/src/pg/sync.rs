@@ -152,15 +152,54 @@ pub(crate) struct Pooled<'p> {
 }
 
 impl Pooled<'_> {
-    /// Begins a transaction on this connection.
-    pub(crate) fn transaction(&mut self) -> Result<SyncTx<'_>> {
+    /// Begins a transaction on this connection; with `run_id`, also takes the run's
+    /// advisory lock (every event of a run is applied one at a time) and reads its lease
+    /// row locked `FOR SHARE` (see `pg::engine`) — all in one round trip.
+    pub(crate) fn begin(
+        &mut self,
+        run_id: Option<&str>,
+    ) -> Result<(SyncTx<'_>, Option<(String, i64)>)> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| Error::Plain("the connection was returned".into()))?;
         let SyncConn { client, stmts } = conn;
-        let tx = client.transaction().map_err(db_err)?;
-        Ok(SyncTx { tx, stmts })
+        let mut lease = None;
+        match run_id {
+            None => client.batch_execute("BEGIN").map_err(db_err)?,
+            Some(run_id) => {
+                let lit = postgres_protocol::escape::escape_literal(run_id);
+                let sql = format!(
+                    "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('wfn-run:' || {lit}, 0)); \
+                     SELECT owner, token FROM workflow_native.leases WHERE run_id = {lit} FOR SHARE"
+                );
+                let msgs = match client.simple_query(&sql) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        // (a failed statement leaves the transaction open, aborted)
+                        let _ = client.batch_execute("ROLLBACK");
+                        return Err(db_err(e));
+                    }
+                };
+                for m in msgs {
+                    if let postgres::SimpleQueryMessage::Row(row) = m {
+                        if row.len() == 2 {
+                            let owner = row.get(0).unwrap_or_default().to_string();
+                            let token = row.get(1).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
+                            lease = Some((owner, token));
+                        }
+                    }
+                }
+            }
+        }
+        Ok((
+            SyncTx {
+                client,
+                stmts,
+                done: false,
+            },
+            lease,
+        ))
     }
 }
 
@@ -172,9 +211,11 @@ impl Drop for Pooled<'_> {
     }
 }
 
+/// An open transaction (rolled back when dropped unfinished).
 pub(crate) struct SyncTx<'c> {
-    tx: postgres::Transaction<'c>,
+    client: &'c mut postgres::Client,
     stmts: &'c mut HashMap<String, postgres::Statement>,
+    done: bool,
 }
 
 impl SyncTx<'_> {
@@ -185,9 +226,22 @@ impl SyncTx<'_> {
         if let Some(s) = self.stmts.get(sql) {
             return Ok(s.clone());
         }
-        let s = self.tx.prepare(sql)?;
+        let s = self.client.prepare(sql)?;
         self.stmts.insert(sql.to_string(), s.clone());
         Ok(s)
+    }
+
+    fn end(&mut self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+        self.done = true;
+        self.client.batch_execute(sql)
+    }
+}
+
+impl Drop for SyncTx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.end("ROLLBACK");
+        }
     }
 }
 
@@ -198,7 +252,7 @@ impl Sql for SyncTx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<Option<Row>, tokio_postgres::Error> {
         let stmt = self.statement(sql)?;
-        self.tx.query_opt(&stmt, params)
+        self.client.query_opt(&stmt, params)
     }
 
     fn execute(
@@ -207,14 +261,14 @@ impl Sql for SyncTx<'_> {
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<u64, tokio_postgres::Error> {
         let stmt = self.statement(sql)?;
-        self.tx.execute(&stmt, params)
+        self.client.execute(&stmt, params)
     }
 
-    fn commit(self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error> {
-        self.tx.commit()
+    fn commit(mut self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error> {
+        self.end("COMMIT")
     }
 
-    fn rollback(self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error> {
-        self.tx.rollback()
+    fn rollback(mut self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error> {
+        self.end("ROLLBACK")
     }
 }
