@@ -50,7 +50,12 @@ class Worker {
     // On PostgreSQL a run created anywhere wakes the workers at once (NOTIFY); the poll
     // is the backstop.
     const world = engine.world()
-    if (world.kind === 'postgres') this.#watch = world.watchNewRuns(() => this.#wake())
+    if (world.kind === 'postgres') {
+      this.#watch = world.watchNewRuns((runId) => {
+        // (a run this process started executes here already: nothing to look for)
+        if (!runId || !engine.executions.has(runId)) this.#wake()
+      })
+    }
   }
 
   /** Looks for runs now (after the pass in progress, if any). */
