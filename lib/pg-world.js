@@ -134,6 +134,9 @@ class PgWorld {
   async leasedRuns() {
     return (await this.native()).leasedRuns()
   }
+  async claimableRuns(names, limit) {
+    return (await this.native()).claimableRuns(names, limit)
+  }
   async readRuns(statuses) {
     return (await this.native()).readRuns(statuses)
   }

@@ -114,6 +114,25 @@ impl NativePgWorld {
         .await
     }
 
+    /// Runs of `names` a worker may claim now (no live lease), oldest first, at most
+    /// `limit`: the JSON text of `{ runs: [{ runId, workflowName }], faults: [] }`.
+    #[napi(catch_unwind)]
+    pub async fn claimable_runs(&self, names: Vec<String>, limit: u32) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        guarded(async move {
+            let runs = w
+                .claimable_runs(&names, i64::from(limit))
+                .await
+                .map_err(to_napi)?;
+            let list: Vec<Value> = runs
+                .into_iter()
+                .map(|(id, name)| json!({ "runId": id, "workflowName": name }))
+                .collect();
+            Ok(json!({ "runs": list, "faults": [] }).to_string())
+        })
+        .await
+    }
+
     /// The runs whose status is in `statuses`: `{ runs: [...], faults: [] }` (a row is
     /// never an unreadable file).
     #[napi(catch_unwind)]

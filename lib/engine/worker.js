@@ -116,7 +116,12 @@ class Worker {
     let listed
     try {
       world = engine.world()
-      listed = JSON.parse(await world.readRuns(['pending', 'running']))
+      if (world.kind === 'postgres') {
+        // only what can be claimed now: runs of the declared workflows without a live lease
+        const room = this.#concurrency === Infinity ? 10_000 : Math.max(0, this.#concurrency - this.#claimed.size)
+        if (room === 0 && !first) return []
+        listed = JSON.parse(await world.claimableRuns([...engine.registry.keys()], Math.min(room, 10_000)))
+      } else listed = JSON.parse(await world.readRuns(['pending', 'running']))
     } catch (e) {
       console.error('[workflow-native] startWorker(): could not list the runs:', e)
       this.#report(e)
@@ -150,8 +155,9 @@ class Worker {
         ),
       )
     }
-    if (first) {
-      // runs a dead process left finished in their files but not in their logs
+    if (first && world.kind !== 'postgres') {
+      // runs a dead process left finished in their files but not in their logs (on
+      // PostgreSQL an event and its entity change commit together: nothing to finish)
       const faults = (await engine.recoverFinished(world, active)).filter((r) => r.error)
       for (const r of faults) this.#report(r.error)
     }

@@ -175,6 +175,30 @@ impl PgWorld {
         Ok(())
     }
 
+    /// Runs a worker may claim now: pending or running, of one of `names`, and with no
+    /// live lease (never taken, released, or stale by its holder's time to live); oldest
+    /// first, at most `limit`. The claim itself is [`acquire_lease`](Self::acquire_lease)
+    /// (two workers listing the same run: one takes it).
+    pub async fn claimable_runs(
+        &self,
+        names: &[String],
+        limit: i64,
+    ) -> Result<Vec<(String, String)>> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT r.id, r.name FROM workflow.workflow_runs r
+                 LEFT JOIN workflow_native.leases l ON l.run_id = r.id
+                 WHERE r.status IN ('pending', 'running') AND r.name = ANY($1)
+                   AND (l.run_id IS NULL OR l.owner = '' OR l.expires_at < now())
+                 ORDER BY r.created_at, r.id LIMIT $2",
+                &[&names, &limit],
+            )
+            .await
+            .map_err(db_err)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// The runs whose lease is held (live, or left by a process that died).
     pub async fn leased_runs(&self) -> Result<Vec<String>> {
         let c = self.client().await?;
