@@ -2,7 +2,7 @@
 // 4.4.1) and workflow-native, in one process, on the same data directory written by the
 // official world. Prints a table and writes bench/RESULTS.md.
 //
-//   node bench/run.mjs [--quick] [--floor-only | --peers-only]
+//   node bench/run.mjs [--quick] [--floor-only | --peers-only | --pg-workers-only]
 
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -22,6 +22,12 @@ const floorOnly = process.argv.includes('--floor-only')
 // --peers-only: just the side-by-side with DBOS and Restate (issue 12), printed (with its
 // RESULTS.md section), RESULTS.md untouched
 const peersOnly = process.argv.includes('--peers-only')
+// --pg-workers-only: just the engine on PostgreSQL across worker processes (issue 9), printed
+if (process.argv.includes('--pg-workers-only')) {
+  const { runPgWorkers } = await import('./pg/workers.mjs')
+  console.log(`\n${(await runPgWorkers({ quick })).markdown}`)
+  process.exit(0)
+}
 if (peersOnly) {
   const { runPeers } = await import('./peers/coordinator.mjs')
   const peers = await runPeers({ quick, env: launchEnv })
@@ -114,6 +120,13 @@ let peers
 {
   const { runPeers } = await import('./peers/coordinator.mjs')
   peers = await runPeers({ quick, env: launchEnv })
+}
+
+// ------------------------ issue 9: the engine on PostgreSQL across worker processes
+let pgWorkers
+{
+  const { runPgWorkers } = await import('./pg/workers.mjs')
+  pgWorkers = await runPgWorkers({ quick })
 }
 
 // ------------------------------------------- issue 4: the embedded engine
@@ -382,6 +395,16 @@ step_started and step_completed plus its step file, synchronously): official ${p
 
 ${peers.markdown}
 Targets (issue 12): faster than both DBOS and Restate on a, b and c, durability on, same disk.
+
+### The embedded engine on PostgreSQL across worker processes (issue 9)
+
+Runs × 3 steps started at once by a client process with no worker (\`start()\` → the run's
+\`returnValue\`, woken by NOTIFY), executed by 1, 2 and 4 worker processes (\`startWorker()\`)
+on a database of their own on the same server; connections: the most \`pg_stat_activity\` showed
+for that database at once (each process: the async pool, the synchronous batch connections and one
+listener).
+
+${pgWorkers.markdown}
 
 ## Machine
 - CPU: ${cpu}, ${os.cpus().length} cores; RAM ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB

@@ -2,12 +2,12 @@
 // WORKFLOW_POSTGRES_URL:
 //
 //   node bench/pg/worker-child.mjs worker   → a worker (startWorker); "READY" on stdout;
-//                                             stdin "stop" drains and exits; "IN <runId>"
-//                                             when the blocking step of a run begins
+//                                             stdin "stop" drains and exits
 //   node bench/pg/worker-child.mjs client <runs> → starts <runs> runs of `three` at once (no
 //                                             worker here), waits for every returnValue,
 //                                             prints one JSON line of timings
-//   node bench/pg/worker-child.mjs one      → starts one run of `blocking`, prints its id
+//   node bench/pg/worker-child.mjs one <tag> → starts one run of `blocking` (its step prints
+//                                             "IN <tag>"), prints its id
 process.env.WORKFLOW_TARGET_WORLD = '@workflow/world-postgres'
 import readline from 'node:readline'
 import { performance } from 'node:perf_hooks'
@@ -18,13 +18,13 @@ const { workflow, step, startWorker } = (await import('../../workflow.js')).defa
 const say = (line) => process.stdout.write(`${line}\n`)
 const inc = step('inc', async (x) => x + 1)
 export const three = workflow('bench-pg-three', async (x) => inc(await inc(await inc(x))))
-const hold = step('hold', async (runId) => {
-  say(`IN ${runId}`)
+const hold = step('hold', async (tag) => {
+  say(`IN ${tag}`)
   await new Promise(() => {}) // until killed
 })
 const after = step('after', async () => 1)
-export const blocking = workflow('bench-pg-blocking', async (runId) => {
-  await hold(runId)
+export const blocking = workflow('bench-pg-blocking', async (tag) => {
+  await hold(tag)
   return after()
 })
 
@@ -54,7 +54,7 @@ if (role === 'worker') {
   say(JSON.stringify({ ms: performance.now() - t0, lat }))
   process.exit(0)
 } else if (role === 'one') {
-  const run = await start(blocking, [''])
+  const run = await start(blocking, [process.argv[3]])
   say(`RUN ${run.runId}`)
   process.exit(0)
 }

@@ -91,15 +91,16 @@ async function takeover(leaseMs) {
     const wenv = { ...env, LEASE_MS: String(leaseMs) }
     const a = spawnRole('worker', [], wenv)
     await a.waitFor((l) => l === 'READY', 'worker A')
-    const one = spawnRole('one', [], env)
-    const runId = (await one.waitFor((l) => l.startsWith('RUN '), 'the run')).slice(4)
-    await a.waitFor((l) => l === `IN ${runId}`, 'A in the step')
+    const tag = `t${process.pid}`
+    const one = spawnRole('one', [tag], env)
+    await one.waitFor((l) => l.startsWith('RUN '), 'the run')
+    await a.waitFor((l) => l === `IN ${tag}`, 'A in the step')
     const b = spawnRole('worker', [], wenv)
     try {
       await b.waitFor((l) => l === 'READY', 'worker B')
       const killedAt = Date.now()
       a.proc.kill('SIGKILL')
-      await b.waitFor((l) => l === `IN ${runId}`, 'B to run the step again', leaseMs * 4 + 30_000)
+      await b.waitFor((l) => l === `IN ${tag}`, 'B to run the step again', leaseMs * 4 + 30_000)
       const ms = Date.now() - killedAt
       return { leaseMs, ms }
     } finally {

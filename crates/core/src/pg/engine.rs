@@ -15,53 +15,14 @@
 //! nothing more for that run.
 
 use super::listen::{Note, POLL};
+use super::own::OwnEvents;
 use super::{db_err, store, PgWorld};
 use crate::error::{Error, Result};
 use crate::journal::AppendOutcome;
 use crate::machine::Request;
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
-use tokio_postgres::GenericClient;
-
-/// Event ids the engine appended, per run (see [`PgFollower`]).
-#[derive(Default)]
-pub(crate) struct OwnEvents(Mutex<HashMap<String, HashSet<String>>>);
-
-impl OwnEvents {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, HashSet<String>>> {
-        match self.0.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn add(&self, run_id: &str, ids: impl IntoIterator<Item = String>) {
-        self.lock()
-            .entry(run_id.to_string())
-            .or_default()
-            .extend(ids);
-    }
-
-    fn remove(&self, run_id: &str, ids: &[String]) {
-        if let Some(set) = self.lock().get_mut(run_id) {
-            for id in ids {
-                set.remove(id);
-            }
-        }
-    }
-
-    /// Whether `id` was appended here (forgotten once seen).
-    fn take(&self, run_id: &str, id: &str) -> bool {
-        self.lock()
-            .get_mut(run_id)
-            .is_some_and(|set| set.remove(id))
-    }
-
-    fn forget(&self, run_id: &str) {
-        self.lock().remove(run_id);
-    }
-}
+use std::collections::HashSet;
+use std::sync::Arc;
 
 /// How far back of the newest event seen a follower looks again: events of one run get
 /// ids in log order, but ids come from each writer's clock, and clocks of two machines
@@ -70,30 +31,6 @@ const CLOCK_MARGIN_MS: u64 = 10_000;
 
 fn event_id(ev: &Value) -> Option<&str> {
     ev.get("eventId").and_then(Value::as_str)
-}
-
-/// Our own objects, created when missing (see [`super::schema::ensure`]).
-pub(crate) const DDL: &str = r#"
-CREATE SCHEMA IF NOT EXISTS workflow_native;
-CREATE TABLE IF NOT EXISTS workflow_native.leases (
-  run_id varchar PRIMARY KEY,
-  owner varchar NOT NULL,
-  token bigint NOT NULL,
-  ttl_ms integer NOT NULL,
-  expires_at timestamptz NOT NULL,
-  updated_at timestamptz NOT NULL DEFAULT now());
-"#;
-
-/// Whether our objects exist.
-pub(crate) async fn present(client: &impl GenericClient) -> Result<bool> {
-    let row = client
-        .query_one(
-            "SELECT to_regclass('workflow_native.leases') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(db_err)?;
-    Ok(row.get(0))
 }
 
 /// A lease as taken: whether `owner` holds it now, and its fencing token.

@@ -10,6 +10,7 @@ pub mod config;
 mod dberr;
 pub mod engine;
 pub mod listen;
+mod own;
 pub mod rows;
 pub mod schema;
 mod store;
@@ -40,7 +41,7 @@ pub struct PgWorld {
     config: PgConfig,
     /// Event ids this process's engine appended, per run, not yet seen by its follower
     /// (which reports only what other writers added).
-    pub(crate) own: Arc<engine::OwnEvents>,
+    pub(crate) own: Arc<own::OwnEvents>,
     /// Synchronous connections for the engine's batches (see `sync`).
     pub(crate) batches: Arc<sync::SyncPool>,
 }

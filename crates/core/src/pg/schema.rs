@@ -131,6 +131,30 @@ CREATE TABLE IF NOT EXISTS workflow_drizzle.workflow_migrations (
   id SERIAL PRIMARY KEY, hash text NOT NULL, created_at bigint);
 "#;
 
+/// The embedded engine's own objects (run leases; see `pg::engine`), created when missing.
+const ENGINE_DDL: &str = r#"
+CREATE SCHEMA IF NOT EXISTS workflow_native;
+CREATE TABLE IF NOT EXISTS workflow_native.leases (
+  run_id varchar PRIMARY KEY,
+  owner varchar NOT NULL,
+  token bigint NOT NULL,
+  ttl_ms integer NOT NULL,
+  expires_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now());
+"#;
+
+/// Whether the engine's objects exist.
+async fn engine_objects_present(client: &impl GenericClient) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('workflow_native.leases') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(super::dberr::db_err)?;
+    Ok(row.get(0))
+}
+
 /// What the database holds now.
 #[derive(Debug, PartialEq, Eq)]
 enum State {
@@ -186,7 +210,7 @@ async fn state(client: &impl GenericClient) -> Result<State> {
 /// Makes sure the schema is there: creates it (with the ledger) when the database has
 /// none; leaves an upstream-made one as it is; refuses anything else with the reason.
 pub(crate) async fn ensure(client: &mut Client) -> Result<()> {
-    if state(client).await? == State::Current && super::engine::present(client).await? {
+    if state(client).await? == State::Current && engine_objects_present(client).await? {
         return Ok(());
     }
     // A session lock taken before the transaction begins: a transaction begun before
@@ -198,7 +222,7 @@ pub(crate) async fn ensure(client: &mut Client) -> Result<()> {
     let done = match create_locked(client).await {
         // the engine's own objects (run leases), beside the upstream ones
         Ok(()) => client
-            .batch_execute(super::engine::DDL)
+            .batch_execute(ENGINE_DDL)
             .await
             .map_err(super::dberr::db_err),
         Err(e) => Err(e),
