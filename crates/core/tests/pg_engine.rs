@@ -272,3 +272,43 @@ async fn a_follower_reports_what_other_writers_add_and_not_its_own_appends() {
     assert!(f.poll_now().await.unwrap().is_empty());
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_still_sees_foreign_events_when_its_listener_connection_is_killed() {
+    let Some(db) = TestDb::new("follow_kill").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    let mut f = w.follow(&run).unwrap();
+    assert_eq!(f.poll_now().await.unwrap().len(), 1);
+    // the LISTEN connection dies (and keeps dying while we write)
+    let sql = db.sql().await;
+    let killed: i64 = sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "no listener connection found");
+    let waiting = tokio::spawn(async move { f.next().await });
+    let writer = db.world().await;
+    writer
+        .create_event(
+            Some(&run),
+            req(json!({"eventType": "run_cancelled", "specVersion": 2})),
+        )
+        .await
+        .unwrap();
+    // woken by the listener's reconnection or by the polling backstop, never stuck
+    let evs = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the follower saw the event")
+        .unwrap()
+        .unwrap();
+    assert_eq!(evs[0]["eventType"], "run_cancelled");
+    db.drop_db().await;
+}
