@@ -53,8 +53,8 @@ impl PgWorld {
     ) -> Result<LeaseGrant> {
         let c = self.client().await?;
         let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
-        let row = c
-            .query_opt(
+        let stmt = c
+            .prepare_cached(
                 "INSERT INTO workflow_native.leases AS l (run_id, owner, token, ttl_ms, expires_at)
                  VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')
                  ON CONFLICT (run_id) DO UPDATE SET
@@ -65,8 +65,11 @@ impl PgWorld {
                    updated_at = now()
                  WHERE l.owner = '' OR l.expires_at < now()
                  RETURNING token",
-                &[&run_id, &owner, &ttl],
             )
+            .await
+            .map_err(db_err)?;
+        let row = c
+            .query_opt(&stmt, &[&run_id, &owner, &ttl])
             .await
             .map_err(db_err)?;
         Ok(LeaseGrant {
@@ -86,13 +89,16 @@ impl PgWorld {
     ) -> Result<bool> {
         let c = self.client().await?;
         let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
-        let n = c
-            .execute(
+        let stmt = c
+            .prepare_cached(
                 "UPDATE workflow_native.leases
                  SET expires_at = now() + $4::integer * interval '1 millisecond', ttl_ms = $4::integer, updated_at = now()
                  WHERE run_id = $1 AND owner = $2 AND token = $3",
-                &[&run_id, &owner, &token, &ttl],
             )
+            .await
+            .map_err(db_err)?;
+        let n = c
+            .execute(&stmt, &[&run_id, &owner, &token, &ttl])
             .await
             .map_err(db_err)?;
         Ok(n == 1)
@@ -102,13 +108,16 @@ impl PgWorld {
     /// stays, marked free, so the next take still bumps the fencing token.
     pub async fn release_lease(&self, run_id: &str, owner: &str, token: Option<i64>) -> Result<()> {
         let c = self.client().await?;
-        c.execute(
-            "UPDATE workflow_native.leases SET owner = '', expires_at = now(), updated_at = now()
-             WHERE run_id = $1 AND owner = $2 AND ($3::bigint IS NULL OR token = $3)",
-            &[&run_id, &owner, &token],
-        )
-        .await
-        .map_err(db_err)?;
+        let stmt = c
+            .prepare_cached(
+                "UPDATE workflow_native.leases SET owner = '', expires_at = now(), updated_at = now()
+                 WHERE run_id = $1 AND owner = $2 AND ($3::bigint IS NULL OR token = $3)",
+            )
+            .await
+            .map_err(db_err)?;
+        c.execute(&stmt, &[&run_id, &owner, &token])
+            .await
+            .map_err(db_err)?;
         Ok(())
     }
 
@@ -306,7 +315,8 @@ impl PgWorld {
             "SELECT {} FROM workflow.workflow_events WHERE run_id = $1 AND ($2::text IS NULL OR id > $2) ORDER BY id",
             super::rows::EVENT_COLS
         );
-        let rows = c.query(&sql, &[&run_id, &after]).await.map_err(db_err)?;
+        let stmt = c.prepare_cached(&sql).await.map_err(db_err)?;
+        let rows = c.query(&stmt, &[&run_id, &after]).await.map_err(db_err)?;
         rows.iter().map(super::rows::event_json).collect()
     }
 

@@ -102,7 +102,8 @@ impl PgWorld {
             "SELECT {} FROM workflow.workflow_runs WHERE id = $1",
             rows::RUN_COLS
         );
-        let row = c.query_opt(&sql, &[&run_id]).await.map_err(db_err)?;
+        let stmt = c.prepare_cached(&sql).await.map_err(db_err)?;
+        let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
         match row {
             None => Err(Error::RunNotFound {
                 run_id: run_id.to_string(),
@@ -245,7 +246,8 @@ impl PgWorld {
             "SELECT {} FROM workflow.workflow_events WHERE run_id = $1 ORDER BY id",
             rows::EVENT_COLS
         );
-        let rows_ = c.query(&sql, &[&run_id]).await.map_err(db_err)?;
+        let stmt = c.prepare_cached(&sql).await.map_err(db_err)?;
+        let rows_ = c.query(&stmt, &[&run_id]).await.map_err(db_err)?;
         rows_.iter().map(rows::event_json).collect()
     }
 
