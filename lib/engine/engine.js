@@ -178,7 +178,7 @@ class Engine {
     }
     if (typeof runId !== 'string') return false
     // On PostgreSQL a run not executing here is for a worker to claim (in any process).
-    if (!this.executions.has(runId) && !this.worker && this.world().kind === 'postgres') return true
+    if (!this.executions.has(runId) && !this.worker && resolveWorld().world?.kind === 'postgres') return true
     // outside the caller's workflow/step context (resumeHook() may be called in a step)
     stepStore.exit(() => workflowStore.exit(() => setImmediate(() => this.notify(runId, def))))
     return true
