@@ -122,6 +122,9 @@ class PgWorld {
   async appendBatch(runId, requests, leaseOwner, leaseToken) {
     return (await this.native()).appendBatch(runId, requests, leaseOwner, leaseToken)
   }
+  async createRunLeased(req, owner, ttlMs) {
+    return (await this.native()).createRunLeased(req, owner, ttlMs)
+  }
   async acquireLease(runId, owner, ttlMs) {
     return (await this.native()).acquireLease(runId, owner, ttlMs)
   }

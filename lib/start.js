@@ -142,7 +142,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
         ),
       )
     : // Written off the JS thread; a failure rejects.
-      world.createRun({
+      createRun(world, engineDef, {
         runId,
         deploymentId,
         workflowName,
@@ -174,8 +174,9 @@ async function start(workflow, argsOrOptions, maybeOptions) {
     }
   }
 
+  let leased
   try {
-    await created
+    leased = await created
   } catch (e) {
     if (e && e.name !== 'EntityConflictError') throw e
   }
@@ -189,7 +190,10 @@ async function start(workflow, argsOrOptions, maybeOptions) {
     // On PostgreSQL it runs here only if this process runs a worker; otherwise a worker
     // (in any process) claims it.
     if (world.kind !== 'postgres' || engine.worker) {
-      engine.launch(runId, def, { workflowName, input: taggedBytes(input.bytes) })
+      const fresh = { workflowName, input: taggedBytes(input.bytes) }
+      // (created, leased and started in one transaction: see createRun())
+      if (leased) fresh.started = leased
+      engine.launch(runId, def, fresh)
     }
   } else if (customWorld) {
     // A World given in the options creates and enqueues (the returned Run still reads
@@ -207,3 +211,19 @@ async function start(workflow, argsOrOptions, maybeOptions) {
 }
 
 module.exports = { start }
+
+/**
+ * Creates the run. A run of the embedded engine started on PostgreSQL by a process with a
+ * worker is executed here: `run_created`, its lease and `run_started` go in one
+ * transaction, and this resolves to `{ token, startedAt }` (else to undefined).
+ */
+async function createRun(world, engineDef, req) {
+  if (engineDef && world.kind === 'postgres') {
+    const engine = require('./engine/engine.js').peekEngine()
+    if (engine && engine.worker) {
+      return JSON.parse(await world.createRunLeased(req, engine.leaseOwner, engine.leaseTtlMs))
+    }
+  }
+  await world.createRun(req)
+  return undefined
+}

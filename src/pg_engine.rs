@@ -44,6 +44,28 @@ impl NativePgWorld {
         .await
     }
 
+    /// Creates a run this process executes itself (a worker's `start()`): `run_created`,
+    /// its lease for `owner` and `run_started` in one transaction. Resolves to the JSON text
+    /// of `{ token, startedAt }`.
+    #[napi(catch_unwind)]
+    pub async fn create_run_leased(
+        &self,
+        req: crate::world::CreateRunRequest,
+        owner: String,
+        ttl_ms: u32,
+    ) -> napi::Result<String> {
+        let w = Arc::clone(&self.inner);
+        guarded(async move {
+            let create = crate::world::create_run_of(req)?;
+            let (token, started_at) = w
+                .create_run_leased(&create, &owner, ttl_ms)
+                .await
+                .map_err(to_napi)?;
+            Ok(json!({ "token": token, "startedAt": started_at }).to_string())
+        })
+        .await
+    }
+
     /// Takes the run's lease for a new execution by `owner`: the JSON text of
     /// `{ held, token? }` (the fencing token its batches carry).
     #[napi(catch_unwind)]

@@ -76,8 +76,14 @@ class Engine {
     // same owner re-acquiring would count as a renewal, and that release would then
     // delete the new lease).
     const released = this.releasing.get(runId) || Promise.resolve()
+    // (a run this process created, leased and started in one transaction holds its lease)
+    const taken = fresh && fresh.started
     const leased = released
-      .then(() => this.acquireLease(world, runId, (err) => (exec.leaseReplaced = err), exec))
+      .then(() => {
+        if (!taken) return this.acquireLease(world, runId, (err) => (exec.leaseReplaced = err), exec)
+        exec.leaseToken = taken.token
+        return true
+      })
       .finally(() => {
         this.busy--
         this.clock.poke()

@@ -50,7 +50,8 @@ class Execution {
    * @param world the native World
    * @param runId
    * @param def { workflowId, fn }
-   * @param fresh `{ workflowName, input }` of a run just created here: its log need not be read
+   * @param fresh `{ workflowName, input, started? }` of a run just created here: its log need
+   *   not be read (`started`: `{ token, startedAt }` when it was also leased and started)
    * @param recovered this execution follows one that met a state it could not continue
    *   from (see inconsistent()): meeting one again is reported, not retried
    */
@@ -452,7 +453,11 @@ class Execution {
       return this.stop(this.failure ? 'lease unreadable' : 'held by another process')
     }
     try {
-      if (this.fresh) this.log.runCreated = { eventData: this.fresh }
+      if (this.fresh) {
+        this.log.runCreated = { eventData: { workflowName: this.fresh.workflowName, input: this.fresh.input } }
+        // PostgreSQL, a worker's own start(): run_started is written already
+        if (this.fresh.started) this.log.runStartedAt = Date.parse(this.fresh.started.startedAt) || Date.now()
+      }
       else {
         try {
           await this.recover()

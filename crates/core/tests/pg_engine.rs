@@ -312,3 +312,45 @@ async fn a_follower_still_sees_foreign_events_when_its_listener_connection_is_ki
     assert_eq!(evs[0]["eventType"], "run_cancelled");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_started_by_its_executor_is_created_leased_and_started_in_one_commit() {
+    let Some(db) = TestDb::new("leased_start").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run_id = workflow_core::ids::prefixed_id("wrun");
+    let req = workflow_core::world::local::CreateRun {
+        run_id: run_id.clone(),
+        deployment_id: "dpl_1".into(),
+        workflow_name: "wf//./flow".into(),
+        spec_version: 2,
+        execution_context: None,
+        input: workflow_core::world::model::Payload::Bytes(b"in".to_vec()),
+    };
+    let mut f = w.follow(&run_id).unwrap();
+    let (token, started_at) = w.create_run_leased(&req, "a", 60_000).await.unwrap();
+    assert_eq!(token, 1);
+    assert!(started_at.is_some());
+    assert_eq!(types(&db, &run_id).await, ["run_created", "run_started"]);
+    assert_eq!(
+        w.get_run(&run_id, false).await.unwrap().status.as_str(),
+        "running"
+    );
+    assert_eq!(w.leased_runs().await.unwrap(), vec![run_id.clone()]);
+    // the lease is the execution's: its batches pass, another owner's do not
+    let out = w
+        .append_batch(&run_id, step_reqs("step_a"), Some(("a", 1)))
+        .await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert!(!w.acquire_lease(&run_id, "b", 60_000).await.unwrap().held);
+    // none of it is another writer's
+    assert!(f.poll_now().await.unwrap().is_empty());
+    // the same run again: refused whole, nothing written
+    assert!(w.create_run_leased(&req, "b", 60_000).await.is_err());
+    assert_eq!(
+        types(&db, &run_id).await,
+        ["run_created", "run_started", "step_created", "step_started"]
+    );
+    db.drop_db().await;
+}

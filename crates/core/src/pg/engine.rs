@@ -78,6 +78,59 @@ impl PgWorld {
         })
     }
 
+    /// Creates a run started by a process that executes it itself (a worker's `start()`):
+    /// `run_created`, the run's lease for `owner` and `run_started` in one transaction —
+    /// one commit where creating, taking the lease and starting would be three. Returns the
+    /// lease's fencing token and the run's `startedAt`.
+    pub async fn create_run_leased(
+        &self,
+        req: &crate::world::local::CreateRun,
+        owner: &str,
+        ttl_ms: u32,
+    ) -> Result<(i64, Option<String>)> {
+        let created = Request::parse(Some(&req.run_id), super::run_created_request(req))?;
+        let mut started_req = Map::new();
+        started_req.insert("eventType".into(), Value::from("run_started"));
+        started_req.insert("specVersion".into(), Value::from(req.spec_version));
+        let started = Request::parse(Some(&req.run_id), started_req)?;
+        let run_id = req.run_id.clone();
+        let owner = owner.to_string();
+        let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
+        let own = Arc::clone(&self.own);
+        let pool = Arc::clone(&self.batches);
+        tokio::task::spawn_blocking(move || -> Result<(i64, Option<String>)> {
+            let mut conn = pool.get()?;
+            let (tx, _) = conn.begin(Some(&run_id))?;
+            let store = store::PgStore::over(Box::new(tx));
+            let first = crate::machine::apply(&store, &created)?;
+            let token = store.take_lease(&run_id, &owner, ttl)?.ok_or_else(|| {
+                Error::Plain(format!("the lease of the new run {run_id} is held already"))
+            })?;
+            let second = crate::machine::apply(&store, &started)?;
+            let started_at = second
+                .result
+                .run
+                .as_ref()
+                .and_then(|r| r.get("startedAt"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            // a worker elsewhere has nothing to claim (the lease is ours); our follower
+            // must not report these two as another writer's
+            let ids: Vec<String> = [&first.result, &second.result]
+                .iter()
+                .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
+                .collect();
+            own.add(&run_id, ids.iter().cloned());
+            if let Err(e) = store.finish() {
+                own.remove(&run_id, &ids);
+                return Err(e);
+            }
+            Ok((token, started_at))
+        })
+        .await
+        .map_err(|e| Error::Plain(format!("run creation task failed: {e}")))?
+    }
+
     /// Extends the lease `owner` took with `token` (see [`acquire_lease`](Self::acquire_lease));
     /// `false` once it is not theirs any more (taken over, released) — never taken back.
     pub async fn renew_lease(

@@ -106,6 +106,23 @@ impl<'t> PgStore<'t> {
             .map(|_| ())
     }
 
+    /// Takes the lease of a run created in this transaction for `owner` (see
+    /// `pg::engine::acquire_lease`); its fencing token, `None` if a live lease is there.
+    pub(crate) fn take_lease(&self, run_id: &str, owner: &str, ttl_ms: i32) -> Result<Option<i64>> {
+        Ok(self
+            .query_opt(
+                "INSERT INTO workflow_native.leases AS l (run_id, owner, token, ttl_ms, expires_at)
+                 VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')
+                 ON CONFLICT (run_id) DO UPDATE SET
+                   owner = EXCLUDED.owner, token = l.token + 1, ttl_ms = EXCLUDED.ttl_ms,
+                   expires_at = EXCLUDED.expires_at, updated_at = now()
+                 WHERE l.owner = '' OR l.expires_at < now()
+                 RETURNING token",
+                &[&run_id, &owner, &ttl_ms],
+            )?
+            .map(|r| r.get(0)))
+    }
+
     /// Commits, unless a statement failed (then the transaction is rolled back).
     pub(crate) fn finish(self) -> Result<()> {
         let failed = self.failed.borrow_mut().take();
