@@ -102,7 +102,9 @@ class Run {
     // A run the embedded engine executes here: wait for it in memory first.
     const local = typeof this.runId === 'string' ? peekEngine()?.completion(this.runId) : undefined
     return Promise.resolve(local)
-      .then(() => this.#with((w) => w.waitTerminal(this.runId)))
+      .then((done) =>
+        done ? { status: 'completed', output: done.output, hasOutput: true } : this.#with((w) => w.waitTerminal(this.runId)),
+      )
       .then((info) => {
       if (info.status === 'cancelled') throw new errors.WorkflowRunCancelledError(this.runId)
       if (info.status === 'failed') {

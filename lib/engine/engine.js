@@ -209,7 +209,9 @@ class Engine {
   /** Resolves when the run executing here stops or ends (undefined if not executing here). */
   completion(runId) {
     const exec = this.executions.get(runId)
-    return exec ? exec.done : undefined
+    if (!exec) return undefined
+    // a run completed here: its stored output, without reading it back
+    return exec.done.then(() => (exec.stopped === 'completed' && exec.output ? { output: exec.output } : undefined))
   }
 
   noteSleeping(runId) {

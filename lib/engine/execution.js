@@ -509,6 +509,8 @@ class Execution {
       this.flushOps()
       const res = await this.record('run_completed', undefined, { output: tagged(output) })
       if (res === HALT) return
+      // what the run's returnValue reads, as stored (the write above is durable)
+      this.output = output
       this.stop('completed')
     } catch (err) {
       if (this.stopped) return
