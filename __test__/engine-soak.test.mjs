@@ -245,8 +245,14 @@ test(`crash-recovery soak: ${TRIALS} trials of ${KILLS} SIGKILLs of a ${STEPS}-s
     for (const s of snap.steps) {
       const t = snap.byCorr.get(s.stepId) || []
       if (!t.includes('step_created')) {
-        // created by a process killed before its step_created event: never referenced
-        assert.deepEqual([s.status, s.attempt], ['pending', 0])
+        // created by a process killed before its step_created event: never referenced. A
+        // fresh step's file is written once, already running (its step_created and
+        // step_started travel in one batch: see journal.rs, HeldStep); a step created alone
+        // is pending.
+        assert.ok(
+          (s.status === 'pending' && s.attempt === 0) || (s.status === 'running' && s.attempt === 1),
+          `an orphan step file is pending (attempt 0) or running (attempt 1), got ${s.status} (attempt ${s.attempt})`,
+        )
         orphans++
         continue
       }
