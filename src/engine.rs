@@ -563,6 +563,19 @@ pub(crate) fn follow_message(
     Value::Object(msg).to_string()
 }
 
+/// A follower's answer to `poll()`: what its loop sent back, or no events once the loop
+/// is gone (the follower was closed).
+pub(crate) async fn poll_answer(
+    sent: bool,
+    answer: oneshot::Receiver<String>,
+) -> napi::Result<String> {
+    let none = || json!({ "events": [] }).to_string();
+    if !sent {
+        return Ok(none());
+    }
+    crate::guarded(async move { Ok(answer.await.unwrap_or_else(|_| none())) }).await
+}
+
 /// A run's follower (see `NativeWorld#followRun`).
 #[napi]
 pub struct RunEventFollower {
@@ -578,15 +591,8 @@ impl RunEventFollower {
     #[napi(catch_unwind)]
     pub async fn poll(&self) -> napi::Result<String> {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(FollowRequest::Poll(reply)).is_err() {
-            return Ok(json!({ "events": [] }).to_string());
-        }
-        crate::guarded(async move {
-            Ok(answer
-                .await
-                .unwrap_or_else(|_| json!({ "events": [] }).to_string()))
-        })
-        .await
+        let sent = self.tx.send(FollowRequest::Poll(reply)).is_ok();
+        poll_answer(sent, answer).await
     }
 
     /// Stops following (idempotent).

@@ -4,7 +4,7 @@
 //! to resume; a run's log; following what other writers add. All async: the JS thread
 //! never waits on the network.
 
-use crate::engine::{follow_message, outcome_json, parse_requests};
+use crate::engine::{follow_message, outcome_json, parse_requests, poll_answer};
 use crate::pg::NativePgWorld;
 use crate::{guard, guarded, to_napi};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -307,15 +307,8 @@ impl PgRunFollower {
     #[napi(catch_unwind)]
     pub async fn poll(&self) -> napi::Result<String> {
         let (reply, answer) = oneshot::channel();
-        if self.tx.send(reply).is_err() {
-            return Ok(json!({ "events": [] }).to_string());
-        }
-        guarded(async move {
-            Ok(answer
-                .await
-                .unwrap_or_else(|_| json!({ "events": [] }).to_string()))
-        })
-        .await
+        let sent = self.tx.send(reply).is_ok();
+        poll_answer(sent, answer).await
     }
 
     /// Stops following (idempotent).

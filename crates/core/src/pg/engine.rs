@@ -88,7 +88,7 @@ impl PgWorld {
         owner: &str,
         ttl_ms: u32,
     ) -> Result<(i64, Option<String>)> {
-        let created = Request::parse(Some(&req.run_id), super::run_created_request(req))?;
+        let created = Request::parse(Some(&req.run_id), req.run_created_request())?;
         let mut started_req = Map::new();
         started_req.insert("eventType".into(), Value::from("run_started"));
         started_req.insert("specVersion".into(), Value::from(req.spec_version));

@@ -289,7 +289,7 @@ impl PgWorld {
 
     /// `start()`'s `run_created`.
     pub async fn create_run(&self, req: &CreateRun) -> Result<()> {
-        self.create_event(Some(&req.run_id), run_created_request(req))
+        self.create_event(Some(&req.run_id), req.run_created_request())
             .await?;
         Ok(())
     }
@@ -415,22 +415,6 @@ impl crate::storage::WaitOps for PgWorld {
 }
 
 /// `__wkf_workflow_<name>` / `__<ns>_wkf_step_<name>` → (kind, name).
-/// `run_created` as `start()` issues it.
-pub(crate) fn run_created_request(req: &CreateRun) -> Map<String, Value> {
-    let mut data = Map::new();
-    data.insert("deploymentId".into(), json!(req.deployment_id));
-    data.insert("workflowName".into(), json!(req.workflow_name));
-    data.insert("input".into(), payload_json(&req.input));
-    if let Some(ec) = &req.execution_context {
-        data.insert("executionContext".into(), ec.clone());
-    }
-    let mut request = Map::new();
-    request.insert("eventType".into(), json!("run_created"));
-    request.insert("specVersion".into(), json!(req.spec_version));
-    request.insert("eventData".into(), Value::Object(data));
-    request
-}
-
 pub fn split_queue_name(q: &str) -> Option<(&'static str, &str)> {
     for (marker, kind) in [("wkf_workflow_", "workflow"), ("wkf_step_", "step")] {
         if let Some(at) = q.find(marker) {

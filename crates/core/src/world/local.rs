@@ -231,18 +231,7 @@ impl LocalWorld {
     /// (two small create-once files); see [`create_run`](Self::create_run).
     pub fn create_run_sync(&self, req: &CreateRun) -> Result<()> {
         assert_safe_entity_id("runId", &req.run_id)?;
-        let mut data = Map::new();
-        data.insert("deploymentId".into(), json!(req.deployment_id));
-        data.insert("workflowName".into(), json!(req.workflow_name));
-        data.insert("input".into(), payload_json(&req.input));
-        if let Some(ec) = &req.execution_context {
-            data.insert("executionContext".into(), ec.clone());
-        }
-        let mut request = Map::new();
-        request.insert("eventType".into(), json!("run_created"));
-        request.insert("specVersion".into(), json!(req.spec_version));
-        request.insert("eventData".into(), Value::Object(data));
-        self.apply_event_sync(Some(&req.run_id), request)?;
+        self.apply_event_sync(Some(&req.run_id), req.run_created_request())?;
         Ok(())
     }
 
@@ -265,6 +254,24 @@ pub struct CreateRun {
     pub spec_version: i64,
     pub execution_context: Option<Value>,
     pub input: Payload,
+}
+
+impl CreateRun {
+    /// The `run_created` request `start()` issues for it (both backends).
+    pub fn run_created_request(&self) -> Map<String, Value> {
+        let mut data = Map::new();
+        data.insert("deploymentId".into(), json!(self.deployment_id));
+        data.insert("workflowName".into(), json!(self.workflow_name));
+        data.insert("input".into(), payload_json(&self.input));
+        if let Some(ec) = &self.execution_context {
+            data.insert("executionContext".into(), ec.clone());
+        }
+        let mut request = Map::new();
+        request.insert("eventType".into(), json!("run_created"));
+        request.insert("specVersion".into(), json!(self.spec_version));
+        request.insert("eventData".into(), Value::Object(data));
+        request
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
