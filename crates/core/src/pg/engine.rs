@@ -98,7 +98,9 @@ impl PgWorld {
         let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
         let own = Arc::clone(&self.own);
         let pool = Arc::clone(&self.batches);
+        let slot = pool.reserve().await?;
         tokio::task::spawn_blocking(move || -> Result<(i64, Option<String>)> {
+            let _slot = slot;
             let mut conn = pool.get()?;
             let (tx, _) = conn.begin(Some(&run_id))?;
             let store = store::PgStore::over(Box::new(tx));
@@ -255,7 +257,9 @@ impl PgWorld {
         let owner = owner.map(|(o, t)| (o.to_string(), t));
         let own = Arc::clone(&self.own);
         let pool = Arc::clone(&self.batches);
+        let slot = pool.reserve().await?;
         tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
+            let _slot = slot;
             let mut conn = pool.get()?;
             let mut batch = Batch {
                 conn: &mut conn,

@@ -167,7 +167,9 @@ impl PgWorld {
     ) -> Result<Created> {
         let req = Request::parse(run_id, request)?;
         let pool = Arc::clone(&self.batches);
+        let slot = pool.reserve().await?;
         tokio::task::spawn_blocking(move || -> Result<Created> {
+            let _slot = slot;
             let mut conn = pool.get()?;
             // (with a run id: its advisory lock taken)
             let (tx, _) = conn.begin(req.run_id.as_deref())?;

@@ -27,6 +27,9 @@ pub(crate) struct SyncConn {
 
 /// At most `max` connections, made on demand; a caller waits for a free one.
 pub(crate) struct SyncPool {
+    /// One permit per connection, taken (asynchronously) before a blocking thread is
+    /// used: callers beyond the pool's size wait as tasks, not as parked threads.
+    slots: std::sync::Arc<tokio::sync::Semaphore>,
     cfg: tokio_postgres::Config,
     verify: bool,
     max: usize,
@@ -43,6 +46,7 @@ struct PoolState {
 impl SyncPool {
     pub(crate) fn new(cfg: tokio_postgres::Config, verify: bool, max: usize) -> SyncPool {
         SyncPool {
+            slots: std::sync::Arc::new(tokio::sync::Semaphore::new(max.max(1))),
             cfg,
             verify,
             max: max.max(1),
@@ -58,7 +62,16 @@ impl SyncPool {
         }
     }
 
-    /// A connection (blocks until one is free, or made: within the connect timeout).
+    /// Waits (as a task) for a connection slot; hold it while using [`get`](Self::get).
+    pub(crate) async fn reserve(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        std::sync::Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Error::Plain("the PostgreSQL batch pool is closed".into()))
+    }
+
+    /// A connection (blocks until one is free, or made: within the connect timeout; with a
+    /// slot [`reserve`](Self::reserve)d, one is free or can be made).
     pub(crate) fn get(&self) -> Result<Pooled<'_>> {
         let mut st = self.lock();
         loop {
