@@ -19,6 +19,7 @@ class Engine {
     this.registry = new Map() // workflowId -> def
     this.executions = new Map() // runId -> Execution
     this.releasing = new Map() // runId -> the release of its lease in progress
+    this.settling = new Set() // `released` of every execution whose lease is not released yet
     this.busy = 0
     this.clock = new Clock()
     this.clock.setBusyProbe(() => this.busy > 0)
@@ -122,6 +123,8 @@ class Engine {
         }
       }
     })
+    const settled = exec.released.catch(() => {}).finally(() => this.settling.delete(settled))
+    this.settling.add(settled)
     return exec
   }
 
@@ -161,6 +164,8 @@ class Engine {
   }
 
   async releaseLease(world, runId, holder) {
+    // PostgreSQL: the fenced batch that ended the run released the lease with its commit
+    if (world.kind === 'postgres' && holder && holder.endedHere && typeof holder.leaseToken === 'number') return
     try {
       if (world.kind === 'postgres') await world.releaseLease(runId, this.leaseOwner, holder && holder.leaseToken)
       else await world.releaseLease(runId, this.leaseOwner)

@@ -175,6 +175,8 @@ class Execution {
   noteWritten(res) {
     const ev = res && res.event
     if (!ev || !this.log.add(ev, false)) return
+    // (on PostgreSQL, the batch that ended the run released its lease too)
+    if (isTerminalRunEvent(ev.eventType)) this.endedHere = true
     const h = ev.correlationId && this.handlers.get(ev.correlationId)
     if (h) h.onEvent(ev)
   }

@@ -212,6 +212,8 @@ class Worker {
       const executions = [...engine.executions.values()]
       // each execution's lease is released once it ended (`released`)
       await Promise.all(executions.map((exec) => exec.drain('worker stopped').then(() => exec.released)))
+      // and the lease releases of runs that ended just before (no longer executing)
+      await Promise.all([...engine.settling])
       engine.quiescing = false
       if (engine.worker === this) engine.worker = null
     })()

@@ -354,3 +354,109 @@ async fn a_run_started_by_its_executor_is_created_leased_and_started_in_one_comm
     );
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_queued_write_fails_is_run_again_with_the_exact_refusal() {
+    let Some(db) = TestDb::new("replay").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    reqs.extend(step_reqs("step_a"));
+    assert!(w.append_batch(&run, reqs, None).await.failed.is_none());
+    // step_a again, between two writes of step_c: its insert, queued with the commit,
+    // fails the pipelined transaction; run again statement by statement, step_c's
+    // creation before it is written and the refusal is the rules' own
+    let created = |s: &str| {
+        req(
+            json!({"eventType": "step_created", "specVersion": 2, "correlationId": s,
+            "eventData": {"stepName": "s", "input": bin(b"i")}}),
+        )
+    };
+    let reqs = vec![
+        created("step_c"),
+        created("step_a"),
+        req(json!({"eventType": "step_started", "specVersion": 2, "correlationId": "step_c"})),
+    ];
+    let out = w.append_batch(&run, reqs, None).await;
+    assert_eq!(out.results.len(), 1, "{:?}", out.failed);
+    let (index, err) = out.failed.expect("refused");
+    assert_eq!(index, 1);
+    assert_eq!(err.name(), "EntityConflictError", "{err}");
+    assert_eq!(
+        types(&db, &run).await,
+        [
+            "run_created",
+            "run_started",
+            "step_created",
+            "step_started",
+            "step_created"
+        ]
+    );
+    let c = db.sql().await;
+    let status: String = c
+        .query_one(
+            "SELECT status::text FROM workflow.workflow_steps WHERE run_id = $1 AND step_id = 'step_c'",
+            &[&run],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "pending");
+    // the same through events.create: the conflict, nothing written
+    let err = w
+        .create_event(Some(&run), created("step_a"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.name(), "EntityConflictError", "{err}");
+    assert_eq!(types(&db, &run).await.len(), 5);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_batch_that_ends_a_run_releases_its_lease_in_the_same_commit() {
+    let Some(db) = TestDb::new("end_release").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    assert!(w.acquire_lease(&run, "a", 60_000).await.unwrap().held);
+    let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    reqs.extend(step_reqs("step_a"));
+    assert!(w
+        .append_batch(&run, reqs, Some(("a", 1)))
+        .await
+        .failed
+        .is_none());
+    assert_eq!(w.leased_runs().await.unwrap(), vec![run.clone()]);
+    let reqs = vec![
+        req(
+            json!({"eventType": "step_completed", "specVersion": 2, "correlationId": "step_a",
+            "eventData": {"result": bin(b"r")}}),
+        ),
+        req(
+            json!({"eventType": "run_completed", "specVersion": 2, "eventData": {"output": bin(b"o")}}),
+        ),
+    ];
+    let out = w.append_batch(&run, reqs, Some(("a", 1))).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert!(w.leased_runs().await.unwrap().is_empty());
+    // a refused terminal batch releases nothing
+    let run2 = new_run(&w).await;
+    assert!(w.acquire_lease(&run2, "a", 60_000).await.unwrap().held);
+    let reqs = vec![
+        req(json!({"eventType": "run_started", "specVersion": 2})),
+        req(
+            json!({"eventType": "step_completed", "specVersion": 2, "correlationId": "nope",
+            "eventData": {"result": bin(b"r")}}),
+        ),
+        req(
+            json!({"eventType": "run_completed", "specVersion": 2, "eventData": {"output": bin(b"o")}}),
+        ),
+    ];
+    let out = w.append_batch(&run2, reqs, Some(("a", 1))).await;
+    assert_eq!(out.results.len(), 1);
+    assert_eq!(w.leased_runs().await.unwrap(), vec![run2.clone()]);
+    db.drop_db().await;
+}

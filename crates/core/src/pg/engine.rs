@@ -102,31 +102,35 @@ impl PgWorld {
         tokio::task::spawn_blocking(move || -> Result<(i64, Option<String>)> {
             let _slot = slot;
             let mut conn = pool.get()?;
-            let (tx, _) = conn.begin(Some(&run_id))?;
-            let store = store::PgStore::over(Box::new(tx));
-            let first = crate::machine::apply(&store, &created)?;
-            let token = store.take_lease(&run_id, &owner, ttl)?.ok_or_else(|| {
-                Error::Plain(format!("the lease of the new run {run_id} is held already"))
-            })?;
-            let second = crate::machine::apply(&store, &started)?;
-            let started_at = second
-                .result
-                .run
-                .as_ref()
-                .and_then(|r| r.get("startedAt"))
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            // a worker elsewhere has nothing to claim (the lease is ours); our follower
-            // must not report these two as another writer's
-            let ids: Vec<String> = [&first.result, &second.result]
-                .iter()
-                .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
-                .collect();
-            own.add(&run_id, ids.iter().cloned());
-            if let Err(e) = store.finish() {
-                own.remove(&run_id, &ids);
-                return Err(e);
-            }
+            let (token, started_at, _) = store::transact(
+                &mut conn,
+                Some(&run_id),
+                &[],
+                true,
+                |store, _| {
+                    let first = crate::machine::apply(store, &created)?;
+                    let token = store.take_lease(&run_id, &owner, ttl)?.ok_or_else(|| {
+                        Error::Plain(format!("the lease of the new run {run_id} is held already"))
+                    })?;
+                    let second = crate::machine::apply(store, &started)?;
+                    let started_at = second
+                        .result
+                        .run
+                        .as_ref()
+                        .and_then(|r| r.get("startedAt"))
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    // a worker elsewhere has nothing to claim (the lease is ours); our
+                    // follower must not report these two as another writer's
+                    let ids: Vec<String> = [&first.result, &second.result]
+                        .iter()
+                        .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
+                        .collect();
+                    own.add(&run_id, ids.iter().cloned());
+                    Ok(store::Decision::Commit((token, started_at, ids)))
+                },
+                |(_, _, ids)| own.remove(&run_id, ids),
+            )?;
             Ok((token, started_at))
         })
         .await
@@ -317,51 +321,78 @@ impl Batch<'_, '_> {
     /// The events in one transaction: all committed, or none (`Err`: the database failed;
     /// `Refused`: the rules refused one, the lease was lost).
     fn write(&mut self, requests: &[Request]) -> Result<Written> {
-        let (tx, holder) = self.conn.begin(Some(self.run_id))?;
-        let store = store::PgStore::over(Box::new(tx));
-        if let Some((owner, token)) = self.owner {
-            if holder.as_ref().map(|(o, t)| (o.as_str(), *t)) != Some((owner, token)) {
-                store.abort();
-                return Ok(Written::Refused(
-                    0,
-                    Error::LeaseLost {
-                        run_id: self.run_id.to_string(),
-                    },
-                ));
+        // the steps the batch names (not those it creates), read with the BEGIN
+        let mut step_ids: Vec<String> = Vec::new();
+        let mut created: Vec<&str> = Vec::new();
+        for r in requests {
+            let Some(c) = r.correlation_id.as_deref() else {
+                continue;
+            };
+            if r.event_type == "step_created" {
+                created.push(c);
+            } else if r.event_type.starts_with("step_")
+                && !created.contains(&c)
+                && !step_ids.iter().any(|s| s == c)
+            {
+                step_ids.push(c.to_string());
             }
         }
-        let mut results = Vec::with_capacity(requests.len());
-        let mut ended = false;
-        for (i, req) in requests.iter().enumerate() {
-            match crate::machine::apply(&store, req) {
-                Ok(created) => {
-                    ended |= matches!(
-                        req.event_type.as_str(),
-                        "run_completed" | "run_failed" | "run_cancelled"
-                    );
-                    results.push(created.result);
+        let (run_id, owner, own) = (self.run_id, self.owner, self.own);
+        store::transact(
+            self.conn,
+            Some(run_id),
+            &step_ids,
+            false,
+            |store, holder| {
+                if let Some((owner, token)) = owner {
+                    if holder.as_ref().map(|(o, t)| (o.as_str(), *t)) != Some((owner, token)) {
+                        return Ok(store::Decision::Abort(Written::Refused(
+                            0,
+                            Error::LeaseLost {
+                                run_id: run_id.to_string(),
+                            },
+                        )));
+                    }
                 }
-                Err(e) => {
-                    store.abort();
-                    return Ok(Written::Refused(i, e));
+                let mut results = Vec::with_capacity(requests.len());
+                let mut ended = false;
+                for (i, req) in requests.iter().enumerate() {
+                    match crate::machine::apply(store, req) {
+                        Ok(created) => {
+                            ended |= matches!(
+                                req.event_type.as_str(),
+                                "run_completed" | "run_failed" | "run_cancelled"
+                            );
+                            results.push(created.result);
+                        }
+                        Err(e) => return Ok(store::Decision::Abort(Written::Refused(i, e))),
+                    }
                 }
-            }
-        }
-        if ended {
-            store.notify(super::listen::RUN_CHANNEL, self.run_id)?;
-        }
-        // known as ours before the commit makes them visible to our follower
-        let ids: Vec<String> = results
-            .iter()
-            .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
-            .collect();
-        self.own.add(self.run_id, ids.iter().cloned());
-        if let Err(e) = store.finish() {
-            self.own.remove(self.run_id, &ids);
-            return Err(e);
-        }
-        Ok(Written::All(results))
+                if ended {
+                    store.notify(super::listen::RUN_CHANNEL, run_id)?;
+                }
+                if let (true, Some((owner, token))) = (ended, owner) {
+                    // the run ended: its lease goes with the same commit
+                    store.release_lease(run_id, owner, token)?;
+                }
+                // known as ours before the commit makes them visible to our follower
+                own.add(run_id, event_ids(&results));
+                Ok(store::Decision::Commit(Written::All(results)))
+            },
+            |w| {
+                if let Written::All(results) = w {
+                    own.remove(run_id, &event_ids(results));
+                }
+            },
+        )
     }
+}
+
+fn event_ids(results: &[crate::machine::EventResult]) -> Vec<String> {
+    results
+        .iter()
+        .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
+        .collect()
 }
 
 impl PgWorld {

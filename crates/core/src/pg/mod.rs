@@ -171,11 +171,18 @@ impl PgWorld {
         tokio::task::spawn_blocking(move || -> Result<Created> {
             let _slot = slot;
             let mut conn = pool.get()?;
+            let steps: Vec<String> = match (&req.correlation_id, req.event_type.as_str()) {
+                (Some(c), t) if t.starts_with("step_") && t != "step_created" => vec![c.clone()],
+                _ => Vec::new(),
+            };
             // (with a run id: its advisory lock taken)
-            let (tx, _) = conn.begin(req.run_id.as_deref())?;
-            let store = store::PgStore::over(Box::new(tx));
-            match crate::machine::apply(&store, &req) {
-                Ok(created) => {
+            store::transact(
+                &mut conn,
+                req.run_id.as_deref(),
+                &steps,
+                req.event_type == "run_created",
+                |store, _| {
+                    let created = crate::machine::apply(store, &req)?;
                     let ended = matches!(
                         req.event_type.as_str(),
                         "run_completed" | "run_failed" | "run_cancelled"
@@ -195,14 +202,10 @@ impl PgWorld {
                         };
                         store.notify(channel, r)?;
                     }
-                    store.finish()?;
-                    Ok(created)
-                }
-                Err(e) => {
-                    store.abort();
-                    Err(e)
-                }
-            }
+                    Ok(store::Decision::Commit(created))
+                },
+                |_| {},
+            )
         })
         .await
         .map_err(|e| Error::Plain(format!("event creation task failed: {e}")))?

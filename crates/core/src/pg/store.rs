@@ -35,20 +35,99 @@ pub(crate) trait Sql {
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
     ) -> std::result::Result<u64, tokio_postgres::Error>;
-    fn commit(self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error>;
-    fn rollback(self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error>;
+    /// Queues a statement whose answer nobody needs: it goes out with the next statement
+    /// that needs one, or with the commit.
+    fn defer(&mut self, statement: Deferred);
+    /// Whether a queued statement failed (the transaction is aborted: nothing of it
+    /// commits, and it may be run again statement by statement).
+    fn deferred_failed(&self) -> bool;
+    fn commit(&mut self) -> std::result::Result<(), tokio_postgres::Error>;
+    fn rollback(&mut self) -> std::result::Result<(), tokio_postgres::Error>;
+}
+
+/// Owned statement parameters (a queued statement outlives the call that made it).
+pub(crate) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+macro_rules! params {
+    ($($v:expr),* $(,)?) => {
+        vec![$(Box::new($v) as Box<dyn ToSql + Sync + Send>),*]
+    };
+}
+
+/// A statement and its parameters, sent later.
+pub(crate) struct Deferred {
+    pub(crate) sql: String,
+    pub(crate) params: Params,
+}
+
+impl Deferred {
+    pub(crate) fn refs(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect()
+    }
+}
+
+/// How a transaction's writes go out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Mode {
+    /// Queued, sent with the next read or the commit; a write whose outcome the rules
+    /// would branch on (an insert that may find its row there) fails the transaction
+    /// instead, and the caller runs the whole transaction again [`Immediate`](Mode::Immediate).
+    Pipelined,
+    /// One statement at a time, each answer seen by the rules.
+    Immediate,
+}
+
+/// What [`PgStore::finish`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Finished {
+    Committed,
+    /// A queued write failed: nothing was written; run the transaction again
+    /// [`Mode::Immediate`].
+    Replay,
+}
+
+const RUN_READ: &str = "SELECT {} FROM workflow.workflow_runs WHERE id = $1 FOR UPDATE";
+const STEP_READ: &str =
+    "SELECT {} FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE";
+
+fn run_read_sql() -> String {
+    RUN_READ.replacen("{}", rows::RUN_COLS, 1)
+}
+
+fn step_read_sql() -> String {
+    STEP_READ.replacen("{}", rows::STEP_COLS, 1)
+}
+
+/// The reads a transaction on `run_id` will need, to send with its `BEGIN`: the run, and
+/// the steps of `step_ids`. [`PgStore::prefetched`] takes their rows.
+pub(crate) fn prefetch(run_id: &str, step_ids: &[String]) -> Vec<Deferred> {
+    let mut out = vec![Deferred {
+        sql: run_read_sql(),
+        params: params![run_id.to_string()],
+    }];
+    for step_id in step_ids {
+        out.push(Deferred {
+            sql: step_read_sql(),
+            params: params![step_id.clone(), run_id.to_string()],
+        });
+    }
+    out
 }
 
 pub(crate) struct PgStore<'t> {
     tx: RefCell<Box<dyn Sql + 't>>,
+    mode: Mode,
     /// The first statement failure: the transaction is aborted from then on, and the
     /// event must not be reported as stored even if a rule chose to ignore the error.
     failed: RefCell<Option<String>>,
-    /// The run and the step last read in this transaction (rows it holds `FOR UPDATE`),
-    /// as long as no statement of this transaction wrote to their table: the rules read
-    /// the run for every event of a batch, and a step more than once per event.
+    /// The run and the steps as this transaction read them (rows it holds `FOR UPDATE`)
+    /// or wrote them since: the rules read the run for every event of a batch, and a step
+    /// more than once per event.
     run_memo: RefCell<Option<(String, Option<RunState>)>>,
-    step_memo: RefCell<Option<(String, Option<StepState>)>>,
+    step_memo: RefCell<std::collections::HashMap<String, Option<StepState>>>,
 }
 
 /// `<runId>-<correlationId>` → (runId, correlationId); run ids never hold `-`.
@@ -57,26 +136,109 @@ fn split_key(key: &str) -> (&str, &str) {
 }
 
 impl<'t> PgStore<'t> {
-    pub(crate) fn over(tx: Box<dyn Sql + 't>) -> PgStore<'t> {
+    pub(crate) fn over(tx: Box<dyn Sql + 't>, mode: Mode) -> PgStore<'t> {
         PgStore {
             tx: RefCell::new(tx),
+            mode,
             failed: RefCell::new(None),
             run_memo: RefCell::new(None),
-            step_memo: RefCell::new(None),
+            step_memo: RefCell::new(Default::default()),
         }
     }
 
-    /// A statement that may write: what it may change is read again.
-    fn forget_written(&self, sql: &str) {
-        if sql.trim_start().starts_with("SELECT") {
-            return;
+    /// Takes the rows of the reads [`prefetch`] made (in its order) as read by this
+    /// transaction. A row that does not parse is left to be read again (and reported).
+    pub(crate) fn prefetched(
+        self,
+        run_id: &str,
+        step_ids: &[String],
+        rows: Vec<Option<Row>>,
+    ) -> Self {
+        let mut rows = rows.into_iter();
+        if let Some(row) = rows.next() {
+            let run = match row {
+                None => Some(None),
+                Some(row) => rows::run_json(&row)
+                    .and_then(|v| RunState::parse(&location("workflow_runs", run_id), &v))
+                    .ok()
+                    .map(Some),
+            };
+            if let Some(run) = run {
+                *self.run_memo.borrow_mut() = Some((run_id.to_string(), run));
+            }
         }
-        if sql.contains("workflow_runs") {
-            self.run_memo.borrow_mut().take();
+        for (step_id, row) in step_ids.iter().zip(rows) {
+            let step = match row {
+                None => Some(None),
+                Some(row) => rows::step_json(&row)
+                    .and_then(|m| StepState::parse(&location("workflow_steps", step_id), &m))
+                    .ok()
+                    .map(Some),
+            };
+            if let Some(step) = step {
+                self.step_memo
+                    .borrow_mut()
+                    .insert(format!("{run_id}-{step_id}"), step);
+            }
         }
-        if sql.contains("workflow_steps") {
-            self.step_memo.borrow_mut().take();
+        self
+    }
+
+    /// Gives up the lease `owner` took with `token` with this transaction's commit (see
+    /// `pg::engine::release_lease`).
+    pub(crate) fn release_lease(&self, run_id: &str, owner: &str, token: i64) -> Result<()> {
+        const SQL: &str =
+            "UPDATE workflow_native.leases SET owner = '', expires_at = now(), updated_at = now()
+                 WHERE run_id = $1 AND owner = $2 AND token = $3";
+        self.write(
+            SQL,
+            SQL,
+            params![run_id.to_string(), owner.to_string(), token],
+        )
+        .map(|_| ())
+    }
+
+    /// Whether a queued write failed: the transaction must be run again
+    /// [`Mode::Immediate`] (whatever the rules made of the failure).
+    pub(crate) fn replay_needed(&self) -> bool {
+        self.tx.borrow().deferred_failed()
+    }
+
+    /// A write: queued when pipelined (`strict` then: the statement that fails where
+    /// `sql` would have found nothing to do), else executed, with its row count.
+    fn write(&self, sql: &str, strict: &str, params: Params) -> Result<Option<u64>> {
+        if self.mode == Mode::Pipelined {
+            if self.failed.borrow().is_none() {
+                self.tx.borrow_mut().defer(Deferred {
+                    sql: strict.to_string(),
+                    params,
+                });
+            }
+            return Ok(None);
         }
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        self.execute(sql, &refs).map(Some)
+    }
+
+    /// The run as just written by this transaction.
+    fn remember_run(&self, run_id: &str, run: &Map<String, Value>) {
+        let v = Value::Object(run.clone());
+        *self.run_memo.borrow_mut() = RunState::parse(&location("workflow_runs", run_id), &v)
+            .ok()
+            .map(|r| (run_id.to_string(), Some(r)));
+    }
+
+    /// The step as just written by this transaction.
+    fn remember_step(&self, step_key: &str, step: &Map<String, Value>) {
+        let (_, step_id) = split_key(step_key);
+        let mut memo = self.step_memo.borrow_mut();
+        match StepState::parse(&location("workflow_steps", step_id), step) {
+            Ok(state) => memo.insert(step_key.to_string(), Some(state)),
+            Err(_) => memo.remove(step_key),
+        };
     }
 
     fn note<T>(&self, r: std::result::Result<T, tokio_postgres::Error>) -> Result<T> {
@@ -90,25 +252,35 @@ impl<'t> PgStore<'t> {
     }
 
     fn query_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
-        self.forget_written(sql);
         let r = self.tx.borrow_mut().query_opt(sql, params);
         self.note(r)
     }
 
     fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
-        self.forget_written(sql);
         let r = self.tx.borrow_mut().execute(sql, params);
         self.note(r)
     }
 
     pub(crate) fn notify(&self, channel: &str, payload: &str) -> Result<()> {
-        self.execute("SELECT pg_notify($1, $2)", &[&channel, &payload])
+        const SQL: &str = "SELECT pg_notify($1, $2)";
+        self.write(SQL, SQL, params![channel.to_string(), payload.to_string()])
             .map(|_| ())
     }
 
     /// Takes the lease of a run created in this transaction for `owner` (see
     /// `pg::engine::acquire_lease`); its fencing token, `None` if a live lease is there.
     pub(crate) fn take_lease(&self, run_id: &str, owner: &str, ttl_ms: i32) -> Result<Option<i64>> {
+        if self.mode == Mode::Pipelined {
+            // a new run has no lease row yet: the first take, token 1 (a row there fails
+            // the transaction, which is then run again and takes it as below)
+            self.write(
+                "",
+                "INSERT INTO workflow_native.leases (run_id, owner, token, ttl_ms, expires_at)
+                 VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')",
+                params![run_id.to_string(), owner.to_string(), ttl_ms],
+            )?;
+            return Ok(Some(1));
+        }
         Ok(self
             .query_opt(
                 "INSERT INTO workflow_native.leases AS l (run_id, owner, token, ttl_ms, expires_at)
@@ -124,16 +296,25 @@ impl<'t> PgStore<'t> {
     }
 
     /// Commits, unless a statement failed (then the transaction is rolled back).
-    pub(crate) fn finish(self) -> Result<()> {
+    /// `Replay` when a queued write failed: nothing was written.
+    pub(crate) fn finish(self) -> Result<Finished> {
         let failed = self.failed.borrow_mut().take();
-        let tx = self.tx.into_inner();
+        let mut tx = self.tx.into_inner();
+        if tx.deferred_failed() {
+            let _ = tx.rollback();
+            return Ok(Finished::Replay);
+        }
         if let Some(why) = failed {
             let _ = tx.rollback();
             return Err(Error::Plain(format!(
                 "PostgreSQL: the event was not stored: {why}"
             )));
         }
-        tx.commit().map_err(super::dberr::db_err)
+        match tx.commit() {
+            Ok(()) => Ok(Finished::Committed),
+            Err(_) if tx.deferred_failed() => Ok(Finished::Replay),
+            Err(e) => Err(super::dberr::db_err(e)),
+        }
     }
 
     pub(crate) fn abort(self) {
@@ -142,20 +323,25 @@ impl<'t> PgStore<'t> {
 
     fn insert_wait(&self, wait: &Map<String, Value>, key: &str) -> Result<bool> {
         let (run_id, _) = split_key(key);
-        let n = self.execute(
-            "INSERT INTO workflow.workflow_waits (wait_id, run_id, status, resume_at, created_at, updated_at, spec_version)
-             VALUES ($1, $2, $3::text::workflow.wait_status, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            &[
-                &key,
-                &run_id,
-                &wait.get("status").and_then(Value::as_str).unwrap_or("waiting"),
-                &rows::ts(wait.get("resumeAt")),
-                &rows::ts(wait.get("createdAt")),
-                &rows::ts(wait.get("updatedAt")),
-                &rows::spec_int(wait.get("specVersion")),
+        const COLS: &str = "INSERT INTO workflow.workflow_waits (wait_id, run_id, status, resume_at, created_at, updated_at, spec_version)
+             VALUES ($1, $2, $3::text::workflow.wait_status, $4, $5, $6, $7)";
+        let n = self.write(
+            &format!("{COLS} ON CONFLICT DO NOTHING"),
+            COLS,
+            params![
+                key.to_string(),
+                run_id.to_string(),
+                wait.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("waiting")
+                    .to_string(),
+                rows::ts(wait.get("resumeAt")),
+                rows::ts(wait.get("createdAt")),
+                rows::ts(wait.get("updatedAt")),
+                rows::spec_int(wait.get("specVersion")),
             ],
         )?;
-        Ok(n == 1)
+        Ok(n.is_none_or(|n| n == 1))
     }
 }
 
@@ -182,11 +368,7 @@ impl EventStore for PgStore<'_> {
                 return Ok(run.clone());
             }
         }
-        let sql = format!(
-            "SELECT {} FROM workflow.workflow_runs WHERE id = $1 FOR UPDATE",
-            rows::RUN_COLS
-        );
-        let run = match self.query_opt(&sql, &[&run_id])? {
+        let run = match self.query_opt(&run_read_sql(), &[&run_id])? {
             None => None,
             Some(row) => {
                 let v = rows::run_json(&row)?;
@@ -198,136 +380,144 @@ impl EventStore for PgStore<'_> {
     }
 
     fn create_run(&self, run_id: &str, run: &Map<String, Value>, _implicit: bool) -> Result<bool> {
-        let n = self.execute(
+        const SQL: &str =
             "INSERT INTO workflow.workflow_runs (id, deployment_id, status, name, spec_version,
                 input_cbor, execution_context_cbor, created_at, updated_at)
-             VALUES ($1, $2, $3::text::workflow.status, $4, $5, $6, $7, $8, $9)
-             ON CONFLICT DO NOTHING",
-            &[
-                &run_id,
-                &s(run, "deploymentId"),
-                &s(run, "status"),
-                &s(run, "workflowName"),
-                &rows::spec_text(run.get("specVersion")),
-                &rows::cbor(run.get("input"), &[]),
-                &rows::cbor(run.get("executionContext"), &[]),
-                &rows::ts(run.get("createdAt")),
-                &rows::ts(run.get("updatedAt")),
+             VALUES ($1, $2, $3::text::workflow.status, $4, $5, $6, $7, $8, $9)";
+        let n = self.write(
+            &format!("{SQL} ON CONFLICT DO NOTHING"),
+            SQL,
+            params![
+                run_id.to_string(),
+                s(run, "deploymentId").to_string(),
+                s(run, "status").to_string(),
+                s(run, "workflowName").to_string(),
+                rows::spec_text(run.get("specVersion")),
+                rows::cbor(run.get("input"), &[]),
+                rows::cbor(run.get("executionContext"), &[]),
+                rows::ts(run.get("createdAt")),
+                rows::ts(run.get("updatedAt")),
             ],
         )?;
-        Ok(n == 1)
+        let created = n.is_none_or(|n| n == 1);
+        if created {
+            self.remember_run(run_id, run);
+        } else {
+            self.run_memo.borrow_mut().take();
+        }
+        Ok(created)
     }
 
     fn replace_run(&self, run_id: &str, run: &Map<String, Value>) -> Result<()> {
-        self.execute(
-            "UPDATE workflow.workflow_runs SET status = $2::text::workflow.status,
+        const SQL: &str = "UPDATE workflow.workflow_runs SET status = $2::text::workflow.status,
                 output_cbor = $3, error_cbor = $4, started_at = $5, completed_at = $6,
                 expired_at = $7, updated_at = $8
-             WHERE id = $1",
-            &[
-                &run_id,
-                &s(run, "status"),
-                &rows::cbor(run.get("output"), &[]),
-                &rows::error_cbor(run.get("error"), &["message", "stack", "code"]),
-                &rows::ts(run.get("startedAt")),
-                &rows::ts(run.get("completedAt")),
-                &rows::ts(run.get("expiredAt")),
-                &rows::ts(run.get("updatedAt")),
+             WHERE id = $1";
+        self.write(
+            SQL,
+            SQL,
+            params![
+                run_id.to_string(),
+                s(run, "status").to_string(),
+                rows::cbor(run.get("output"), &[]),
+                rows::error_cbor(run.get("error"), &["message", "stack", "code"]),
+                rows::ts(run.get("startedAt")),
+                rows::ts(run.get("completedAt")),
+                rows::ts(run.get("expiredAt")),
+                rows::ts(run.get("updatedAt")),
             ],
-        )
-        .map(|_| ())
+        )?;
+        self.remember_run(run_id, run);
+        Ok(())
     }
 
     fn delete_hooks_of_run(&self, run_id: &str) -> Result<()> {
-        self.execute(
-            "DELETE FROM workflow.workflow_hooks WHERE run_id = $1",
-            &[&run_id],
-        )
-        .map(|_| ())
+        const SQL: &str = "DELETE FROM workflow.workflow_hooks WHERE run_id = $1";
+        self.write(SQL, SQL, params![run_id.to_string()])
+            .map(|_| ())
     }
 
     fn delete_waits_of_run(&self, run_id: &str) -> Result<()> {
-        self.execute(
-            "DELETE FROM workflow.workflow_waits WHERE run_id = $1",
-            &[&run_id],
-        )
-        .map(|_| ())
+        const SQL: &str = "DELETE FROM workflow.workflow_waits WHERE run_id = $1";
+        self.write(SQL, SQL, params![run_id.to_string()])
+            .map(|_| ())
     }
 
     fn load_step(&self, step_key: &str) -> Result<Option<StepState>> {
-        if let Some((key, step)) = &*self.step_memo.borrow() {
-            if key == step_key {
-                return Ok(step.clone());
-            }
+        if let Some(step) = self.step_memo.borrow().get(step_key) {
+            return Ok(step.clone());
         }
         let (run_id, step_id) = split_key(step_key);
-        let sql = format!(
-            "SELECT {} FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE",
-            rows::STEP_COLS
-        );
-        let step = match self.query_opt(&sql, &[&step_id, &run_id])? {
+        let step = match self.query_opt(&step_read_sql(), &[&step_id, &run_id])? {
             None => None,
             Some(row) => {
                 let m = rows::step_json(&row)?;
                 Some(StepState::parse(&location("workflow_steps", step_id), &m)?)
             }
         };
-        *self.step_memo.borrow_mut() = Some((step_key.to_string(), step.clone()));
+        self.step_memo
+            .borrow_mut()
+            .insert(step_key.to_string(), step.clone());
         Ok(step)
     }
 
     fn create_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
         let (run_id, step_id) = split_key(step_key);
-        let n = self.execute(
+        const SQL: &str =
             "INSERT INTO workflow.workflow_steps (run_id, step_id, step_name, status, input_cbor,
                 attempt, created_at, updated_at, spec_version)
-             VALUES ($1, $2, $3, $4::text::workflow.step_status, $5, $6, $7, $8, $9)
-             ON CONFLICT DO NOTHING",
-            &[
-                &run_id,
-                &step_id,
-                &s(step, "stepName"),
-                &s(step, "status"),
-                &rows::cbor(step.get("input"), &[]),
-                &(step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32),
-                &rows::ts(step.get("createdAt")),
-                &rows::ts(step.get("updatedAt")),
-                &rows::spec_int(step.get("specVersion")),
+             VALUES ($1, $2, $3, $4::text::workflow.step_status, $5, $6, $7, $8, $9)";
+        let n = self.write(
+            &format!("{SQL} ON CONFLICT DO NOTHING"),
+            SQL,
+            params![
+                run_id.to_string(),
+                step_id.to_string(),
+                s(step, "stepName").to_string(),
+                s(step, "status").to_string(),
+                rows::cbor(step.get("input"), &[]),
+                step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32,
+                rows::ts(step.get("createdAt")),
+                rows::ts(step.get("updatedAt")),
+                rows::spec_int(step.get("specVersion")),
             ],
         )?;
-        if n == 0 {
+        if n == Some(0) {
+            self.step_memo.borrow_mut().remove(step_key);
             return Err(Error::EntityConflict(format!(
                 "Step \"{step_id}\" already exists"
             )));
         }
         // read back as written (the step_started of the same batch reads it next)
-        if let Ok(state) = StepState::parse(&location("workflow_steps", step_id), step) {
-            *self.step_memo.borrow_mut() = Some((step_key.to_string(), Some(state)));
-        }
+        self.remember_step(step_key, step);
         Ok(())
     }
 
     fn replace_step(&self, step_key: &str, step: &Map<String, Value>) -> Result<()> {
         let (run_id, step_id) = split_key(step_key);
-        self.execute(
+        const SQL: &str =
             "UPDATE workflow.workflow_steps SET status = $3::text::workflow.step_status,
                 output_cbor = $4, error_cbor = $5, attempt = $6, started_at = $7,
                 completed_at = $8, updated_at = $9, retry_after = $10
-             WHERE step_id = $1 AND run_id = $2",
-            &[
-                &step_id,
-                &run_id,
-                &s(step, "status"),
-                &rows::cbor(step.get("output"), &[]),
-                &rows::error_cbor(step.get("error"), &["message", "stack"]),
-                &(step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32),
-                &rows::ts(step.get("startedAt")),
-                &rows::ts(step.get("completedAt")),
-                &rows::ts(step.get("updatedAt")),
-                &rows::ts(step.get("retryAfter")),
+             WHERE step_id = $1 AND run_id = $2";
+        self.write(
+            SQL,
+            SQL,
+            params![
+                step_id.to_string(),
+                run_id.to_string(),
+                s(step, "status").to_string(),
+                rows::cbor(step.get("output"), &[]),
+                rows::error_cbor(step.get("error"), &["message", "stack"]),
+                step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32,
+                rows::ts(step.get("startedAt")),
+                rows::ts(step.get("completedAt")),
+                rows::ts(step.get("updatedAt")),
+                rows::ts(step.get("retryAfter")),
             ],
-        )
-        .map(|_| ())
+        )?;
+        self.remember_step(step_key, step);
+        Ok(())
     }
 
     fn hook_exists(&self, hook_id: &str) -> Result<bool> {
@@ -383,21 +573,24 @@ impl EventStore for PgStore<'_> {
         if overwrite {
             self.delete_hook(hook_id)?;
         }
-        let n = self.execute(
+        const SQL: &str =
             "INSERT INTO workflow.workflow_hooks (run_id, hook_id, token, owner_id, project_id,
                 environment, created_at, metadata_cbor, spec_version, is_webhook)
-             VALUES ($1, $2, $3, '', '', '', $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            &[
-                &s(hook, "runId"),
-                &hook_id,
-                &s(hook, "token"),
-                &rows::ts(hook.get("createdAt")),
-                &rows::cbor(hook.get("metadata"), &[]),
-                &rows::spec_int(hook.get("specVersion")),
-                &hook.get("isWebhook").and_then(Value::as_bool),
+             VALUES ($1, $2, $3, '', '', '', $4, $5, $6, $7)";
+        let n = self.write(
+            &format!("{SQL} ON CONFLICT DO NOTHING"),
+            SQL,
+            params![
+                s(hook, "runId").to_string(),
+                hook_id.to_string(),
+                s(hook, "token").to_string(),
+                rows::ts(hook.get("createdAt")),
+                rows::cbor(hook.get("metadata"), &[]),
+                rows::spec_int(hook.get("specVersion")),
+                hook.get("isWebhook").and_then(Value::as_bool),
             ],
         )?;
-        if n == 0 {
+        if n == Some(0) {
             // another run's hook has this id: the event must not commit without its hook
             let msg = format!("Hook \"{hook_id}\" already exists");
             self.failed.borrow_mut().get_or_insert_with(|| msg.clone());
@@ -407,11 +600,9 @@ impl EventStore for PgStore<'_> {
     }
 
     fn delete_hook(&self, hook_id: &str) -> Result<()> {
-        self.execute(
-            "DELETE FROM workflow.workflow_hooks WHERE hook_id = $1",
-            &[&hook_id],
-        )
-        .map(|_| ())
+        const SQL: &str = "DELETE FROM workflow.workflow_hooks WHERE hook_id = $1";
+        self.write(SQL, SQL, params![hook_id.to_string()])
+            .map(|_| ())
     }
 
     fn repair_hook(&self, _run_id: &str, _hook_id: &str, _event_id: &str) -> Result<()> {
@@ -444,15 +635,18 @@ impl EventStore for PgStore<'_> {
     }
 
     fn replace_wait(&self, wait_key: &str, wait: &Map<String, Value>) -> Result<()> {
-        self.execute(
+        const SQL: &str =
             "UPDATE workflow.workflow_waits SET status = $2::text::workflow.wait_status,
                 completed_at = $3, updated_at = $4
-             WHERE wait_id = $1",
-            &[
-                &wait_key,
-                &s(wait, "status"),
-                &rows::ts(wait.get("completedAt")),
-                &rows::ts(wait.get("updatedAt")),
+             WHERE wait_id = $1";
+        self.write(
+            SQL,
+            SQL,
+            params![
+                wait_key.to_string(),
+                s(wait, "status").to_string(),
+                rows::ts(wait.get("completedAt")),
+                rows::ts(wait.get("updatedAt")),
             ],
         )
         .map(|_| ())
@@ -461,20 +655,24 @@ impl EventStore for PgStore<'_> {
     fn remove_entity(&self, kind: Entity, key: &str) -> Result<()> {
         // Only the file backend's undo log calls this; a transaction rolls back instead.
         let (run_id, id) = split_key(key);
-        match kind {
+        let r = match kind {
             Entity::Run => {
+                self.run_memo.borrow_mut().take();
                 self.execute("DELETE FROM workflow.workflow_runs WHERE id = $1", &[&key])
             }
-            Entity::Step => self.execute(
-                "DELETE FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2",
-                &[&id, &run_id],
-            ),
+            Entity::Step => {
+                self.step_memo.borrow_mut().remove(key);
+                self.execute(
+                    "DELETE FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2",
+                    &[&id, &run_id],
+                )
+            }
             Entity::Wait => self.execute(
                 "DELETE FROM workflow.workflow_waits WHERE wait_id = $1",
                 &[&key],
             ),
-        }
-        .map(|_| ())
+        };
+        r.map(|_| ())
     }
 
     fn claim_once(&self, marker: &Once) -> Result<bool> {
@@ -521,18 +719,32 @@ impl EventStore for PgStore<'_> {
         } else {
             rows::cbor(event.get("eventData"), &rows::EVENT_DATE_KEYS)
         };
+        const SQL: &str = "INSERT INTO workflow.workflow_events (id, type, correlation_id, created_at, run_id, payload_cbor, spec_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)";
+        let params = params![
+            event_id.to_string(),
+            ty.to_string(),
+            event
+                .get("correlationId")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            rows::ts(event.get("createdAt")),
+            run_id.to_string(),
+            data,
+            rows::spec_int(event.get("specVersion")),
+        ];
+        if self.mode == Mode::Pipelined {
+            // (a duplicate fails the transaction; run again, it is answered below)
+            self.write(SQL, SQL, params)?;
+            return Ok(true);
+        }
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let r = self.tx.borrow_mut().query_opt(
-            "INSERT INTO workflow.workflow_events (id, type, correlation_id, created_at, run_id, payload_cbor, spec_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING RETURNING id",
-            &[
-                &event_id,
-                &ty,
-                &event.get("correlationId").and_then(Value::as_str),
-                &rows::ts(event.get("createdAt")),
-                &run_id,
-                &data,
-                &rows::spec_int(event.get("specVersion")),
-            ],
+            &format!("{SQL} ON CONFLICT (id) DO NOTHING RETURNING id"),
+            &refs,
         );
         match r {
             Ok(row) => Ok(row.is_some()),
@@ -558,6 +770,80 @@ impl EventStore for PgStore<'_> {
             Err(e) => self.note(Err(e)),
         }
     }
+}
+
+/// What a transaction's body decided.
+pub(crate) enum Decision<T> {
+    Commit(T),
+    Abort(T),
+}
+
+/// Runs `body` in one transaction on `conn` (begun as [`Pooled::begin`] does it, with the
+/// run and the steps of `step_ids` read ahead), [`Mode::Pipelined`]; when one of its
+/// queued writes failed, once more [`Mode::Immediate`], where the rules see every answer.
+/// `uncommitted` is told of a `Commit` whose commit failed (or that is run again).
+/// `fresh`: the transaction creates the run (a new id: no row, no lease); pipelined, it
+/// then reads nothing and is one round trip in all (a row there after all fails it, and
+/// it is run again).
+///
+/// [`Pooled::begin`]: super::sync::Pooled::begin
+pub(crate) fn transact<T>(
+    conn: &mut super::sync::Pooled<'_>,
+    run_id: Option<&str>,
+    step_ids: &[String],
+    fresh: bool,
+    mut body: impl FnMut(&PgStore<'_>, Option<(String, i64)>) -> Result<Decision<T>>,
+    mut uncommitted: impl FnMut(&T),
+) -> Result<T> {
+    for mode in [Mode::Pipelined, Mode::Immediate] {
+        let (store, lease) = match (run_id, fresh && mode == Mode::Pipelined) {
+            (Some(r), true) => {
+                let store = PgStore::over(Box::new(conn.begin_queued(r)?), mode);
+                *store.run_memo.borrow_mut() = Some((r.to_string(), None));
+                (store, None)
+            }
+            (Some(r), false) => {
+                let (tx, lease, rows) = conn.begin(Some(r), prefetch(r, step_ids))?;
+                (
+                    PgStore::over(Box::new(tx), mode).prefetched(r, step_ids, rows),
+                    lease,
+                )
+            }
+            (None, _) => {
+                let (tx, lease, _) = conn.begin(None, Vec::new())?;
+                (PgStore::over(Box::new(tx), mode), lease)
+            }
+        };
+        let decided = body(&store, lease);
+        if store.replay_needed() {
+            if let Ok(Decision::Commit(v)) = &decided {
+                uncommitted(v);
+            }
+            store.abort();
+            continue;
+        }
+        match decided {
+            Err(e) => {
+                store.abort();
+                return Err(e);
+            }
+            Ok(Decision::Abort(v)) => {
+                store.abort();
+                return Ok(v);
+            }
+            Ok(Decision::Commit(v)) => match store.finish() {
+                Ok(Finished::Committed) => return Ok(v),
+                Ok(Finished::Replay) => uncommitted(&v),
+                Err(e) => {
+                    uncommitted(&v);
+                    return Err(e);
+                }
+            },
+        }
+    }
+    Err(Error::Plain(
+        "PostgreSQL: a transaction's write failed twice".into(),
+    ))
 }
 
 #[cfg(test)]

@@ -1,28 +1,134 @@
 //! Synchronous connections for the engine's event batches. A batch runs the shared rules,
-//! which call the store synchronously, statement by statement; on a pooled async
-//! connection each statement crosses threads twice (the blocking thread hands it to the
-//! runtime that drives the socket, and waits to be woken), which costs more than the
-//! statement itself on a local server. A `postgres::Client` drives its socket on the
-//! calling thread: one round trip per statement and no thread hop. Its statements are
-//! prepared once per connection.
+//! which call the store synchronously; on a pooled async connection each statement would
+//! cross threads twice (the blocking thread hands it to the runtime that drives the
+//! socket, and waits to be woken), which costs more than the statement itself on a local
+//! server. A [`SyncConn`] drives its socket on the calling thread, on a single-threaded
+//! runtime of its own, and prepares each statement once.
+//!
+//! Pipelining: statements whose answer the rules do not need (an entity written, an event
+//! inserted, a notification) are not sent when the rules issue them but queued
+//! ([`Sql::defer`]), and go out back to back with the next statement that needs an answer
+//! — in the end, with the `COMMIT`: one round trip for all the writes of a batch. The
+//! reads a batch will need (its run, its steps) are sent with the `BEGIN` (see
+//! [`Pooled::begin`]). A queued statement that fails aborts the transaction, as it would
+//! have right away; the caller learns which of them failed ([`Sql::deferred_failed`]).
 //!
 //! Used only from threads that may block (`spawn_blocking`), never from async code: a
-//! `postgres::Client` runs a runtime of its own, which must not be started or dropped on
-//! a runtime thread — idle connections are dropped on a thread of their own.
+//! connection's runtime must not be started or dropped on a runtime thread — idle
+//! connections are dropped on a thread of their own.
 
 use super::dberr::db_err;
-use super::store::Sql;
+use super::store::{Deferred, Sql};
 use crate::error::{Error, Result};
+use futures_util::future::join_all;
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::task::Poll;
 use tokio_postgres::config::SslMode;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::Row;
+use tokio_postgres::{Row, SimpleQueryMessage, Statement};
 
-/// One connection and the statements prepared on it.
+type PgResult<T> = std::result::Result<T, tokio_postgres::Error>;
+
+/// The task that reads and writes a connection's socket (`tokio_postgres::Connection`).
+type Driver = Pin<Box<dyn Future<Output = PgResult<()>> + Send>>;
+
+/// One connection, the runtime that drives it, and the statements prepared on it.
 pub(crate) struct SyncConn {
-    client: postgres::Client,
-    stmts: HashMap<String, postgres::Statement>,
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    /// `None` once the connection ended
+    driver: Option<Driver>,
+    stmts: HashMap<String, Statement>,
+}
+
+impl SyncConn {
+    fn connect(cfg: &tokio_postgres::Config, verify: bool) -> Result<SyncConn> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Plain(format!("could not start a connection runtime: {e}")))?;
+        let tls = if cfg.get_ssl_mode() == SslMode::Disable {
+            None
+        } else {
+            Some(super::config::tls(verify)?)
+        };
+        let connected: PgResult<(tokio_postgres::Client, Driver)> = rt.block_on(async {
+            Ok(match tls {
+                None => {
+                    let (client, conn) = cfg.connect(tokio_postgres::NoTls).await?;
+                    (client, Box::pin(conn) as Driver)
+                }
+                Some(tls) => {
+                    let (client, conn) = cfg.connect(tls).await?;
+                    (client, Box::pin(conn) as Driver)
+                }
+            })
+        });
+        let (client, driver) = connected.map_err(|e| {
+            Error::Plain(format!(
+                "Could not connect to PostgreSQL for the engine's writes: {e}"
+            ))
+        })?;
+        Ok(SyncConn {
+            rt,
+            client,
+            driver: Some(driver),
+            stmts: HashMap::new(),
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        self.driver.is_none() || self.client.is_closed()
+    }
+
+    /// Runs `f` to completion on this thread, driving the socket meanwhile. Once the
+    /// connection ended, its requests fail (they never hang).
+    fn run<F: Future>(
+        rt: &tokio::runtime::Runtime,
+        driver: &mut Option<Driver>,
+        f: F,
+    ) -> F::Output {
+        rt.block_on(async move {
+            let mut f = std::pin::pin!(f);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(v) = f.as_mut().poll(cx) {
+                    return Poll::Ready(v);
+                }
+                if let Some(d) = driver.as_mut() {
+                    if d.as_mut().poll(cx).is_ready() {
+                        // ended: dropping it fails every request still waiting
+                        *driver = None;
+                        return f.as_mut().poll(cx);
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        })
+    }
+
+    /// The statement for `sql`, prepared once per connection.
+    fn prepare(&mut self, sql: &str) -> PgResult<Statement> {
+        if let Some(s) = self.stmts.get(sql) {
+            return Ok(s.clone());
+        }
+        let SyncConn {
+            rt, client, driver, ..
+        } = self;
+        let s = Self::run(rt, driver, client.prepare(sql))?;
+        self.stmts.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn simple(&mut self, sql: &str) -> PgResult<Vec<SimpleQueryMessage>> {
+        let SyncConn {
+            rt, client, driver, ..
+        } = self;
+        Self::run(rt, driver, client.simple_query(sql))
+    }
 }
 
 /// At most `max` connections, made on demand; a caller waits for a free one.
@@ -76,7 +182,7 @@ impl SyncPool {
         let mut st = self.lock();
         loop {
             if let Some(conn) = st.idle.pop() {
-                if !conn.client.is_closed() {
+                if !conn.is_closed() {
                     return Ok(Pooled {
                         pool: self,
                         conn: Some(conn),
@@ -109,26 +215,12 @@ impl SyncPool {
     }
 
     fn connect(&self) -> Result<SyncConn> {
-        let cfg = postgres::Config::from(self.cfg.clone());
-        let client = if self.cfg.get_ssl_mode() == SslMode::Disable {
-            cfg.connect(tokio_postgres::NoTls)
-        } else {
-            cfg.connect(super::config::tls(self.verify)?)
-        }
-        .map_err(|e| {
-            Error::Plain(format!(
-                "Could not connect to PostgreSQL for the engine's writes: {e}"
-            ))
-        })?;
-        Ok(SyncConn {
-            client,
-            stmts: HashMap::new(),
-        })
+        SyncConn::connect(&self.cfg, self.verify)
     }
 
     fn put_back(&self, conn: SyncConn) {
         let mut st = self.lock();
-        if conn.client.is_closed() {
+        if conn.is_closed() {
             st.open -= 1;
             drop_off_runtime(conn);
         } else {
@@ -164,56 +256,143 @@ pub(crate) struct Pooled<'p> {
     conn: Option<SyncConn>,
 }
 
+/// Every event of a run is applied one at a time, also across processes.
+const RUN_LOCK: &str = "SELECT pg_advisory_xact_lock(hashtextextended('wfn-run:' || $1, 0))";
+/// The run's lease, which a takeover updates (so it waits for this transaction).
+const LEASE_READ: &str =
+    "SELECT owner, token FROM workflow_native.leases WHERE run_id = $1 FOR SHARE";
+
+/// A read sent ahead with [`Pooled::begin`]: its statement and its parameters.
+pub(crate) type Prefetch = Deferred;
+
+/// A lease row as read: its owner and fencing token.
+pub(crate) type LeaseRow = Option<(String, i64)>;
+
 impl Pooled<'_> {
     /// Begins a transaction on this connection; with `run_id`, also takes the run's
     /// advisory lock (every event of a run is applied one at a time) and reads its lease
-    /// row locked `FOR SHARE` (see `pg::engine`) — all in one round trip.
+    /// row locked `FOR SHARE` (see `pg::engine`), and sends the reads of `prefetch` — all
+    /// in one round trip. Returns the lease (owner, token) and each read's row.
     pub(crate) fn begin(
         &mut self,
         run_id: Option<&str>,
-    ) -> Result<(SyncTx<'_>, Option<(String, i64)>)> {
+        prefetch: Vec<Prefetch>,
+    ) -> Result<(SyncTx<'_>, LeaseRow, Vec<Option<Row>>)> {
         let conn = self
             .conn
             .as_mut()
             .ok_or_else(|| Error::Plain("the connection was returned".into()))?;
-        let SyncConn { client, stmts } = conn;
+        let Some(run_id) = run_id else {
+            conn.simple("BEGIN").map_err(db_err)?;
+            return Ok((SyncTx::new(conn), None, Vec::new()));
+        };
+        let lock = conn.prepare(RUN_LOCK).map_err(db_err)?;
+        let lease_read = conn.prepare(LEASE_READ).map_err(db_err)?;
+        let id: &(dyn ToSql + Sync) = &run_id;
+        let mut reqs = vec![
+            Req::Simple("BEGIN".into()),
+            Req::Execute(lock, vec![id]),
+            Req::Query(lease_read, vec![id]),
+        ];
+        for p in &prefetch {
+            reqs.push(Req::Query(conn.prepare(&p.sql).map_err(db_err)?, p.refs()));
+        }
+        let mut answers = pipeline(conn, reqs).into_iter();
         let mut lease = None;
-        match run_id {
-            None => client.batch_execute("BEGIN").map_err(db_err)?,
-            Some(run_id) => {
-                let lit = postgres_protocol::escape::escape_literal(run_id);
-                let sql = format!(
-                    "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('wfn-run:' || {lit}, 0)); \
-                     SELECT owner, token FROM workflow_native.leases WHERE run_id = {lit} FOR SHARE"
-                );
-                let msgs = match client.simple_query(&sql) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        // (a failed statement leaves the transaction open, aborted)
-                        let _ = client.batch_execute("ROLLBACK");
-                        return Err(db_err(e));
+        let mut first_err = None;
+        for _ in 0..3 {
+            match answers.next() {
+                Some(Ok(Ans::Rows(rows))) => {
+                    if let Some(row) = rows.first() {
+                        lease = Some((
+                            row.try_get(0).map_err(db_err)?,
+                            row.try_get(1).map_err(db_err)?,
+                        ));
                     }
-                };
-                for m in msgs {
-                    if let postgres::SimpleQueryMessage::Row(row) = m {
-                        if row.len() == 2 {
-                            let owner = row.get(0).unwrap_or_default().to_string();
-                            let token = row.get(1).and_then(|t| t.parse::<i64>().ok()).unwrap_or(0);
-                            lease = Some((owner, token));
-                        }
-                    }
+                }
+                Some(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                _ => {}
+            }
+        }
+        let mut rows = Vec::with_capacity(prefetch.len());
+        for a in answers {
+            match a {
+                Ok(Ans::Rows(r)) => rows.push(r.into_iter().next()),
+                Ok(_) => rows.push(None),
+                Err(e) => {
+                    first_err.get_or_insert(e);
                 }
             }
         }
-        Ok((
-            SyncTx {
-                client,
-                stmts,
-                done: false,
-            },
-            lease,
-        ))
+        if let Some(e) = first_err {
+            // (a failed statement leaves the transaction open, aborted)
+            let _ = conn.simple("ROLLBACK");
+            return Err(db_err(e));
+        }
+        Ok((SyncTx::new(conn), lease, rows))
     }
+
+    /// A transaction on a run created by it (no lease, nothing to read yet) that costs
+    /// no round trip of its own: its `BEGIN` and the run's advisory lock are queued, and
+    /// go out with its first statement that needs an answer, or its commit.
+    pub(crate) fn begin_queued(&mut self, run_id: &str) -> Result<SyncTx<'_>> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::Plain("the connection was returned".into()))?;
+        let mut tx = SyncTx::new(conn);
+        tx.queued.push(Deferred {
+            sql: "BEGIN".into(),
+            params: Vec::new(),
+        });
+        tx.queued.push(Deferred {
+            sql: RUN_LOCK.into(),
+            params: vec![Box::new(run_id.to_string())],
+        });
+        Ok(tx)
+    }
+}
+
+/// A request of a pipeline.
+enum Req<'a> {
+    Simple(String),
+    Query(Statement, Vec<&'a (dyn ToSql + Sync)>),
+    Execute(Statement, Vec<&'a (dyn ToSql + Sync)>),
+}
+
+enum Ans {
+    Simple,
+    Rows(Vec<Row>),
+    Count(u64),
+}
+
+/// Sends `reqs` back to back (each goes out when its future is first polled, in order)
+/// and collects every answer, in order.
+fn pipeline(conn: &mut SyncConn, reqs: Vec<Req<'_>>) -> Vec<PgResult<Ans>> {
+    let SyncConn {
+        rt, client, driver, ..
+    } = conn;
+    let client = &*client;
+    type Fut<'f> = Pin<Box<dyn Future<Output = PgResult<Ans>> + 'f>>;
+    let futs: Vec<Fut<'_>> = reqs
+        .iter()
+        .map(|r| -> Fut<'_> {
+            match r {
+                Req::Simple(sql) => {
+                    Box::pin(async move { client.simple_query(sql).await.map(|_| Ans::Simple) })
+                }
+                Req::Query(st, p) => {
+                    Box::pin(async move { client.query(st, p).await.map(Ans::Rows) })
+                }
+                Req::Execute(st, p) => {
+                    Box::pin(async move { client.execute(st, p).await.map(Ans::Count) })
+                }
+            }
+        })
+        .collect();
+    SyncConn::run(rt, driver, join_all(futs))
 }
 
 impl Drop for Pooled<'_> {
@@ -224,29 +403,63 @@ impl Drop for Pooled<'_> {
     }
 }
 
-/// An open transaction (rolled back when dropped unfinished).
+/// An open transaction (rolled back when dropped unfinished), with the statements
+/// queued for the next round trip.
 pub(crate) struct SyncTx<'c> {
-    client: &'c mut postgres::Client,
-    stmts: &'c mut HashMap<String, postgres::Statement>,
+    conn: &'c mut SyncConn,
+    queued: Vec<Deferred>,
+    deferred_failed: bool,
     done: bool,
 }
 
-impl SyncTx<'_> {
-    fn statement(
-        &mut self,
-        sql: &str,
-    ) -> std::result::Result<postgres::Statement, postgres::Error> {
-        if let Some(s) = self.stmts.get(sql) {
-            return Ok(s.clone());
+impl<'c> SyncTx<'c> {
+    fn new(conn: &'c mut SyncConn) -> SyncTx<'c> {
+        SyncTx {
+            conn,
+            queued: Vec::new(),
+            deferred_failed: false,
+            done: false,
         }
-        let s = self.client.prepare(sql)?;
-        self.stmts.insert(sql.to_string(), s.clone());
-        Ok(s)
     }
 
-    fn end(&mut self, sql: &str) -> std::result::Result<(), tokio_postgres::Error> {
+    /// Sends the queued statements and then `last` in one round trip: `last`'s answer,
+    /// or the error of the first queued statement that failed (the transaction is
+    /// aborted then, and `deferred_failed` set).
+    fn flush_with(&mut self, last: Req<'_>) -> PgResult<Ans> {
+        let queued = std::mem::take(&mut self.queued);
+        let mut stmts = Vec::with_capacity(queued.len());
+        for q in &queued {
+            match self.conn.prepare(&q.sql) {
+                Ok(st) => stmts.push(st),
+                Err(e) => {
+                    // the queued writes are dropped: the transaction must not commit
+                    self.deferred_failed = true;
+                    return Err(e);
+                }
+            }
+        }
+        let mut reqs: Vec<Req<'_>> = queued
+            .iter()
+            .zip(stmts)
+            .map(|(q, st)| Req::Execute(st, q.refs()))
+            .collect();
+        reqs.push(last);
+        let mut answers = pipeline(self.conn, reqs).into_iter();
+        for _ in 0..queued.len() {
+            if let Some(Err(e)) = answers.next() {
+                self.deferred_failed = true;
+                return Err(e);
+            }
+        }
+        match answers.next() {
+            Some(a) => a,
+            None => Ok(Ans::Count(0)),
+        }
+    }
+
+    fn end(&mut self, sql: &str) -> PgResult<()> {
         self.done = true;
-        self.client.batch_execute(sql)
+        self.conn.simple(sql).map(|_| ())
     }
 }
 
@@ -259,29 +472,44 @@ impl Drop for SyncTx<'_> {
 }
 
 impl Sql for SyncTx<'_> {
-    fn query_opt(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<Option<Row>, tokio_postgres::Error> {
-        let stmt = self.statement(sql)?;
-        self.client.query_opt(&stmt, params)
+    fn query_opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<Option<Row>> {
+        let st = self.conn.prepare(sql)?;
+        match self.flush_with(Req::Query(st, params.to_vec()))? {
+            Ans::Rows(rows) => Ok(rows.into_iter().next()),
+            _ => Ok(None),
+        }
     }
 
-    fn execute(
-        &mut self,
-        sql: &str,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> std::result::Result<u64, tokio_postgres::Error> {
-        let stmt = self.statement(sql)?;
-        self.client.execute(&stmt, params)
+    fn execute(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> PgResult<u64> {
+        let st = self.conn.prepare(sql)?;
+        match self.flush_with(Req::Execute(st, params.to_vec()))? {
+            Ans::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
     }
 
-    fn commit(mut self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error> {
-        self.end("COMMIT")
+    fn defer(&mut self, statement: Deferred) {
+        self.queued.push(statement);
     }
 
-    fn rollback(mut self: Box<Self>) -> std::result::Result<(), tokio_postgres::Error> {
+    fn deferred_failed(&self) -> bool {
+        self.deferred_failed
+    }
+
+    /// The queued statements and the `COMMIT` in one round trip. After a failed queued
+    /// statement the server answers the `COMMIT` with a rollback: nothing is written.
+    fn commit(&mut self) -> PgResult<()> {
+        self.done = true;
+        let r = self.flush_with(Req::Simple("COMMIT".into())).map(|_| ());
+        if r.is_err() && !self.conn.is_closed() {
+            // ends the transaction when the COMMIT was never sent (nothing else to do)
+            let _ = self.conn.simple("ROLLBACK");
+        }
+        r
+    }
+
+    fn rollback(&mut self) -> PgResult<()> {
+        self.queued.clear();
         self.end("ROLLBACK")
     }
 }
