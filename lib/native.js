@@ -70,7 +70,7 @@ function errorFromData(data) {
     default:
       err = new Error(message)
   }
-  for (const key of ['code', 'path']) {
+  for (const key of ['code', 'path', 'sqlstate']) {
     if (data[key] !== undefined && err[key] === undefined) err[key] = data[key]
   }
   return err

@@ -114,6 +114,11 @@ class Engine {
       this.releasing.set(runId, release)
       await release
       if (this.releasing.get(runId) === release) this.releasing.delete(runId)
+      // a storage fault stopped it: the worker reports it and claims it again later
+      if (exec.failure && this.worker && !exec.faultReported) {
+        exec.faultReported = true
+        this.worker.stoppedByFault(runId, exec.failure)
+      }
       // Its files disagreed with what it knew: once more, from the repaired log.
       if (exec.retry && !this.quiescing && !this.executions.has(runId)) {
         try {

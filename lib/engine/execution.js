@@ -25,9 +25,15 @@ const errors = require('../../errors.js')
 
 const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
 
-/** A fault of the storage (a file it could not read or write), not of the workflow. */
+/**
+ * A fault of the storage (a file it could not read or write, the database failing or out
+ * of reach), not of the workflow.
+ */
 function isStorageFault(e) {
-  return !!e && (e.path !== undefined || e.code === 'CORRUPT_FILE' || e.code === 'INTERNAL_PANIC')
+  return (
+    !!e &&
+    (e.path !== undefined || e.code === 'CORRUPT_FILE' || e.code === 'INTERNAL_PANIC' || e.code === 'DATABASE_ERROR')
+  )
 }
 const RUNTIME_ERRORS =
   /^(WorkflowRuntimeError|CorruptedEventLogError|RuntimeDecryptionError|StepNotRegisteredError|WorkflowNotRegisteredError)$/
@@ -202,7 +208,9 @@ class Execution {
     this.journal.haltWrites()
     this.failure = err
     console.error(
-      `[workflow-native] A storage fault stopped run ${this.runId} in this process (not failed: resumeRuns() takes it up once the fault is fixed):`,
+      `[workflow-native] A storage fault stopped run ${this.runId} in this process (not failed: ${
+        this.engine.worker ? 'the worker claims it again later' : 'resumeRuns() takes it up once the fault is fixed'
+      }):`,
       err,
     )
     this.stop('write failed')

@@ -83,6 +83,14 @@ class Worker {
     return this.#engine.executions.size
   }
 
+  /**
+   * A run executing here stopped on a storage fault (reported with console.error by the
+   * execution): passed to `onError`, and claimed again later, less often each time.
+   */
+  stoppedByFault(runId, error) {
+    this.#settled(runId, error)
+  }
+
   #report(error) {
     if (!this.#onError) return
     try {
@@ -145,6 +153,7 @@ class Worker {
         exec.ready.then(
           (r) => {
             if (exec.leaseReplaced) this.#report(exec.leaseReplaced)
+            if (r.error) exec.faultReported = true
             this.#settled(run.runId, r.error)
             return r.held && !r.error ? run.runId : null
           },
@@ -178,7 +187,7 @@ class Worker {
       return
     }
     const prev = this.#retryAt.get(runId)
-    const delay = prev ? Math.min(prev.delay * 2, RETRY_MAX_MS) : RETRY_FIRST_MS
+    const delay = prev ? Math.min(prev.delay * 2, RETRY_MAX_MS) : Math.min(RETRY_FIRST_MS, this.#pollMs * 10)
     this.#retryAt.set(runId, { at: Date.now() + delay, delay })
     if (error && typeof error === 'object' && error.runId === undefined) {
       try {

@@ -51,6 +51,15 @@ pub enum Error {
     #[error("{0}")]
     Plain(String),
 
+    /// A failure of the PostgreSQL server or of the connection to it: the operator's
+    /// problem, never a run's. A plain `Error` with code `DATABASE_ERROR` and the server's
+    /// SQLSTATE (`sqlstate`) when it gave one.
+    #[error("{message}")]
+    Database {
+        message: String,
+        sqlstate: Option<String>,
+    },
+
     /// A file that is not valid JSON or does not have the shape world-local writes.
     #[error("Corrupt workflow data file {path}: {detail}")]
     CorruptFile { path: PathBuf, detail: String },
@@ -119,6 +128,7 @@ impl Error {
             Error::HookNotFound { .. } => "HookNotFoundError",
             Error::RunNotSupported { .. } => "RunNotSupportedError",
             Error::Plain(_) => "Error",
+            Error::Database { .. } => "Error",
             Error::CorruptFile { .. } => "WorkflowWorldError",
             Error::Io { .. } => "Error",
             Error::InvalidArgument(_) => "TypeError",
@@ -134,6 +144,7 @@ impl Error {
         match self {
             Error::CorruptFile { .. } => Some("CORRUPT_FILE".into()),
             Error::LeaseLost { .. } => Some("LEASE_LOST".into()),
+            Error::Database { .. } => Some("DATABASE_ERROR".into()),
             Error::Io { source, .. } => Some(io_code(source).to_string()),
             _ => None,
         }
@@ -146,6 +157,12 @@ impl Error {
         match self {
             Error::RunNotFound { run_id } | Error::LeaseLost { run_id } => {
                 m.insert("runId".into(), Value::String(run_id.clone()));
+            }
+            Error::Database {
+                sqlstate: Some(state),
+                ..
+            } => {
+                m.insert("sqlstate".into(), Value::String(state.clone()));
             }
             Error::HookNotFound { token } => {
                 m.insert("token".into(), Value::String(token.clone()));

@@ -5,12 +5,14 @@ use crate::error::Error;
 /// A database error as the core's error (SQLSTATE and message kept).
 pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
     match e.as_db_error() {
-        Some(d) => Error::Plain(format!(
-            "PostgreSQL error {}: {}",
-            d.code().code(),
-            d.message()
-        )),
-        None => Error::Plain(format!("PostgreSQL: {e}")),
+        Some(d) => Error::Database {
+            message: format!("PostgreSQL error {}: {}", d.code().code(), d.message()),
+            sqlstate: Some(d.code().code().to_string()),
+        },
+        None => Error::Database {
+            message: format!("PostgreSQL: {e}"),
+            sqlstate: None,
+        },
     }
 }
 

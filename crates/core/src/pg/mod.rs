@@ -51,12 +51,13 @@ impl PgWorld {
     /// schema when the database has none, and starts the listener.
     pub async fn connect(config: PgConfig) -> Result<Arc<PgWorld>> {
         let (pool, cfg, verify) = config::pool(&config)?;
-        let mut client = pool.get().await.map_err(|e| {
-            Error::Plain(format!(
+        let mut client = pool.get().await.map_err(|e| Error::Database {
+            message: format!(
                 "Could not connect to PostgreSQL at {}: {}",
                 redact(&config.url),
                 pool_err_text(&e)
-            ))
+            ),
+            sqlstate: None,
         })?;
         schema::ensure(&mut client).await?;
         drop(client);
@@ -80,12 +81,13 @@ impl PgWorld {
     }
 
     pub(crate) async fn client(&self) -> Result<Object> {
-        self.pool.get().await.map_err(|e| {
-            Error::Plain(format!(
+        self.pool.get().await.map_err(|e| Error::Database {
+            message: format!(
                 "Could not get a PostgreSQL connection ({}): {}",
                 redact(&self.config.url),
                 pool_err_text(&e)
-            ))
+            ),
+            sqlstate: None,
         })
     }
 

@@ -306,9 +306,10 @@ impl<'t> PgStore<'t> {
         }
         if let Some(why) = failed {
             let _ = tx.rollback();
-            return Err(Error::Plain(format!(
-                "PostgreSQL: the event was not stored: {why}"
-            )));
+            return Err(Error::Database {
+                message: format!("PostgreSQL: the event was not stored: {why}"),
+                sqlstate: None,
+            });
         }
         match tx.commit() {
             Ok(()) => Ok(Finished::Committed),

@@ -67,10 +67,9 @@ impl SyncConn {
                 }
             })
         });
-        let (client, driver) = connected.map_err(|e| {
-            Error::Plain(format!(
-                "Could not connect to PostgreSQL for the engine's writes: {e}"
-            ))
+        let (client, driver) = connected.map_err(|e| Error::Database {
+            message: format!("Could not connect to PostgreSQL for the engine's writes: {e}"),
+            sqlstate: e.as_db_error().map(|d| d.code().code().to_string()),
         })?;
         Ok(SyncConn {
             rt,
@@ -78,6 +77,22 @@ impl SyncConn {
             driver: Some(driver),
             stmts: HashMap::new(),
         })
+    }
+
+    /// Reads what the server sent while nobody used the connection (a termination
+    /// notice, the end of the stream), without waiting.
+    fn refresh(&mut self) {
+        let SyncConn { rt, driver, .. } = self;
+        let Some(d) = driver.as_mut() else { return };
+        let ended = rt.block_on(async {
+            // one turn of the runtime's I/O driver (with no wait) first: what arrived on
+            // the socket is only seen through it
+            tokio::task::yield_now().await;
+            std::future::poll_fn(|cx| Poll::Ready(d.as_mut().poll(cx).is_ready())).await
+        });
+        if ended {
+            *driver = None;
+        }
     }
 
     fn is_closed(&self) -> bool {
@@ -181,7 +196,10 @@ impl SyncPool {
     pub(crate) fn get(&self) -> Result<Pooled<'_>> {
         let mut st = self.lock();
         loop {
-            if let Some(conn) = st.idle.pop() {
+            if let Some(mut conn) = st.idle.pop() {
+                // a connection the server ended while it was idle (a restart) is
+                // noticed here, not by the batch that would have used it
+                conn.refresh();
                 if !conn.is_closed() {
                     return Ok(Pooled {
                         pool: self,
