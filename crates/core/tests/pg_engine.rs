@@ -460,3 +460,78 @@ async fn the_batch_that_ends_a_run_releases_its_lease_in_the_same_commit() {
     assert_eq!(w.leased_runs().await.unwrap(), vec![run2.clone()]);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_started_from_the_last_ones_rows_sees_what_other_writers_changed() {
+    let Some(db) = TestDb::new("snapshot").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run_id = workflow_core::ids::prefixed_id("wrun");
+    let create = workflow_core::world::local::CreateRun {
+        run_id: run_id.clone(),
+        deployment_id: "dpl_1".into(),
+        workflow_name: "wf//./flow".into(),
+        spec_version: 2,
+        execution_context: None,
+        input: workflow_core::world::model::Payload::Bytes(b"in".to_vec()),
+    };
+    let (token, _) = w.create_run_leased(&create, "a", 60_000).await.unwrap();
+    let owner = Some(("a", token));
+    // batches of the execution: each starts from where the last one left the run
+    for s in ["step_a", "step_b"] {
+        let out = w.append_batch(&run_id, step_reqs(s), owner).await;
+        assert!(out.failed.is_none(), "{:?}", out.failed);
+    }
+    let done = |s: &str| {
+        req(
+            json!({"eventType": "step_completed", "specVersion": 2, "correlationId": s,
+            "eventData": {"result": bin(b"r")}}),
+        )
+    };
+    let out = w.append_batch(&run_id, vec![done("step_a")], owner).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // another writer changes the step behind the execution's back (as an official
+    // runtime's write would): the next batch must not trust what it knew
+    let c = db.sql().await;
+    c.execute(
+        "UPDATE workflow.workflow_steps SET status = 'completed' WHERE run_id = $1 AND step_id = 'step_b'",
+        &[&run_id],
+    )
+    .await
+    .unwrap();
+    let out = w.append_batch(&run_id, vec![done("step_b")], owner).await;
+    let (index, err) = out.failed.expect("refused: the step is completed");
+    assert_eq!(index, 0);
+    assert_eq!(err.name(), "EntityConflictError", "{err}");
+    // the run cancelled by another process: the execution's next batch sees it
+    w.create_event(
+        Some(&run_id),
+        req(json!({"eventType": "run_cancelled", "specVersion": 2})),
+    )
+    .await
+    .unwrap();
+    let more = vec![req(
+        json!({"eventType": "step_created", "specVersion": 2, "correlationId": "step_c",
+        "eventData": {"stepName": "s", "input": bin(b"i")}}),
+    )];
+    let out = w.append_batch(&run_id, more, owner).await;
+    let (index, err) = out.failed.expect("refused: the run is cancelled");
+    assert_eq!(index, 0);
+    assert_eq!(err.name(), "EntityConflictError", "{err}");
+    assert!(err.to_string().contains("terminal state \"cancelled\""), "{err}");
+    assert_eq!(
+        types(&db, &run_id).await,
+        [
+            "run_created",
+            "run_started",
+            "step_created",
+            "step_started",
+            "step_created",
+            "step_started",
+            "step_completed",
+            "run_cancelled"
+        ]
+    );
+    db.drop_db().await;
+}

@@ -98,15 +98,16 @@ impl PgWorld {
         let ttl = i32::try_from(ttl_ms).unwrap_or(i32::MAX);
         let own = Arc::clone(&self.own);
         let pool = Arc::clone(&self.batches);
+        let snapshots = Arc::clone(&self.snapshots);
         let slot = pool.reserve().await?;
         tokio::task::spawn_blocking(move || -> Result<(i64, Option<String>)> {
             let _slot = slot;
             let mut conn = pool.get()?;
-            let (token, started_at, _) = store::transact(
+            let ((token, started_at, _), snap) = store::transact(
                 &mut conn,
                 Some(&run_id),
                 &[],
-                true,
+                store::Start::Fresh,
                 |store, _| {
                     let first = crate::machine::apply(store, &created)?;
                     let token = store.take_lease(&run_id, &owner, ttl)?.ok_or_else(|| {
@@ -131,6 +132,7 @@ impl PgWorld {
                 },
                 |(_, _, ids)| own.remove(&run_id, ids),
             )?;
+            snapshots.put(&run_id, &owner, token, snap);
             Ok((token, started_at))
         })
         .await
@@ -166,6 +168,7 @@ impl PgWorld {
     /// Gives up the lease `owner` took with `token` (nothing if it is not theirs). The row
     /// stays, marked free, so the next take still bumps the fencing token.
     pub async fn release_lease(&self, run_id: &str, owner: &str, token: Option<i64>) -> Result<()> {
+        self.snapshots.forget(run_id);
         let c = self.client().await?;
         let stmt = c
             .prepare_cached(
@@ -261,6 +264,11 @@ impl PgWorld {
         let owner = owner.map(|(o, t)| (o.to_string(), t));
         let own = Arc::clone(&self.own);
         let pool = Arc::clone(&self.batches);
+        let snapshots = Arc::clone(&self.snapshots);
+        // where the execution's last batch left the run (only its own lease's)
+        let snap = owner
+            .as_ref()
+            .and_then(|(o, t)| snapshots.take(&run_id, o, *t));
         let slot = pool.reserve().await?;
         tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
             let _slot = slot;
@@ -270,6 +278,7 @@ impl PgWorld {
                 run_id: &run_id,
                 owner: owner.as_ref().map(|(o, t)| (o.as_str(), *t)),
                 own: &own,
+                snap,
             };
             // A refusal aborts the whole transaction: the events before it are written
             // again, in a transaction of their own (rare: the run changed under us).
@@ -278,10 +287,15 @@ impl PgWorld {
             let out = loop {
                 match batch.write(&parsed[..upto])? {
                     Written::All(results) => {
+                        if let (Some((o, t)), Some(snap)) = (&owner, batch.snap.take()) {
+                            if refusal.is_none() {
+                                snapshots.put(&run_id, o, *t, Some(snap));
+                            }
+                        }
                         break AppendOutcome {
                             results,
                             failed: refusal,
-                        }
+                        };
                     }
                     Written::Refused(0, e) => {
                         break AppendOutcome {
@@ -308,6 +322,9 @@ struct Batch<'a, 'p> {
     run_id: &'a str,
     owner: Option<(&'a str, i64)>,
     own: &'a OwnEvents,
+    /// Where the execution's last batch left the run: the next one starts from it
+    /// (taken by the first transaction; replaced by what a committed one left).
+    snap: Option<store::Snapshot>,
 }
 
 enum Written {
@@ -338,11 +355,16 @@ impl Batch<'_, '_> {
             }
         }
         let (run_id, owner, own) = (self.run_id, self.owner, self.own);
-        store::transact(
+        let snap = self.snap.take();
+        let start = match (owner, &snap) {
+            (Some((owner, token)), Some(snap)) => store::Start::Cached { owner, token, snap },
+            _ => store::Start::Read,
+        };
+        let (written, left) = store::transact(
             self.conn,
             Some(run_id),
             &step_ids,
-            false,
+            start,
             |store, holder| {
                 if let Some((owner, token)) = owner {
                     if holder.as_ref().map(|(o, t)| (o.as_str(), *t)) != Some((owner, token)) {
@@ -384,7 +406,58 @@ impl Batch<'_, '_> {
                     own.remove(run_id, &event_ids(results));
                 }
             },
-        )
+        )?;
+        self.snap = left;
+        Ok(written)
+    }
+}
+
+/// Where each execution of this process left its runs (see [`store::Snapshot`]), by run
+/// id, with the lease (owner, token) it was left under.
+#[derive(Default)]
+pub(crate) struct Snapshots(
+    std::sync::Mutex<std::collections::HashMap<String, (String, i64, store::Snapshot)>>,
+);
+
+impl Snapshots {
+    /// At most this many runs are remembered (an execution that stopped without a last
+    /// batch leaves its entry; the map is emptied then, which only costs reads).
+    const MAX: usize = 10_000;
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, i64, store::Snapshot)>>
+    {
+        match self.0.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn take(&self, run_id: &str, owner: &str, token: i64) -> Option<store::Snapshot> {
+        match self.lock().remove(run_id) {
+            Some((o, t, snap)) if o == owner && t == token => Some(snap),
+            _ => None,
+        }
+    }
+
+    fn put(&self, run_id: &str, owner: &str, token: i64, snap: Option<store::Snapshot>) {
+        let mut map = self.lock();
+        match snap {
+            Some(snap) => {
+                if map.len() >= Self::MAX {
+                    map.clear();
+                }
+                map.insert(run_id.to_string(), (owner.to_string(), token, snap));
+            }
+            None => {
+                map.remove(run_id);
+            }
+        }
+    }
+
+    pub(crate) fn forget(&self, run_id: &str) {
+        self.lock().remove(run_id);
     }
 }
 

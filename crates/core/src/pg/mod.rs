@@ -44,6 +44,8 @@ pub struct PgWorld {
     pub(crate) own: Arc<own::OwnEvents>,
     /// Synchronous connections for the engine's batches (see `sync`).
     pub(crate) batches: Arc<sync::SyncPool>,
+    /// Where this process's executions left their runs (see `engine::Snapshots`).
+    pub(crate) snapshots: Arc<engine::Snapshots>,
 }
 
 impl PgWorld {
@@ -73,6 +75,7 @@ impl PgWorld {
             config,
             own: Default::default(),
             batches,
+            snapshots: Default::default(),
         }))
     }
 
@@ -182,7 +185,11 @@ impl PgWorld {
                 &mut conn,
                 req.run_id.as_deref(),
                 &steps,
-                req.event_type == "run_created",
+                if req.event_type == "run_created" {
+                    store::Start::Fresh
+                } else {
+                    store::Start::Read
+                },
                 |store, _| {
                     let created = crate::machine::apply(store, &req)?;
                     let ended = matches!(
@@ -208,6 +215,7 @@ impl PgWorld {
                 },
                 |_| {},
             )
+            .map(|(created, _)| created)
         })
         .await
         .map_err(|e| Error::Plain(format!("event creation task failed: {e}")))?

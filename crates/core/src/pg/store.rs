@@ -41,6 +41,8 @@ pub(crate) trait Sql {
     /// Whether a queued statement failed (the transaction is aborted: nothing of it
     /// commits, and it may be run again statement by statement).
     fn deferred_failed(&self) -> bool;
+    /// The `xmin`s the queued writes with a `capture` key returned (once they were sent).
+    fn take_captured(&mut self) -> Vec<(String, String)>;
     fn commit(&mut self) -> std::result::Result<(), tokio_postgres::Error>;
     fn rollback(&mut self) -> std::result::Result<(), tokio_postgres::Error>;
 }
@@ -58,6 +60,8 @@ macro_rules! params {
 pub(crate) struct Deferred {
     pub(crate) sql: String,
     pub(crate) params: Params,
+    /// For a write that returns its row's `xmin`: the entity key it is kept under.
+    pub(crate) capture: Option<String>,
 }
 
 impl Deferred {
@@ -81,17 +85,52 @@ pub(crate) enum Mode {
 }
 
 /// What [`PgStore::finish`] did.
-#[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Finished {
-    Committed,
+    /// With what the next transaction of the run's execution may start from.
+    Committed(Option<Snapshot>),
     /// A queued write failed: nothing was written; run the transaction again
     /// [`Mode::Immediate`].
     Replay,
 }
 
-const RUN_READ: &str = "SELECT {} FROM workflow.workflow_runs WHERE id = $1 FOR UPDATE";
-const STEP_READ: &str =
-    "SELECT {} FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE";
+const RUN_READ: &str =
+    "SELECT {}, xmin::text AS wfn_xmin FROM workflow.workflow_runs WHERE id = $1 FOR UPDATE";
+const STEP_READ: &str = "SELECT {}, xmin::text AS wfn_xmin FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE";
+
+/// Guards of a transaction that starts from a [`Snapshot`] instead of reading (see
+/// [`Start::Cached`]): each fails the transaction (a division by zero) unless the row is
+/// still the one the snapshot knows — the same `xmin` (no writer changed it since), the
+/// lease still this execution's.
+const LEASE_GUARD: &str = "SELECT 1 / count(*)::int FROM (SELECT 1 FROM workflow_native.leases
+     WHERE run_id = $1 AND owner = $2 AND token = $3 FOR SHARE) s";
+const RUN_GUARD: &str = "SELECT 1 / count(*)::int FROM (SELECT 1 FROM workflow.workflow_runs
+     WHERE id = $1 AND xmin::text = $2 FOR UPDATE) s";
+const STEP_GUARD: &str = "SELECT 1 / count(*)::int FROM (SELECT 1 FROM workflow.workflow_steps
+     WHERE step_id = $1 AND run_id = $2 AND xmin::text = $3 FOR UPDATE) s";
+
+/// A run's rows as one of its transactions left them: the run and its unfinished steps,
+/// each with the `xmin` of its row version. The next transaction of the same execution
+/// starts from it instead of reading them (one round trip in all), guarded.
+#[derive(Clone)]
+pub(crate) struct Snapshot {
+    run: (RunState, String),
+    steps: Vec<(String, StepState, String)>,
+}
+
+/// How a transaction ([`transact`]) begins.
+pub(crate) enum Start<'a> {
+    /// It reads what it needs (the run and the named steps with its `BEGIN`).
+    Read,
+    /// It creates the run (a new id: no row, no lease): nothing to read.
+    Fresh,
+    /// It is the next of an execution holding the lease (`owner`, `token`) whose last
+    /// transaction left `snap`.
+    Cached {
+        owner: &'a str,
+        token: i64,
+        snap: &'a Snapshot,
+    },
+}
 
 fn run_read_sql() -> String {
     RUN_READ.replacen("{}", rows::RUN_COLS, 1)
@@ -107,11 +146,13 @@ pub(crate) fn prefetch(run_id: &str, step_ids: &[String]) -> Vec<Deferred> {
     let mut out = vec![Deferred {
         sql: run_read_sql(),
         params: params![run_id.to_string()],
+        capture: None,
     }];
     for step_id in step_ids {
         out.push(Deferred {
             sql: step_read_sql(),
             params: params![step_id.clone(), run_id.to_string()],
+            capture: None,
         });
     }
     out
@@ -128,6 +169,8 @@ pub(crate) struct PgStore<'t> {
     /// more than once per event.
     run_memo: RefCell<Option<(String, Option<RunState>)>>,
     step_memo: RefCell<std::collections::HashMap<String, Option<StepState>>>,
+    /// The `xmin` of each run or step row (by run id / step key) as read or written here.
+    xmins: RefCell<std::collections::HashMap<String, String>>,
 }
 
 /// `<runId>-<correlationId>` → (runId, correlationId); run ids never hold `-`.
@@ -143,6 +186,7 @@ impl<'t> PgStore<'t> {
             failed: RefCell::new(None),
             run_memo: RefCell::new(None),
             step_memo: RefCell::new(Default::default()),
+            xmins: RefCell::new(Default::default()),
         }
     }
 
@@ -156,6 +200,7 @@ impl<'t> PgStore<'t> {
     ) -> Self {
         let mut rows = rows.into_iter();
         if let Some(row) = rows.next() {
+            self.note_xmin(run_id, row.as_ref());
             let run = match row {
                 None => Some(None),
                 Some(row) => rows::run_json(&row)
@@ -168,6 +213,7 @@ impl<'t> PgStore<'t> {
             }
         }
         for (step_id, row) in step_ids.iter().zip(rows) {
+            self.note_xmin(&format!("{run_id}-{step_id}"), row.as_ref());
             let step = match row {
                 None => Some(None),
                 Some(row) => rows::step_json(&row)
@@ -198,6 +244,70 @@ impl<'t> PgStore<'t> {
         .map(|_| ())
     }
 
+    fn note_xmin(&self, key: &str, row: Option<&Row>) {
+        if let Some(x) = row.and_then(|r| r.try_get::<_, String>("wfn_xmin").ok()) {
+            self.xmins.borrow_mut().insert(key.to_string(), x);
+        }
+    }
+
+    /// Starts from `snap` instead of reading: the run and its steps as the execution's
+    /// last transaction left them, each guarded (as is the lease of `owner`/`token`) by a
+    /// queued statement that fails the transaction unless its row is unchanged.
+    fn seeded(self, run_id: &str, owner: &str, token: i64, snap: &Snapshot) -> Self {
+        let defer = |sql: &str, params: Params| {
+            self.tx.borrow_mut().defer(Deferred {
+                sql: sql.to_string(),
+                params,
+                capture: None,
+            })
+        };
+        defer(
+            LEASE_GUARD,
+            params![run_id.to_string(), owner.to_string(), token],
+        );
+        let (run, xmin) = &snap.run;
+        defer(RUN_GUARD, params![run_id.to_string(), xmin.clone()]);
+        *self.run_memo.borrow_mut() = Some((run_id.to_string(), Some(run.clone())));
+        self.xmins
+            .borrow_mut()
+            .insert(run_id.to_string(), xmin.clone());
+        for (key, step, xmin) in &snap.steps {
+            let (_, step_id) = split_key(key);
+            defer(
+                STEP_GUARD,
+                params![step_id.to_string(), run_id.to_string(), xmin.clone()],
+            );
+            self.step_memo
+                .borrow_mut()
+                .insert(key.clone(), Some(step.clone()));
+            self.xmins.borrow_mut().insert(key.clone(), xmin.clone());
+        }
+        self
+    }
+
+    /// What the next transaction of this execution may start from, once this one
+    /// committed: the run and its unfinished steps, where every `xmin` is known. `None`
+    /// once the run ended (or when a row's version is not known).
+    fn snapshot(&self, run_id: &str) -> Option<Snapshot> {
+        let mut xmins = self.xmins.borrow_mut();
+        xmins.extend(self.tx.borrow_mut().take_captured());
+        let run = match &*self.run_memo.borrow() {
+            Some((id, Some(run))) if id == run_id && !run.snap.status.is_terminal() => {
+                (run.clone(), xmins.get(run_id)?.clone())
+            }
+            _ => return None,
+        };
+        let mut steps = Vec::new();
+        for (key, step) in self.step_memo.borrow().iter() {
+            let Some(step) = step else { continue };
+            if matches!(step.status.as_str(), "completed" | "failed" | "cancelled") {
+                continue;
+            }
+            steps.push((key.clone(), step.clone(), xmins.get(key)?.clone()));
+        }
+        Some(Snapshot { run, steps })
+    }
+
     /// Whether a queued write failed: the transaction must be run again
     /// [`Mode::Immediate`] (whatever the rules made of the failure).
     pub(crate) fn replay_needed(&self) -> bool {
@@ -207,11 +317,30 @@ impl<'t> PgStore<'t> {
     /// A write: queued when pipelined (`strict` then: the statement that fails where
     /// `sql` would have found nothing to do), else executed, with its row count.
     fn write(&self, sql: &str, strict: &str, params: Params) -> Result<Option<u64>> {
+        self.write_row(sql, strict, params, None)
+    }
+
+    /// [`write`](Self::write) of a run or step row (`key`: the run id, or the step key):
+    /// pipelined, the row's new `xmin` is kept for the [`Snapshot`] (known once sent).
+    fn write_row(
+        &self,
+        sql: &str,
+        strict: &str,
+        params: Params,
+        key: Option<&str>,
+    ) -> Result<Option<u64>> {
+        if let Some(k) = key {
+            self.xmins.borrow_mut().remove(k);
+        }
         if self.mode == Mode::Pipelined {
             if self.failed.borrow().is_none() {
                 self.tx.borrow_mut().defer(Deferred {
-                    sql: strict.to_string(),
+                    sql: match key {
+                        Some(_) => format!("{strict} RETURNING xmin::text"),
+                        None => strict.to_string(),
+                    },
                     params,
+                    capture: key.map(str::to_string),
                 });
             }
             return Ok(None);
@@ -297,23 +426,26 @@ impl<'t> PgStore<'t> {
 
     /// Commits, unless a statement failed (then the transaction is rolled back).
     /// `Replay` when a queued write failed: nothing was written.
-    pub(crate) fn finish(self) -> Result<Finished> {
+    pub(crate) fn finish(self, run_id: Option<&str>) -> Result<Finished> {
         let failed = self.failed.borrow_mut().take();
-        let mut tx = self.tx.into_inner();
-        if tx.deferred_failed() {
-            let _ = tx.rollback();
+        if self.tx.borrow().deferred_failed() {
+            let _ = self.tx.borrow_mut().rollback();
             return Ok(Finished::Replay);
         }
         if let Some(why) = failed {
-            let _ = tx.rollback();
+            let _ = self.tx.borrow_mut().rollback();
             return Err(Error::Database {
                 message: format!("PostgreSQL: the event was not stored: {why}"),
                 sqlstate: None,
             });
         }
-        match tx.commit() {
-            Ok(()) => Ok(Finished::Committed),
-            Err(_) if tx.deferred_failed() => Ok(Finished::Replay),
+        let committed = self.tx.borrow_mut().commit();
+        match committed {
+            Ok(()) => Ok(Finished::Committed(match (self.mode, run_id) {
+                (Mode::Pipelined, Some(r)) => self.snapshot(r),
+                _ => None,
+            })),
+            Err(_) if self.tx.borrow().deferred_failed() => Ok(Finished::Replay),
             Err(e) => Err(super::dberr::db_err(e)),
         }
     }
@@ -369,7 +501,9 @@ impl EventStore for PgStore<'_> {
                 return Ok(run.clone());
             }
         }
-        let run = match self.query_opt(&run_read_sql(), &[&run_id])? {
+        let row = self.query_opt(&run_read_sql(), &[&run_id])?;
+        self.note_xmin(run_id, row.as_ref());
+        let run = match row {
             None => None,
             Some(row) => {
                 let v = rows::run_json(&row)?;
@@ -385,7 +519,7 @@ impl EventStore for PgStore<'_> {
             "INSERT INTO workflow.workflow_runs (id, deployment_id, status, name, spec_version,
                 input_cbor, execution_context_cbor, created_at, updated_at)
              VALUES ($1, $2, $3::text::workflow.status, $4, $5, $6, $7, $8, $9)";
-        let n = self.write(
+        let n = self.write_row(
             &format!("{SQL} ON CONFLICT DO NOTHING"),
             SQL,
             params![
@@ -399,6 +533,7 @@ impl EventStore for PgStore<'_> {
                 rows::ts(run.get("createdAt")),
                 rows::ts(run.get("updatedAt")),
             ],
+            Some(run_id),
         )?;
         let created = n.is_none_or(|n| n == 1);
         if created {
@@ -414,7 +549,7 @@ impl EventStore for PgStore<'_> {
                 output_cbor = $3, error_cbor = $4, started_at = $5, completed_at = $6,
                 expired_at = $7, updated_at = $8
              WHERE id = $1";
-        self.write(
+        self.write_row(
             SQL,
             SQL,
             params![
@@ -427,6 +562,7 @@ impl EventStore for PgStore<'_> {
                 rows::ts(run.get("expiredAt")),
                 rows::ts(run.get("updatedAt")),
             ],
+            Some(run_id),
         )?;
         self.remember_run(run_id, run);
         Ok(())
@@ -449,7 +585,9 @@ impl EventStore for PgStore<'_> {
             return Ok(step.clone());
         }
         let (run_id, step_id) = split_key(step_key);
-        let step = match self.query_opt(&step_read_sql(), &[&step_id, &run_id])? {
+        let row = self.query_opt(&step_read_sql(), &[&step_id, &run_id])?;
+        self.note_xmin(step_key, row.as_ref());
+        let step = match row {
             None => None,
             Some(row) => {
                 let m = rows::step_json(&row)?;
@@ -468,7 +606,7 @@ impl EventStore for PgStore<'_> {
             "INSERT INTO workflow.workflow_steps (run_id, step_id, step_name, status, input_cbor,
                 attempt, created_at, updated_at, spec_version)
              VALUES ($1, $2, $3, $4::text::workflow.step_status, $5, $6, $7, $8, $9)";
-        let n = self.write(
+        let n = self.write_row(
             &format!("{SQL} ON CONFLICT DO NOTHING"),
             SQL,
             params![
@@ -482,6 +620,7 @@ impl EventStore for PgStore<'_> {
                 rows::ts(step.get("updatedAt")),
                 rows::spec_int(step.get("specVersion")),
             ],
+            Some(step_key),
         )?;
         if n == Some(0) {
             self.step_memo.borrow_mut().remove(step_key);
@@ -501,7 +640,7 @@ impl EventStore for PgStore<'_> {
                 output_cbor = $4, error_cbor = $5, attempt = $6, started_at = $7,
                 completed_at = $8, updated_at = $9, retry_after = $10
              WHERE step_id = $1 AND run_id = $2";
-        self.write(
+        self.write_row(
             SQL,
             SQL,
             params![
@@ -516,6 +655,7 @@ impl EventStore for PgStore<'_> {
                 rows::ts(step.get("updatedAt")),
                 rows::ts(step.get("retryAfter")),
             ],
+            Some(step_key),
         )?;
         self.remember_step(step_key, step);
         Ok(())
@@ -779,31 +919,39 @@ pub(crate) enum Decision<T> {
     Abort(T),
 }
 
-/// Runs `body` in one transaction on `conn` (begun as [`Pooled::begin`] does it, with the
-/// run and the steps of `step_ids` read ahead), [`Mode::Pipelined`]; when one of its
-/// queued writes failed, once more [`Mode::Immediate`], where the rules see every answer.
-/// `uncommitted` is told of a `Commit` whose commit failed (or that is run again).
-/// `fresh`: the transaction creates the run (a new id: no row, no lease); pipelined, it
-/// then reads nothing and is one round trip in all (a row there after all fails it, and
-/// it is run again).
+/// Runs `body` in one transaction on `conn`, [`Mode::Pipelined`]; when one of its queued
+/// statements failed (a write that found its row there, a guard of a [`Start::Cached`]
+/// start), once more [`Mode::Immediate`], begun with reads, where the rules see every
+/// answer. `uncommitted` is told of a `Commit` whose commit failed (or that is run again).
+/// With what the run's execution may start its next transaction from (see [`Snapshot`]).
+///
+/// How it begins, pipelined ([`Start`]): `Read` sends the run's and `step_ids`' reads
+/// with its `BEGIN` ([`Pooled::begin`]) — two round trips in all; `Fresh` (the run is
+/// created by it) and `Cached` read nothing and are one round trip in all.
 ///
 /// [`Pooled::begin`]: super::sync::Pooled::begin
 pub(crate) fn transact<T>(
     conn: &mut super::sync::Pooled<'_>,
     run_id: Option<&str>,
     step_ids: &[String],
-    fresh: bool,
+    start: Start<'_>,
     mut body: impl FnMut(&PgStore<'_>, Option<(String, i64)>) -> Result<Decision<T>>,
     mut uncommitted: impl FnMut(&T),
-) -> Result<T> {
+) -> Result<(T, Option<Snapshot>)> {
     for mode in [Mode::Pipelined, Mode::Immediate] {
-        let (store, lease) = match (run_id, fresh && mode == Mode::Pipelined) {
-            (Some(r), true) => {
+        let pipelined = mode == Mode::Pipelined;
+        let (store, lease) = match (run_id, &start) {
+            (Some(r), Start::Fresh) if pipelined => {
                 let store = PgStore::over(Box::new(conn.begin_queued(r)?), mode);
                 *store.run_memo.borrow_mut() = Some((r.to_string(), None));
                 (store, None)
             }
-            (Some(r), false) => {
+            (Some(r), Start::Cached { owner, token, snap }) if pipelined => {
+                let store = PgStore::over(Box::new(conn.begin_queued(r)?), mode)
+                    .seeded(r, owner, *token, snap);
+                (store, Some((owner.to_string(), *token)))
+            }
+            (Some(r), _) => {
                 let (tx, lease, rows) = conn.begin(Some(r), prefetch(r, step_ids))?;
                 (
                     PgStore::over(Box::new(tx), mode).prefetched(r, step_ids, rows),
@@ -830,10 +978,10 @@ pub(crate) fn transact<T>(
             }
             Ok(Decision::Abort(v)) => {
                 store.abort();
-                return Ok(v);
+                return Ok((v, None));
             }
-            Ok(Decision::Commit(v)) => match store.finish() {
-                Ok(Finished::Committed) => return Ok(v),
+            Ok(Decision::Commit(v)) => match store.finish(run_id) {
+                Ok(Finished::Committed(snap)) => return Ok((v, snap)),
                 Ok(Finished::Replay) => uncommitted(&v),
                 Err(e) => {
                     uncommitted(&v);

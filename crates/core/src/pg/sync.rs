@@ -364,10 +364,12 @@ impl Pooled<'_> {
         tx.queued.push(Deferred {
             sql: "BEGIN".into(),
             params: Vec::new(),
+            capture: None,
         });
         tx.queued.push(Deferred {
             sql: RUN_LOCK.into(),
             params: vec![Box::new(run_id.to_string())],
+            capture: None,
         });
         Ok(tx)
     }
@@ -427,6 +429,8 @@ pub(crate) struct SyncTx<'c> {
     conn: &'c mut SyncConn,
     queued: Vec<Deferred>,
     deferred_failed: bool,
+    /// what the queued writes with a capture key returned: (key, xmin)
+    captured: Vec<(String, String)>,
     done: bool,
 }
 
@@ -436,6 +440,7 @@ impl<'c> SyncTx<'c> {
             conn,
             queued: Vec::new(),
             deferred_failed: false,
+            captured: Vec::new(),
             done: false,
         }
     }
@@ -459,14 +464,26 @@ impl<'c> SyncTx<'c> {
         let mut reqs: Vec<Req<'_>> = queued
             .iter()
             .zip(stmts)
-            .map(|(q, st)| Req::Execute(st, q.refs()))
+            .map(|(q, st)| match q.capture {
+                Some(_) => Req::Query(st, q.refs()),
+                None => Req::Execute(st, q.refs()),
+            })
             .collect();
         reqs.push(last);
         let mut answers = pipeline(self.conn, reqs).into_iter();
-        for _ in 0..queued.len() {
-            if let Some(Err(e)) = answers.next() {
-                self.deferred_failed = true;
-                return Err(e);
+        for q in &queued {
+            match answers.next() {
+                Some(Err(e)) => {
+                    self.deferred_failed = true;
+                    return Err(e);
+                }
+                Some(Ok(Ans::Rows(rows))) => {
+                    let xmin = rows.first().and_then(|r| r.try_get::<_, String>(0).ok());
+                    if let (Some(key), Some(xmin)) = (&q.capture, xmin) {
+                        self.captured.push((key.clone(), xmin));
+                    }
+                }
+                _ => {}
             }
         }
         match answers.next() {
@@ -512,6 +529,10 @@ impl Sql for SyncTx<'_> {
 
     fn deferred_failed(&self) -> bool {
         self.deferred_failed
+    }
+
+    fn take_captured(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.captured)
     }
 
     /// The queued statements and the `COMMIT` in one round trip. After a failed queued
