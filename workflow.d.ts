@@ -161,8 +161,15 @@ export interface StartWorkerOptions {
   leaseMs?: number
   /** How often the worker looks for runs to claim, in ms (default: half of `leaseMs`, at most 5,000). */
   pollMs?: number
-  /** Called with each run that could not be claimed or resumed (with `runId` set), and with a failure to list the runs. */
-  onError?: (error: Error & { runId?: string; path?: string; code?: string; recovered?: boolean }) => void
+  /**
+   * Called with each run that could not be claimed or resumed (with `runId` set), with a
+   * failure to list the runs, and with each run a storage fault stopped in this process
+   * (`runId` set; not failed: the worker claims it again later) — on PostgreSQL a database
+   * error has `code: 'DATABASE_ERROR'` and the server's `sqlstate` when it sent one.
+   */
+  onError?: (
+    error: Error & { runId?: string; path?: string; code?: string; sqlstate?: string; recovered?: boolean },
+  ) => void
 }
 
 export interface Worker {
