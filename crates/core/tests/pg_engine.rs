@@ -519,7 +519,10 @@ async fn a_batch_started_from_the_last_ones_rows_sees_what_other_writers_changed
     let (index, err) = out.failed.expect("refused: the run is cancelled");
     assert_eq!(index, 0);
     assert_eq!(err.name(), "EntityConflictError", "{err}");
-    assert!(err.to_string().contains("terminal state \"cancelled\""), "{err}");
+    assert!(
+        err.to_string().contains("terminal state \"cancelled\""),
+        "{err}"
+    );
     assert_eq!(
         types(&db, &run_id).await,
         [

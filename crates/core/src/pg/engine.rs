@@ -16,7 +16,7 @@
 
 use super::listen::{Note, POLL};
 use super::own::OwnEvents;
-use super::{db_err, store, PgWorld};
+use super::{db_err, store, txn, PgWorld};
 use crate::error::{Error, Result};
 use crate::journal::AppendOutcome;
 use crate::machine::Request;
@@ -103,11 +103,11 @@ impl PgWorld {
         tokio::task::spawn_blocking(move || -> Result<(i64, Option<String>)> {
             let _slot = slot;
             let mut conn = pool.get()?;
-            let ((token, started_at, _), snap) = store::transact(
+            let ((token, started_at, _), snap) = txn::transact(
                 &mut conn,
                 Some(&run_id),
                 &[],
-                store::Start::Fresh,
+                txn::Start::Fresh,
                 |store, _| {
                     let first = crate::machine::apply(store, &created)?;
                     let token = store.take_lease(&run_id, &owner, ttl)?.ok_or_else(|| {
@@ -128,7 +128,7 @@ impl PgWorld {
                         .filter_map(|r| r.event.as_ref().and_then(event_id).map(str::to_string))
                         .collect();
                     own.add(&run_id, ids.iter().cloned());
-                    Ok(store::Decision::Commit((token, started_at, ids)))
+                    Ok(txn::Decision::Commit((token, started_at, ids)))
                 },
                 |(_, _, ids)| own.remove(&run_id, ids),
             )?;
@@ -357,10 +357,10 @@ impl Batch<'_, '_> {
         let (run_id, owner, own) = (self.run_id, self.owner, self.own);
         let snap = self.snap.take();
         let start = match (owner, &snap) {
-            (Some((owner, token)), Some(snap)) => store::Start::Cached { owner, token, snap },
-            _ => store::Start::Read,
+            (Some((owner, token)), Some(snap)) => txn::Start::Cached { owner, token, snap },
+            _ => txn::Start::Read,
         };
-        let (written, left) = store::transact(
+        let (written, left) = txn::transact(
             self.conn,
             Some(run_id),
             &step_ids,
@@ -368,7 +368,7 @@ impl Batch<'_, '_> {
             |store, holder| {
                 if let Some((owner, token)) = owner {
                     if holder.as_ref().map(|(o, t)| (o.as_str(), *t)) != Some((owner, token)) {
-                        return Ok(store::Decision::Abort(Written::Refused(
+                        return Ok(txn::Decision::Abort(Written::Refused(
                             0,
                             Error::LeaseLost {
                                 run_id: run_id.to_string(),
@@ -387,7 +387,7 @@ impl Batch<'_, '_> {
                             );
                             results.push(created.result);
                         }
-                        Err(e) => return Ok(store::Decision::Abort(Written::Refused(i, e))),
+                        Err(e) => return Ok(txn::Decision::Abort(Written::Refused(i, e))),
                     }
                 }
                 if ended {
@@ -399,7 +399,7 @@ impl Batch<'_, '_> {
                 }
                 // known as ours before the commit makes them visible to our follower
                 own.add(run_id, event_ids(&results));
-                Ok(store::Decision::Commit(Written::All(results)))
+                Ok(txn::Decision::Commit(Written::All(results)))
             },
             |w| {
                 if let Written::All(results) = w {
@@ -409,55 +409,6 @@ impl Batch<'_, '_> {
         )?;
         self.snap = left;
         Ok(written)
-    }
-}
-
-/// Where each execution of this process left its runs (see [`store::Snapshot`]), by run
-/// id, with the lease (owner, token) it was left under.
-#[derive(Default)]
-pub(crate) struct Snapshots(
-    std::sync::Mutex<std::collections::HashMap<String, (String, i64, store::Snapshot)>>,
-);
-
-impl Snapshots {
-    /// At most this many runs are remembered (an execution that stopped without a last
-    /// batch leaves its entry; the map is emptied then, which only costs reads).
-    const MAX: usize = 10_000;
-
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, i64, store::Snapshot)>>
-    {
-        match self.0.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn take(&self, run_id: &str, owner: &str, token: i64) -> Option<store::Snapshot> {
-        match self.lock().remove(run_id) {
-            Some((o, t, snap)) if o == owner && t == token => Some(snap),
-            _ => None,
-        }
-    }
-
-    fn put(&self, run_id: &str, owner: &str, token: i64, snap: Option<store::Snapshot>) {
-        let mut map = self.lock();
-        match snap {
-            Some(snap) => {
-                if map.len() >= Self::MAX {
-                    map.clear();
-                }
-                map.insert(run_id.to_string(), (owner.to_string(), token, snap));
-            }
-            None => {
-                map.remove(run_id);
-            }
-        }
-    }
-
-    pub(crate) fn forget(&self, run_id: &str) {
-        self.lock().remove(run_id);
     }
 }
 

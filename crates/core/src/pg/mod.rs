@@ -13,9 +13,11 @@ pub mod listen;
 mod own;
 pub mod rows;
 pub mod schema;
+mod snapshots;
 mod store;
 pub mod streams;
 mod sync;
+mod txn;
 
 use crate::error::{Error, Result};
 use crate::machine::{Created, Request};
@@ -44,8 +46,8 @@ pub struct PgWorld {
     pub(crate) own: Arc<own::OwnEvents>,
     /// Synchronous connections for the engine's batches (see `sync`).
     pub(crate) batches: Arc<sync::SyncPool>,
-    /// Where this process's executions left their runs (see `engine::Snapshots`).
-    pub(crate) snapshots: Arc<engine::Snapshots>,
+    /// Where this process's executions left their runs (see `snapshots`).
+    pub(crate) snapshots: Arc<snapshots::Snapshots>,
 }
 
 impl PgWorld {
@@ -181,14 +183,14 @@ impl PgWorld {
                 _ => Vec::new(),
             };
             // (with a run id: its advisory lock taken)
-            store::transact(
+            txn::transact(
                 &mut conn,
                 req.run_id.as_deref(),
                 &steps,
                 if req.event_type == "run_created" {
-                    store::Start::Fresh
+                    txn::Start::Fresh
                 } else {
-                    store::Start::Read
+                    txn::Start::Read
                 },
                 |store, _| {
                     let created = crate::machine::apply(store, &req)?;
@@ -211,7 +213,7 @@ impl PgWorld {
                         };
                         store.notify(channel, r)?;
                     }
-                    Ok(store::Decision::Commit(created))
+                    Ok(txn::Decision::Commit(created))
                 },
                 |_| {},
             )

@@ -87,7 +87,7 @@ pub(crate) enum Mode {
 /// What [`PgStore::finish`] did.
 pub(crate) enum Finished {
     /// With what the next transaction of the run's execution may start from.
-    Committed(Option<Snapshot>),
+    Committed(Option<Box<Snapshot>>),
     /// A queued write failed: nothing was written; run the transaction again
     /// [`Mode::Immediate`].
     Replay,
@@ -98,7 +98,7 @@ const RUN_READ: &str =
 const STEP_READ: &str = "SELECT {}, xmin::text AS wfn_xmin FROM workflow.workflow_steps WHERE step_id = $1 AND run_id = $2 FOR UPDATE";
 
 /// Guards of a transaction that starts from a [`Snapshot`] instead of reading (see
-/// [`Start::Cached`]): each fails the transaction (a division by zero) unless the row is
+/// `pg::txn::Start::Cached`): each fails the transaction (a division by zero) unless the row is
 /// still the one the snapshot knows — the same `xmin` (no writer changed it since), the
 /// lease still this execution's.
 const LEASE_GUARD: &str = "SELECT 1 / count(*)::int FROM (SELECT 1 FROM workflow_native.leases
@@ -115,21 +115,6 @@ const STEP_GUARD: &str = "SELECT 1 / count(*)::int FROM (SELECT 1 FROM workflow.
 pub(crate) struct Snapshot {
     run: (RunState, String),
     steps: Vec<(String, StepState, String)>,
-}
-
-/// How a transaction ([`transact`]) begins.
-pub(crate) enum Start<'a> {
-    /// It reads what it needs (the run and the named steps with its `BEGIN`).
-    Read,
-    /// It creates the run (a new id: no row, no lease): nothing to read.
-    Fresh,
-    /// It is the next of an execution holding the lease (`owner`, `token`) whose last
-    /// transaction left `snap`.
-    Cached {
-        owner: &'a str,
-        token: i64,
-        snap: &'a Snapshot,
-    },
 }
 
 fn run_read_sql() -> String {
@@ -167,7 +152,7 @@ pub(crate) struct PgStore<'t> {
     /// The run and the steps as this transaction read them (rows it holds `FOR UPDATE`)
     /// or wrote them since: the rules read the run for every event of a batch, and a step
     /// more than once per event.
-    run_memo: RefCell<Option<(String, Option<RunState>)>>,
+    pub(crate) run_memo: RefCell<Option<(String, Option<RunState>)>>,
     step_memo: RefCell<std::collections::HashMap<String, Option<StepState>>>,
     /// The `xmin` of each run or step row (by run id / step key) as read or written here.
     xmins: RefCell<std::collections::HashMap<String, String>>,
@@ -253,7 +238,7 @@ impl<'t> PgStore<'t> {
     /// Starts from `snap` instead of reading: the run and its steps as the execution's
     /// last transaction left them, each guarded (as is the lease of `owner`/`token`) by a
     /// queued statement that fails the transaction unless its row is unchanged.
-    fn seeded(self, run_id: &str, owner: &str, token: i64, snap: &Snapshot) -> Self {
+    pub(crate) fn seeded(self, run_id: &str, owner: &str, token: i64, snap: &Snapshot) -> Self {
         let defer = |sql: &str, params: Params| {
             self.tx.borrow_mut().defer(Deferred {
                 sql: sql.to_string(),
@@ -442,7 +427,7 @@ impl<'t> PgStore<'t> {
         let committed = self.tx.borrow_mut().commit();
         match committed {
             Ok(()) => Ok(Finished::Committed(match (self.mode, run_id) {
-                (Mode::Pipelined, Some(r)) => self.snapshot(r),
+                (Mode::Pipelined, Some(r)) => self.snapshot(r).map(Box::new),
                 _ => None,
             })),
             Err(_) if self.tx.borrow().deferred_failed() => Ok(Finished::Replay),
@@ -911,88 +896,6 @@ impl EventStore for PgStore<'_> {
             Err(e) => self.note(Err(e)),
         }
     }
-}
-
-/// What a transaction's body decided.
-pub(crate) enum Decision<T> {
-    Commit(T),
-    Abort(T),
-}
-
-/// Runs `body` in one transaction on `conn`, [`Mode::Pipelined`]; when one of its queued
-/// statements failed (a write that found its row there, a guard of a [`Start::Cached`]
-/// start), once more [`Mode::Immediate`], begun with reads, where the rules see every
-/// answer. `uncommitted` is told of a `Commit` whose commit failed (or that is run again).
-/// With what the run's execution may start its next transaction from (see [`Snapshot`]).
-///
-/// How it begins, pipelined ([`Start`]): `Read` sends the run's and `step_ids`' reads
-/// with its `BEGIN` ([`Pooled::begin`]) — two round trips in all; `Fresh` (the run is
-/// created by it) and `Cached` read nothing and are one round trip in all.
-///
-/// [`Pooled::begin`]: super::sync::Pooled::begin
-pub(crate) fn transact<T>(
-    conn: &mut super::sync::Pooled<'_>,
-    run_id: Option<&str>,
-    step_ids: &[String],
-    start: Start<'_>,
-    mut body: impl FnMut(&PgStore<'_>, Option<(String, i64)>) -> Result<Decision<T>>,
-    mut uncommitted: impl FnMut(&T),
-) -> Result<(T, Option<Snapshot>)> {
-    for mode in [Mode::Pipelined, Mode::Immediate] {
-        let pipelined = mode == Mode::Pipelined;
-        let (store, lease) = match (run_id, &start) {
-            (Some(r), Start::Fresh) if pipelined => {
-                let store = PgStore::over(Box::new(conn.begin_queued(r)?), mode);
-                *store.run_memo.borrow_mut() = Some((r.to_string(), None));
-                (store, None)
-            }
-            (Some(r), Start::Cached { owner, token, snap }) if pipelined => {
-                let store = PgStore::over(Box::new(conn.begin_queued(r)?), mode)
-                    .seeded(r, owner, *token, snap);
-                (store, Some((owner.to_string(), *token)))
-            }
-            (Some(r), _) => {
-                let (tx, lease, rows) = conn.begin(Some(r), prefetch(r, step_ids))?;
-                (
-                    PgStore::over(Box::new(tx), mode).prefetched(r, step_ids, rows),
-                    lease,
-                )
-            }
-            (None, _) => {
-                let (tx, lease, _) = conn.begin(None, Vec::new())?;
-                (PgStore::over(Box::new(tx), mode), lease)
-            }
-        };
-        let decided = body(&store, lease);
-        if store.replay_needed() {
-            if let Ok(Decision::Commit(v)) = &decided {
-                uncommitted(v);
-            }
-            store.abort();
-            continue;
-        }
-        match decided {
-            Err(e) => {
-                store.abort();
-                return Err(e);
-            }
-            Ok(Decision::Abort(v)) => {
-                store.abort();
-                return Ok((v, None));
-            }
-            Ok(Decision::Commit(v)) => match store.finish(run_id) {
-                Ok(Finished::Committed(snap)) => return Ok((v, snap)),
-                Ok(Finished::Replay) => uncommitted(&v),
-                Err(e) => {
-                    uncommitted(&v);
-                    return Err(e);
-                }
-            },
-        }
-    }
-    Err(Error::Plain(
-        "PostgreSQL: a transaction's write failed twice".into(),
-    ))
 }
 
 #[cfg(test)]
