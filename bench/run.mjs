@@ -2,7 +2,7 @@
 // 4.4.1) and workflow-native, in one process, on the same data directory written by the
 // official world. Prints a table and writes bench/RESULTS.md.
 //
-//   node bench/run.mjs [--quick] [--floor-only | --peers-only | --pg-workers-only]
+//   node bench/run.mjs [--quick] [--floor-only | --peers-only | --pg-workers-only | --pg-api-only]
 
 import { execFileSync } from 'node:child_process'
 import fs from 'node:fs'
@@ -26,6 +26,13 @@ const peersOnly = process.argv.includes('--peers-only')
 if (process.argv.includes('--pg-workers-only')) {
   const { runPgWorkers } = await import('./pg/workers.mjs')
   console.log(`\n${(await runPgWorkers({ quick })).markdown}`)
+  process.exit(0)
+}
+// --pg-api-only: just workflow/api and the engine on PostgreSQL against the official
+// world-postgres (issue 9), printed
+if (process.argv.includes('--pg-api-only')) {
+  const { runPgApi } = await import('./pg/api.mjs')
+  console.log(`\n${(await runPgApi({ quick })).markdown}`)
   process.exit(0)
 }
 if (peersOnly) {
@@ -127,6 +134,13 @@ let pgWorkers
 {
   const { runPgWorkers } = await import('./pg/workers.mjs')
   pgWorkers = await runPgWorkers({ quick })
+}
+
+// ------------- issue 9: workflow/api and the engine on PostgreSQL, against world-postgres
+let pgApi
+{
+  const { runPgApi } = await import('./pg/api.mjs')
+  pgApi = await runPgApi({ quick })
 }
 
 // ------------------------------------------- issue 4: the embedded engine
@@ -405,6 +419,10 @@ for that database at once (each process: the async pool, the synchronous batch c
 listener).
 
 ${pgWorkers.markdown}
+
+### workflow/api and the engine on PostgreSQL, against the official world-postgres (issue 9)
+
+${pgApi.markdown}
 
 ## Machine
 - CPU: ${cpu}, ${os.cpus().length} cores; RAM ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB
