@@ -8,9 +8,10 @@ use crate::{error_json, guard, guarded, to_napi};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use std::sync::Arc;
-use workflow_core::pg::streams::PgStreamReader;
+use workflow_core::pg::streams::{PgSource, PgStreamReader};
 use workflow_core::pg::{Config, PgWorld};
 use workflow_core::queue::QueueMessage;
+use workflow_core::stream::readahead::PrefetchReader;
 use workflow_core::world::model::Payload;
 
 #[napi]
@@ -291,8 +292,10 @@ impl NativePgWorld {
         mode: StreamReadMode,
     ) -> napi::Result<NativePgStreamReader> {
         guard(|| {
+            let inner = Arc::new(self.inner.open_stream(&name, start_index, mode.into()));
             Ok(NativePgStreamReader {
-                inner: Arc::new(self.inner.open_stream(&name, start_index, mode.into())),
+                ahead: Arc::new(Arc::clone(&inner).prefetching()),
+                inner,
             })
         })
     }
@@ -301,22 +304,27 @@ impl NativePgWorld {
 #[napi]
 pub struct NativePgStreamReader {
     inner: Arc<PgStreamReader>,
+    ahead: Arc<PrefetchReader<PgSource>>,
 }
 
 #[napi]
 impl NativePgStreamReader {
-    /// Nothing is buffered here: always `null` (call `nextMany`).
+    /// Up to `max` items already read ahead, without waiting; `null` when none are ready
+    /// (then call `nextMany`).
     #[napi(catch_unwind)]
-    pub fn next_many_sync(&self, _max: u32) -> napi::Result<Option<StreamBatch>> {
-        Ok(None)
+    pub fn next_many_sync(&self, max: u32) -> napi::Result<Option<StreamBatch>> {
+        guard(|| match self.ahead.try_next_many(max as usize) {
+            None => Ok(None),
+            Some(r) => r.map(crate::stream::to_js).map(Some).map_err(to_napi),
+        })
     }
 
     /// Up to `max` items; waits for writers while the stream is open and drained.
     #[napi(catch_unwind)]
     pub async fn next_many(&self, max: u32) -> napi::Result<StreamBatch> {
-        let inner = Arc::clone(&self.inner);
+        let ahead = Arc::clone(&self.ahead);
         guarded(async move {
-            inner
+            ahead
                 .next_many(max as usize)
                 .await
                 .map(crate::stream::to_js)
@@ -329,6 +337,7 @@ impl NativePgStreamReader {
     #[napi(catch_unwind)]
     pub fn close(&self) -> napi::Result<()> {
         guard(|| {
+            self.ahead.close();
             self.inner.close();
             Ok(())
         })

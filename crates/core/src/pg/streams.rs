@@ -111,7 +111,8 @@ struct ReadState {
     done: bool,
 }
 
-/// A live reader of one stream.
+/// A live reader of one stream (read ahead on a background task, see
+/// [`PgStreamReader::prefetching`]).
 pub struct PgStreamReader {
     world: Arc<PgWorld>,
     name: String,
@@ -216,5 +217,28 @@ impl PgStreamReader {
             items,
             done: st.done,
         })
+    }
+}
+
+/// A [`PgStreamReader`] as the read-ahead task drains it: up to 1,000 rows per query
+/// whatever the task asks for (a round trip per 256 chunks would cost more than the rows).
+pub struct PgSource(pub Arc<PgStreamReader>);
+
+impl crate::stream::readahead::Source for PgSource {
+    fn next_batch(
+        &mut self,
+        max: usize,
+    ) -> impl std::future::Future<Output = Result<Batch>> + Send {
+        let reader = Arc::clone(&self.0);
+        async move { reader.next_many(max.max(1000)).await }
+    }
+}
+
+impl PgStreamReader {
+    /// This reader, read ahead into a bounded buffer on a background task (started by the
+    /// first `next_many`), so the consumer takes ready items without a thread hop while
+    /// the next rows are fetched.
+    pub fn prefetching(self: Arc<Self>) -> crate::stream::readahead::PrefetchReader<PgSource> {
+        crate::stream::readahead::PrefetchReader::new(PgSource(self))
     }
 }

@@ -1,11 +1,25 @@
-//! Read-ahead: a live reader drained on a background task into a bounded buffer.
+//! Read-ahead: a live reader drained on a background task into a bounded buffer — a
+//! local stream reader or any other [`Source`] (the PostgreSQL one).
 
 use super::cursor::{Batch, StreamReader, MAX_BATCH_BYTES};
 use super::frames::Item;
 use super::index::lock;
 use crate::error::{Error, Result};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
+
+/// A live reader the read-ahead task drains: the next items (at least one unless the
+/// stream is done), waiting for writers while the stream is open and fully read.
+pub trait Source: Send + 'static {
+    fn next_batch(&mut self, max: usize) -> impl Future<Output = Result<Batch>> + Send;
+}
+
+impl Source for StreamReader {
+    fn next_batch(&mut self, max: usize) -> impl Future<Output = Result<Batch>> + Send {
+        self.next_many(max)
+    }
+}
 
 /// Items the read-ahead task may hold before it waits for the consumer.
 const PREFETCH_ITEMS: usize = 2048;
@@ -37,13 +51,13 @@ fn item_len(i: &Item) -> usize {
 /// A live reader that reads ahead on a background task into a bounded buffer
 /// (`PREFETCH_ITEMS` items / `MAX_BATCH_BYTES` bytes), so the consumer usually takes
 /// ready items synchronously, with no thread hop, while files are being read.
-pub struct PrefetchReader {
+pub struct PrefetchReader<S: Source = StreamReader> {
     shared: Arc<PrefetchShared>,
-    reader: Mutex<Option<StreamReader>>,
+    reader: Mutex<Option<S>>,
 }
 
-impl PrefetchReader {
-    pub fn new(reader: StreamReader) -> PrefetchReader {
+impl<S: Source> PrefetchReader<S> {
+    pub fn new(reader: S) -> PrefetchReader<S> {
         PrefetchReader {
             shared: Arc::new(PrefetchShared {
                 state: Mutex::new(PrefetchState::default()),
@@ -126,7 +140,7 @@ impl PrefetchReader {
     }
 }
 
-async fn produce(mut reader: StreamReader, shared: Arc<PrefetchShared>) {
+async fn produce<S: Source>(mut reader: S, shared: Arc<PrefetchShared>) {
     let mut closed = shared.closed.subscribe();
     loop {
         // Wait for room in the buffer.
@@ -146,7 +160,7 @@ async fn produce(mut reader: StreamReader, shared: Arc<PrefetchShared>) {
             room.await;
         }
         let res = tokio::select! {
-            r = reader.next_many(256) => r,
+            r = reader.next_batch(256) => r,
             _ = closed.wait_for(|c| *c) => return,
         };
         let finished = {
