@@ -140,7 +140,7 @@ export async function privateCluster() {
   const ctl = (...args) => run('pg_ctl', ['-D', data, '-l', log, '-w', '-t', '60', ...args])
   ctl('-o', opts, 'start')
   let stopped = false
-  return {
+  const cluster = {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     /** `pg_ctl restart -m fast`: every connection is terminated, the server comes back. */
     restart() {
@@ -156,4 +156,11 @@ export async function privateCluster() {
       }
     },
   }
+  // a test file that dies before its after() hook leaves no server running
+  process.once('exit', () => {
+    try {
+      cluster.stop()
+    } catch {}
+  })
+  return cluster
 }

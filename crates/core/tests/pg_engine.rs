@@ -33,6 +33,31 @@ async fn types(db: &TestDb, run_id: &str) -> Vec<String> {
     .collect()
 }
 
+/// The status column of a step row.
+async fn step_status(db: &TestDb, run_id: &str, step_id: &str) -> String {
+    db.sql()
+        .await
+        .query_one(
+            "SELECT status::text FROM workflow.workflow_steps WHERE run_id = $1 AND step_id = $2",
+            &[&run_id, &step_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// A run started by the process that executes it (`create_run_leased`).
+fn create_request(run_id: &str) -> workflow_core::world::local::CreateRun {
+    workflow_core::world::local::CreateRun {
+        run_id: run_id.to_string(),
+        deployment_id: "dpl_1".into(),
+        workflow_name: "wf//./flow".into(),
+        spec_version: 2,
+        execution_context: None,
+        input: workflow_core::world::model::Payload::Bytes(b"in".to_vec()),
+    }
+}
+
 /// Moves the run's lease past its expiry (as its holder's time to live running out would).
 async fn expire(db: &TestDb, run_id: &str) {
     let c = db.sql().await;
@@ -87,16 +112,7 @@ async fn a_batch_is_written_in_order_up_to_a_refusal() {
         ]
     );
     // the transaction went on after the refused event: the batch's first event committed
-    let c = db.sql().await;
-    let status: String = c
-        .query_one(
-            "SELECT status::text FROM workflow.workflow_steps WHERE step_id = 'step_a'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "completed");
+    assert_eq!(step_status(&db, &run, "step_a").await, "completed");
     db.drop_db().await;
 }
 
@@ -320,14 +336,7 @@ async fn a_run_started_by_its_executor_is_created_leased_and_started_in_one_comm
     };
     let w = db.world().await;
     let run_id = workflow_core::ids::prefixed_id("wrun");
-    let req = workflow_core::world::local::CreateRun {
-        run_id: run_id.clone(),
-        deployment_id: "dpl_1".into(),
-        workflow_name: "wf//./flow".into(),
-        spec_version: 2,
-        execution_context: None,
-        input: workflow_core::world::model::Payload::Bytes(b"in".to_vec()),
-    };
+    let req = create_request(&run_id);
     let mut f = w.follow(&run_id).unwrap();
     let (token, started_at) = w.create_run_leased(&req, "a", 60_000).await.unwrap();
     assert_eq!(token, 1);
@@ -394,16 +403,7 @@ async fn a_batch_whose_queued_write_fails_is_run_again_with_the_exact_refusal() 
             "step_created"
         ]
     );
-    let c = db.sql().await;
-    let status: String = c
-        .query_one(
-            "SELECT status::text FROM workflow.workflow_steps WHERE run_id = $1 AND step_id = 'step_c'",
-            &[&run],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(status, "pending");
+    assert_eq!(step_status(&db, &run, "step_c").await, "pending");
     // the same through events.create: the conflict, nothing written
     let err = w
         .create_event(Some(&run), created("step_a"))
@@ -468,14 +468,7 @@ async fn a_batch_started_from_the_last_ones_rows_sees_what_other_writers_changed
     };
     let w = db.world().await;
     let run_id = workflow_core::ids::prefixed_id("wrun");
-    let create = workflow_core::world::local::CreateRun {
-        run_id: run_id.clone(),
-        deployment_id: "dpl_1".into(),
-        workflow_name: "wf//./flow".into(),
-        spec_version: 2,
-        execution_context: None,
-        input: workflow_core::world::model::Payload::Bytes(b"in".to_vec()),
-    };
+    let create = create_request(&run_id);
     let (token, _) = w.create_run_leased(&create, "a", 60_000).await.unwrap();
     let owner = Some(("a", token));
     // batches of the execution: each starts from where the last one left the run

@@ -387,10 +387,12 @@ impl<'t> PgStore<'t> {
         if self.mode == Mode::Pipelined {
             // a new run has no lease row yet: the first take, token 1 (a row there fails
             // the transaction, which is then run again and takes it as below)
-            self.write(
-                "",
+            const FIRST: &str =
                 "INSERT INTO workflow_native.leases (run_id, owner, token, ttl_ms, expires_at)
-                 VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')",
+                 VALUES ($1, $2, 1, $3::integer, now() + $3::integer * interval '1 millisecond')";
+            self.write(
+                FIRST,
+                FIRST,
                 params![run_id.to_string(), owner.to_string(), ttl_ms],
             )?;
             return Ok(Some(1));
