@@ -7,8 +7,9 @@
 use crate::engine::{follow_message, outcome_json, parse_requests, poll_answer};
 use crate::pg::NativePgWorld;
 use crate::{guard, guarded, to_napi};
+use napi::bindgen_prelude::{within_runtime_if_available, Object};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Status;
+use napi::{Env, Status};
 use napi_derive::napi;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -22,26 +23,37 @@ impl NativePgWorld {
     /// Appends one batch (`requests`: the JSON text of an array of event requests) to the
     /// run's log in one transaction; with `leaseOwner`, only while it holds the run's
     /// lease. Resolves to the JSON text of `{ results, failed? }` (as the local journal
-    /// writer answers).
-    #[napi(catch_unwind)]
-    pub async fn append_batch(
+    /// writer answers). The promise is settled from the thread that wrote the batch
+    /// (`PgWorld::append_batch_then`): no runtime task in between.
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn append_batch<'e>(
         &self,
+        env: &'e Env,
         run_id: String,
         requests: String,
         lease_owner: Option<String>,
         lease_token: Option<i64>,
-    ) -> napi::Result<String> {
+    ) -> napi::Result<Object<'e>> {
+        let (deferred, promise) = env.create_deferred::<String, _>()?;
+        let reqs = match parse_requests(&requests) {
+            Ok(reqs) => reqs,
+            Err(e) => {
+                deferred.reject(to_napi(e));
+                return Ok(promise);
+            }
+        };
+        // an execution without a token (none was granted) holds nothing: fenced off
+        let fence = lease_owner
+            .as_deref()
+            .map(|o| (o, lease_token.unwrap_or(0)));
         let w = Arc::clone(&self.inner);
-        guarded(async move {
-            let reqs = parse_requests(&requests).map_err(to_napi)?;
-            // an execution without a token (none was granted) holds nothing: fenced off
-            let fence = lease_owner
-                .as_deref()
-                .map(|o| (o, lease_token.unwrap_or(0)));
-            let out = w.append_batch(&run_id, reqs, fence).await;
-            Ok(outcome_json(&out))
-        })
-        .await
+        within_runtime_if_available(|| {
+            w.append_batch_then(&run_id, reqs, fence, move |out| {
+                let text = outcome_json(&out);
+                deferred.resolve(move |_| Ok(text))
+            })
+        });
+        Ok(promise)
     }
 
     /// Creates a run this process executes itself (a worker's `start()`): `run_created`,

@@ -9,6 +9,7 @@ use pgtest::*;
 use serde_json::{json, Map, Value};
 use std::time::Duration;
 use workflow_core::pg::engine::LeaseGrant;
+use workflow_core::pg::{Config, PgWorld};
 
 fn step_reqs(step: &str) -> Vec<Map<String, Value>> {
     vec![
@@ -529,5 +530,57 @@ async fn a_batch_started_from_the_last_ones_rows_sees_what_other_writers_changed
             "run_cancelled"
         ]
     );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_answered_from_their_writing_thread_are_answered_once_also_when_waiting_for_a_connection(
+) {
+    let Some(db) = TestDb::new("then").await else {
+        return;
+    };
+    // one batch connection: the batches sent together wait for it in turn
+    let mut cfg = Config::new(&db.url);
+    cfg.max_pool_size = 1;
+    let w = PgWorld::connect(cfg).await.unwrap();
+    let mut runs = Vec::new();
+    for _ in 0..6 {
+        runs.push(new_run(&w).await);
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    for (i, run) in runs.iter().enumerate() {
+        let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+        reqs.extend(step_reqs(&format!("step_{i}")));
+        let tx = tx.clone();
+        w.append_batch_then(run, reqs, None, move |out| {
+            let _ = tx.send((i, out));
+        });
+    }
+    // a run id that is not one: refused at once, through the same answer
+    let tx_bad = tx.clone();
+    w.append_batch_then("../x", Vec::new(), None, move |out| {
+        let _ = tx_bad.send((usize::MAX, out));
+    });
+    drop(tx);
+    let mut answered = Vec::new();
+    while let Some((i, out)) = rx.recv().await {
+        if i == usize::MAX {
+            let (index, err) = out.failed.expect("refused");
+            assert_eq!(index, 0);
+            assert!(err.to_string().contains("runId"), "{err}");
+            answered.push(i);
+            continue;
+        }
+        assert!(out.failed.is_none(), "{:?}", out.failed);
+        assert_eq!(out.results.len(), 3);
+        assert_eq!(
+            types(&db, &runs[i]).await,
+            ["run_created", "run_started", "step_created", "step_started"]
+        );
+        answered.push(i);
+    }
+    // every batch answered, each once (the channel closes when every answer is dropped)
+    answered.sort();
+    assert_eq!(answered, [0, 1, 2, 3, 4, 5, usize::MAX]);
     db.drop_db().await;
 }

@@ -247,6 +247,61 @@ impl PgWorld {
         requests: Vec<Map<String, Value>>,
         owner: Option<(&str, i64)>,
     ) -> Result<AppendOutcome> {
+        let job = self.batch_job(run_id, requests, owner)?;
+        let slot = job.pool.reserve().await?;
+        tokio::task::spawn_blocking(move || job.run(slot))
+            .await
+            .map_err(|e| Error::Plain(format!("event batch task failed: {e}")))?
+    }
+
+    /// [`append_batch`](Self::append_batch), answered by calling `done` with the outcome
+    /// on the thread that wrote it: with a connection free, the batch goes straight to a
+    /// blocking-pool thread, and no runtime task stands between the caller, that thread
+    /// and `done` (each hop between threads is a wake-up, which on a small machine costs
+    /// about what the batch's own work does). Else a task waits for a connection first.
+    /// Called within a Tokio runtime; `done` is called exactly once (with a refusal at
+    /// index 0 when the batch could not be written, also when its thread panicked or the
+    /// runtime went away before it ran).
+    pub fn append_batch_then(
+        &self,
+        run_id: &str,
+        requests: Vec<Map<String, Value>>,
+        owner: Option<(&str, i64)>,
+        done: impl FnOnce(AppendOutcome) + Send + 'static,
+    ) {
+        let answer = Answer(Some(done));
+        let job = match self.batch_job(run_id, requests, owner) {
+            Ok(job) => job,
+            Err(e) => return answer.send(refused(e)),
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return answer.send(refused(Error::Plain(
+                "event batch: called outside a runtime".into(),
+            )));
+        };
+        let pool = Arc::clone(&job.pool);
+        let write = move |slot| answer.send(job.run_caught(slot));
+        match pool.try_reserve() {
+            Some(slot) => drop(rt.spawn_blocking(move || write(slot))),
+            None => {
+                let inner = rt.clone();
+                drop(rt.spawn(async move {
+                    // (a closed pool drops `write` unsent, which answers with a refusal)
+                    if let Ok(slot) = pool.reserve().await {
+                        drop(inner.spawn_blocking(move || write(slot)));
+                    }
+                }));
+            }
+        }
+    }
+
+    /// A batch parsed, and where its execution's last batch left the run.
+    fn batch_job(
+        &self,
+        run_id: &str,
+        requests: Vec<Map<String, Value>>,
+        owner: Option<(&str, i64)>,
+    ) -> Result<BatchJob> {
         crate::ids::assert_safe_entity_id("runId", run_id)?;
         // what cannot be parsed is refused where it stands, after the ones before it
         let mut parsed = Vec::with_capacity(requests.len());
@@ -260,59 +315,136 @@ impl PgWorld {
                 }
             }
         }
-        let run_id = run_id.to_string();
         let owner = owner.map(|(o, t)| (o.to_string(), t));
-        let own = Arc::clone(&self.own);
-        let pool = Arc::clone(&self.batches);
-        let snapshots = Arc::clone(&self.snapshots);
         // where the execution's last batch left the run (only its own lease's)
         let snap = owner
             .as_ref()
-            .and_then(|(o, t)| snapshots.take(&run_id, o, *t));
-        let slot = pool.reserve().await?;
-        tokio::task::spawn_blocking(move || -> Result<AppendOutcome> {
-            let _slot = slot;
-            let mut conn = pool.get()?;
-            let mut batch = Batch {
-                conn: &mut conn,
-                run_id: &run_id,
-                owner: owner.as_ref().map(|(o, t)| (o.as_str(), *t)),
-                own: &own,
-                snap,
-            };
-            // A refusal aborts the whole transaction: the events before it are written
-            // again, in a transaction of their own (rare: the run changed under us).
-            let mut upto = parsed.len();
-            let mut refusal = bad;
-            let out = loop {
-                match batch.write(&parsed[..upto])? {
-                    Written::All(results) => {
-                        if let (Some((o, t)), Some(snap)) = (&owner, batch.snap.take()) {
-                            if refusal.is_none() {
-                                snapshots.put(&run_id, o, *t, Some(snap));
-                            }
-                        }
-                        break AppendOutcome {
-                            results,
-                            failed: refusal,
-                        };
-                    }
-                    Written::Refused(0, e) => {
-                        break AppendOutcome {
-                            results: Vec::new(),
-                            failed: Some((0, e)),
-                        }
-                    }
-                    Written::Refused(i, e) => {
-                        upto = i;
-                        refusal = Some((i, e));
-                    }
-                }
-            };
-            Ok(out)
+            .and_then(|(o, t)| self.snapshots.take(run_id, o, *t));
+        Ok(BatchJob {
+            run_id: run_id.to_string(),
+            parsed,
+            bad,
+            owner,
+            snap,
+            own: Arc::clone(&self.own),
+            pool: Arc::clone(&self.batches),
+            snapshots: Arc::clone(&self.snapshots),
         })
-        .await
-        .map_err(|e| Error::Plain(format!("event batch task failed: {e}")))?
+    }
+}
+
+/// An outcome that refuses the whole batch with `e`.
+fn refused(e: Error) -> AppendOutcome {
+    AppendOutcome {
+        results: Vec::new(),
+        failed: Some((0, e)),
+    }
+}
+
+/// Calls its function once: with [`send`](Answer::send)'s outcome, or, when dropped
+/// unsent (the task that held it never ran), with a refusal.
+struct Answer<F: FnOnce(AppendOutcome)>(Option<F>);
+
+impl<F: FnOnce(AppendOutcome)> Answer<F> {
+    fn send(mut self, out: AppendOutcome) {
+        if let Some(f) = self.0.take() {
+            f(out)
+        }
+    }
+}
+
+impl<F: FnOnce(AppendOutcome)> Drop for Answer<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(refused(Error::Plain(
+                "the event batch was not written: its task was dropped before it ran \
+                 (the runtime is shutting down, or the batch pool closed)"
+                    .into(),
+            )))
+        }
+    }
+}
+
+/// The message of a caught panic.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> &str {
+    p.downcast_ref::<&str>()
+        .copied()
+        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// One parsed batch, to be written on a thread that may block ([`BatchJob::run`]).
+struct BatchJob {
+    run_id: String,
+    parsed: Vec<Request>,
+    /// the first request that could not be parsed (refused where it stands)
+    bad: Option<(usize, Error)>,
+    owner: Option<(String, i64)>,
+    snap: Option<store::Snapshot>,
+    own: Arc<OwnEvents>,
+    pool: Arc<super::sync::SyncPool>,
+    snapshots: Arc<super::snapshots::Snapshots>,
+}
+
+impl BatchJob {
+    /// [`run`](Self::run), with a panic turned into a refusal of the whole batch.
+    fn run_caught(self, slot: tokio::sync::OwnedSemaphorePermit) -> AppendOutcome {
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(slot)));
+        match out {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => refused(e),
+            Err(p) => refused(Error::Plain(format!(
+                "event batch task failed: it panicked: {}",
+                panic_text(p.as_ref())
+            ))),
+        }
+    }
+
+    /// Writes the batch on a pooled connection (`slot` reserves one), blocking.
+    fn run(self, slot: tokio::sync::OwnedSemaphorePermit) -> Result<AppendOutcome> {
+        let _slot = slot;
+        let BatchJob {
+            run_id,
+            parsed,
+            bad,
+            owner,
+            snap,
+            own,
+            pool,
+            snapshots,
+        } = self;
+        let mut conn = pool.get()?;
+        let mut batch = Batch {
+            conn: &mut conn,
+            run_id: &run_id,
+            owner: owner.as_ref().map(|(o, t)| (o.as_str(), *t)),
+            own: &own,
+            snap,
+        };
+        // A refusal aborts the whole transaction: the events before it are written
+        // again, in a transaction of their own (rare: the run changed under us).
+        let mut upto = parsed.len();
+        let mut refusal = bad;
+        loop {
+            match batch.write(&parsed[..upto])? {
+                Written::All(results) => {
+                    if let (Some((o, t)), Some(snap)) = (&owner, batch.snap.take()) {
+                        if refusal.is_none() {
+                            snapshots.put(&run_id, o, *t, Some(snap));
+                        }
+                    }
+                    return Ok(AppendOutcome {
+                        results,
+                        failed: refusal,
+                    });
+                }
+                Written::Refused(0, e) => return Ok(refused(e)),
+                Written::Refused(i, e) => {
+                    upto = i;
+                    refusal = Some((i, e));
+                }
+            }
+        }
     }
 }
 

@@ -191,6 +191,11 @@ impl SyncPool {
             .map_err(|_| Error::Plain("the PostgreSQL batch pool is closed".into()))
     }
 
+    /// A connection slot if one is free now.
+    pub(crate) fn try_reserve(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        std::sync::Arc::clone(&self.slots).try_acquire_owned().ok()
+    }
+
     /// A connection (blocks until one is free, or made: within the connect timeout; with a
     /// slot [`reserve`](Self::reserve)d, one is free or can be made).
     pub(crate) fn get(&self) -> Result<Pooled<'_>> {
