@@ -584,3 +584,65 @@ async fn batches_answered_from_their_writing_thread_are_answered_once_also_when_
     assert_eq!(answered, [0, 1, 2, 3, 4, 5, usize::MAX]);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_created_and_started_in_one_batch_is_the_row_two_separate_events_leave() {
+    let Some(db) = TestDb::new("coalesce").await else {
+        return;
+    };
+    let w = db.world().await;
+    // the columns of a step row, as text, that do not depend on when it was written
+    let row = |run: String| {
+        let db = &db;
+        async move {
+            let c = db.sql().await;
+            let r = c
+                .query_one(
+                    "SELECT step_name, status::text, attempt, encode(input_cbor, 'hex'),
+                        output_cbor IS NULL, error_cbor IS NULL, started_at IS NOT NULL,
+                        completed_at IS NULL, retry_after IS NULL, spec_version,
+                        started_at = updated_at, created_at <= started_at
+                     FROM workflow.workflow_steps WHERE run_id = $1",
+                    &[&run],
+                )
+                .await
+                .unwrap();
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i32>(2),
+                r.get::<_, String>(3),
+                (r.get::<_, bool>(4), r.get::<_, bool>(5), r.get::<_, bool>(6)),
+                (r.get::<_, bool>(7), r.get::<_, bool>(8)),
+                r.get::<_, Option<i32>>(9),
+                (r.get::<_, bool>(10), r.get::<_, bool>(11)),
+            )
+        }
+    };
+    // one batch (pipelined: the step's INSERT carries its started state)
+    let batched = new_run(&w).await;
+    let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    reqs.extend(step_reqs("step_a"));
+    let out = w.append_batch(&batched, reqs, None).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    // the same events one at a time (an INSERT, then an UPDATE)
+    let single = new_run(&w).await;
+    let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    reqs.extend(step_reqs("step_b")); // (step ids are unique across runs)
+    for r in reqs {
+        w.create_event(Some(&single), r).await.unwrap();
+    }
+    let (a, b) = (row(batched.clone()).await, row(single.clone()).await);
+    assert_eq!(a, b);
+    assert_eq!(a.1, "running");
+    assert_eq!(a.2, 1);
+    // and the step goes on from there: completed in the next batch
+    let done = req(
+        json!({"eventType": "step_completed", "specVersion": 2, "correlationId": "step_a",
+        "eventData": {"result": bin(b"r")}}),
+    );
+    let out = w.append_batch(&batched, vec![done], None).await;
+    assert!(out.failed.is_none(), "{:?}", out.failed);
+    assert_eq!(step_status(&db, &batched, "step_a").await, "completed");
+    db.drop_db().await;
+}

@@ -532,6 +532,21 @@ impl Sql for SyncTx<'_> {
         self.queued.push(statement);
     }
 
+    fn requeue_insert(&mut self, key: &str, statement: Deferred) -> bool {
+        let queued = self
+            .queued
+            .iter_mut()
+            .rev()
+            .find(|q| q.capture.as_deref() == Some(key));
+        match queued {
+            Some(q) if q.sql.trim_start().starts_with("INSERT") => {
+                *q = statement;
+                true
+            }
+            _ => false,
+        }
+    }
+
     fn deferred_failed(&self) -> bool {
         self.deferred_failed
     }
