@@ -612,7 +612,11 @@ async fn a_step_created_and_started_in_one_batch_is_the_row_two_separate_events_
                 r.get::<_, String>(1),
                 r.get::<_, i32>(2),
                 r.get::<_, String>(3),
-                (r.get::<_, bool>(4), r.get::<_, bool>(5), r.get::<_, bool>(6)),
+                (
+                    r.get::<_, bool>(4),
+                    r.get::<_, bool>(5),
+                    r.get::<_, bool>(6),
+                ),
                 (r.get::<_, bool>(7), r.get::<_, bool>(8)),
                 r.get::<_, Option<i32>>(9),
                 (r.get::<_, bool>(10), r.get::<_, bool>(11)),
