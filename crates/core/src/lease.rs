@@ -8,10 +8,18 @@
 //! process, touched as a heartbeat): taking and releasing a lease allocates and frees no
 //! inode, which keeps it cheap on filesystems where inode allocation after many deletions
 //! is slow (ext4 skips recently deleted inodes).
+//!
+//! Durability: a lease outlives no machine crash that matters — every process holding a
+//! lease on this machine dies with it, and a lease whose owner is gone is stale (a dead
+//! pid on this host, or a heartbeat older than its time to live). So taking, renewing and
+//! releasing a lease syncs nothing and goes through no durability log: a lease file that
+//! reappears after a power loss is a stale one. Only the owner file, written once per
+//! process, is synced (by itself, outside the log: a lease linked to an owner file whose
+//! contents were lost would read as a corrupt lease, and be reported when taken over).
 
 use crate::error::{Error, Result};
 use crate::ids::assert_safe_entity_id;
-use crate::world::fsio::{now_ms, parse_json, remove_if_exists_sync, write_exclusive_sync};
+use crate::world::fsio::{now_ms, parse_json};
 use serde_json::{json, Value};
 use std::io::ErrorKind;
 use std::os::unix::fs::MetadataExt;
@@ -80,11 +88,35 @@ fn ensure_owner(root: &Path, owner: &str) -> Result<PathBuf> {
             // Create-once: acquisitions run concurrently (one per run, on a thread pool),
             // and a replace would swap the inode another one is linking to its lease.
             // "Already there" means another acquisition of ours created it.
-            write_exclusive_sync(&path, record.to_string().as_bytes())?;
+            publish_owner(&path, record.to_string().as_bytes())?;
         }
         Err(e) => return Err(Error::io(&path, e)),
     }
     Ok(path)
+}
+
+/// Publishes an owner file whole and synced, once: written under a name of its own, synced,
+/// then linked in (an owner file already there is another acquisition's of this process).
+/// Outside the durability log (see the module's note): its sync is its own.
+fn publish_owner(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Plain(format!("no directory for {}", path.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = path.with_extension(format!("json.tmp.{}", crate::ids::monotonic_ulid()));
+    let written = std::fs::File::create_new(&tmp)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, data)?;
+            f.sync_all()
+        })
+        .map_err(|e| Error::io(&tmp, e));
+    let linked = written.and_then(|()| match std::fs::hard_link(&tmp, path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    });
+    let _ = std::fs::remove_file(&tmp);
+    linked
 }
 
 /// Whether the lease at `path` (a link to some owner's file) may be taken over now.
@@ -268,7 +300,12 @@ pub fn release(root: &Path, run_id: &str, owner: &str) -> Result<()> {
     let path = lease_path(root, run_id)?;
     let mine = owner_path(root, owner)?;
     if same_file(&mine, &path) {
-        remove_if_exists_sync(&path)?;
+        // (not through the durability log: see the module's note)
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
     }
     Ok(())
 }
