@@ -34,13 +34,22 @@ function runChild(dir, args, env) {
     })
     const out = []
     const err = []
+    // a safety net, not a synchronisation: a child that never ends fails its test with
+    // what it printed instead of hanging the suite
+    const stuck = setTimeout(() => {
+      err.push('(killed by the test: still running after 120 s)')
+      p.kill('SIGKILL')
+    }, 120_000)
     readline.createInterface({ input: p.stdout }).on('line', (l) => out.push(l))
     readline.createInterface({ input: p.stderr }).on('line', (l) => {
       err.push(l)
       if (FAULT.test(l)) p.kill('SIGKILL')
     })
     p.on('error', reject)
-    p.on('close', (code, signal) => resolve({ out, err, code, signal }))
+    p.on('close', (code, signal) => {
+      clearTimeout(stuck)
+      resolve({ out, err, code, signal })
+    })
   })
 }
 
