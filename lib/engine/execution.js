@@ -207,13 +207,15 @@ class Execution {
     }
     this.journal.haltWrites()
     this.failure = err
-    console.error(
-      `[workflow-native] A storage fault stopped run ${this.runId} in this process (not failed: ${
-        this.engine.worker ? 'the worker claims it again later' : 'resumeRuns() takes it up once the fault is fixed'
-      }):`,
-      err,
-    )
+    console.error(`${this.faultStopped()}:`, err)
     this.stop('write failed')
+  }
+
+  /** How a storage fault that stops the run here is reported (one wording for all). */
+  faultStopped() {
+    return `[workflow-native] A storage fault stopped run ${this.runId} in this process (not failed: ${
+      this.engine.worker ? 'the worker claims it again later' : 'resumeRuns() takes it up once the fault is fixed'
+    })`
   }
 
   /**
@@ -453,7 +455,7 @@ class Execution {
       held = await leased
     } catch (e) {
       // a storage fault: the operator's problem, not the run's; it stays resumable
-      console.error(`[workflow-native] Could not take the lease of run ${this.runId}:`, e)
+      console.error(`${this.faultStopped()}: could not take its lease:`, e)
       if (e && typeof e === 'object' && e.runId === undefined) e.runId = this.runId
       this.failure = e
       held = false
