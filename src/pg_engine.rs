@@ -35,23 +35,22 @@ impl NativePgWorld {
         lease_token: Option<i64>,
     ) -> napi::Result<Object<'e>> {
         let (deferred, promise) = env.create_deferred::<String, _>()?;
-        let reqs = match parse_requests(&requests) {
-            Ok(reqs) => reqs,
-            Err(e) => {
-                deferred.reject(to_napi(e));
-                return Ok(promise);
-            }
-        };
         // an execution without a token (none was granted) holds nothing: fenced off
-        let fence = lease_owner
-            .as_deref()
-            .map(|o| (o, lease_token.unwrap_or(0)));
+        let fence = lease_owner.map(|o| (o, lease_token.unwrap_or(0)));
         let w = Arc::clone(&self.inner);
         within_runtime_if_available(|| {
-            w.append_batch_then(&run_id, reqs, fence, move |out| {
-                let text = outcome_json(&out);
-                deferred.resolve(move |_| Ok(text))
-            })
+            w.append_batch_then(
+                run_id,
+                move || parse_requests(&requests),
+                fence,
+                move |out| match out {
+                    Ok(out) => {
+                        let text = outcome_json(&out);
+                        deferred.resolve(move |_| Ok(text))
+                    }
+                    Err(e) => deferred.reject(to_napi(e)),
+                },
+            )
         });
         Ok(promise)
     }

@@ -201,6 +201,14 @@ impl Error {
 /// Reports a storage failure nobody can be handed (a clean-up after an event was
 /// recorded, the undo of a failed one) on stderr: the operator's attention, not the
 /// caller's error.
+/// The message of a caught panic (its `&str` or `String` payload; empty otherwise).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default()
+}
+
 pub fn report(what: &str, e: &Error) {
     eprintln!("[workflow-native] {what}: {e}");
 }

@@ -552,15 +552,40 @@ async fn batches_answered_from_their_writing_thread_are_answered_once_also_when_
         let mut reqs = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
         reqs.extend(step_reqs(&format!("step_{i}")));
         let tx = tx.clone();
-        w.append_batch_then(run, reqs, None, move |out| {
-            let _ = tx.send((i, out));
-        });
+        w.append_batch_then(
+            run.clone(),
+            move || Ok(reqs),
+            None,
+            move |out| {
+                let _ = tx.send((i, out.unwrap()));
+            },
+        );
     }
-    // a run id that is not one: refused at once, through the same answer
+    // a run id that is not one: refused, through the same answer
     let tx_bad = tx.clone();
-    w.append_batch_then("../x", Vec::new(), None, move |out| {
-        let _ = tx_bad.send((usize::MAX, out));
-    });
+    w.append_batch_then(
+        "../x".into(),
+        || Ok(Vec::new()),
+        None,
+        move |out| {
+            let _ = tx_bad.send((usize::MAX, out.unwrap()));
+        },
+    );
+    // requests that are not a batch: the caller's error, not a refusal
+    let (tx_err, rx_err) = tokio::sync::oneshot::channel();
+    w.append_batch_then(
+        runs[0].clone(),
+        || {
+            Err(workflow_core::Error::InvalidArgument(
+                "event requests must be a JSON array".into(),
+            ))
+        },
+        None,
+        move |out| {
+            let _ = tx_err.send(out.err().map(|e| e.name()));
+        },
+    );
+    assert_eq!(rx_err.await.unwrap(), Some("TypeError"));
     drop(tx);
     let mut answered = Vec::new();
     while let Some((i, out)) = rx.recv().await {

@@ -232,13 +232,9 @@ impl PgWorld {
         requests: Vec<Map<String, Value>>,
         owner: Option<(&str, i64)>,
     ) -> AppendOutcome {
-        match self.append_batch_inner(run_id, requests, owner).await {
-            Ok(out) => out,
-            Err(e) => AppendOutcome {
-                results: Vec::new(),
-                failed: Some((0, e)),
-            },
-        }
+        self.append_batch_inner(run_id, requests, owner)
+            .await
+            .unwrap_or_else(refused)
     }
 
     async fn append_batch_inner(
@@ -247,40 +243,56 @@ impl PgWorld {
         requests: Vec<Map<String, Value>>,
         owner: Option<(&str, i64)>,
     ) -> Result<AppendOutcome> {
-        let job = self.batch_job(run_id, requests, owner)?;
-        let slot = job.pool.reserve().await?;
+        let job = self.parts().job(run_id, requests, owner)?;
+        let slot = job.parts.pool.reserve().await?;
         tokio::task::spawn_blocking(move || job.run(slot))
             .await
             .map_err(|e| Error::Plain(format!("event batch task failed: {e}")))?
     }
 
-    /// [`append_batch`](Self::append_batch), answered by calling `done` with the outcome
-    /// on the thread that wrote it: with a connection free, the batch goes straight to a
-    /// blocking-pool thread, and no runtime task stands between the caller, that thread
-    /// and `done` (each hop between threads is a wake-up, which on a small machine costs
-    /// about what the batch's own work does). Else a task waits for a connection first.
-    /// Called within a Tokio runtime; `done` is called exactly once (with a refusal at
-    /// index 0 when the batch could not be written, also when its thread panicked or the
-    /// runtime went away before it ran).
-    pub fn append_batch_then(
+    /// [`append_batch`](Self::append_batch), answered by calling `done` on the thread
+    /// that wrote it: with a connection free, the batch goes straight to a blocking-pool
+    /// thread, and no runtime task stands between the caller, that thread and `done`
+    /// (each hop between threads is a wake-up, which on a small machine costs about what
+    /// the batch's own work does). Else a task waits for a connection first. `requests`
+    /// is called on that thread too (parsing costs the caller nothing); its error is
+    /// `done`'s `Err`. Called within a Tokio runtime; `done` is called exactly once (with
+    /// a refusal at index 0 when the batch could not be written, also when its thread
+    /// panicked or the runtime went away before it ran).
+    pub fn append_batch_then<R, D>(
         &self,
-        run_id: &str,
-        requests: Vec<Map<String, Value>>,
-        owner: Option<(&str, i64)>,
-        done: impl FnOnce(AppendOutcome) + Send + 'static,
-    ) {
+        run_id: String,
+        requests: R,
+        owner: Option<(String, i64)>,
+        done: D,
+    ) where
+        R: FnOnce() -> Result<Vec<Map<String, Value>>> + Send + 'static,
+        D: FnOnce(Result<AppendOutcome>) + Send + 'static,
+    {
         let answer = Answer(Some(done));
-        let job = match self.batch_job(run_id, requests, owner) {
-            Ok(job) => job,
-            Err(e) => return answer.send(refused(e)),
-        };
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return answer.send(refused(Error::Plain(
+            return answer.send(Ok(refused(Error::Plain(
                 "event batch: called outside a runtime".into(),
-            )));
+            ))));
         };
-        let pool = Arc::clone(&job.pool);
-        let write = move |slot| answer.send(job.run_caught(slot));
+        let parts = self.parts();
+        let pool = Arc::clone(&parts.pool);
+        let write = move |slot: tokio::sync::OwnedSemaphorePermit| {
+            let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let requests = requests()?;
+                let fence = owner.as_ref().map(|(o, t)| (o.as_str(), *t));
+                Ok(match parts.job(&run_id, requests, fence) {
+                    Ok(job) => job.run(slot).unwrap_or_else(refused),
+                    Err(e) => refused(e),
+                })
+            }));
+            answer.send(written.unwrap_or_else(|p| {
+                Ok(refused(Error::Plain(format!(
+                    "event batch task failed: it panicked: {}",
+                    crate::error::panic_message(p.as_ref())
+                ))))
+            }))
+        };
         match pool.try_reserve() {
             Some(slot) => drop(rt.spawn_blocking(move || write(slot))),
             None => {
@@ -295,9 +307,27 @@ impl PgWorld {
         }
     }
 
+    /// What a batch needs of this world, to be parsed and written on another thread.
+    fn parts(&self) -> BatchParts {
+        BatchParts {
+            own: Arc::clone(&self.own),
+            pool: Arc::clone(&self.batches),
+            snapshots: Arc::clone(&self.snapshots),
+        }
+    }
+}
+
+/// What a batch needs of its world (see [`PgWorld::append_batch_then`]).
+struct BatchParts {
+    own: Arc<OwnEvents>,
+    pool: Arc<super::sync::SyncPool>,
+    snapshots: Arc<super::snapshots::Snapshots>,
+}
+
+impl BatchParts {
     /// A batch parsed, and where its execution's last batch left the run.
-    fn batch_job(
-        &self,
+    fn job(
+        self,
         run_id: &str,
         requests: Vec<Map<String, Value>>,
         owner: Option<(&str, i64)>,
@@ -326,9 +356,7 @@ impl PgWorld {
             bad,
             owner,
             snap,
-            own: Arc::clone(&self.own),
-            pool: Arc::clone(&self.batches),
-            snapshots: Arc::clone(&self.snapshots),
+            parts: self,
         })
     }
 }
@@ -341,36 +369,28 @@ fn refused(e: Error) -> AppendOutcome {
     }
 }
 
-/// Calls its function once: with [`send`](Answer::send)'s outcome, or, when dropped
+/// Calls its function once: with [`send`](Answer::send)'s answer, or, when dropped
 /// unsent (the task that held it never ran), with a refusal.
-struct Answer<F: FnOnce(AppendOutcome)>(Option<F>);
+struct Answer<F: FnOnce(Result<AppendOutcome>)>(Option<F>);
 
-impl<F: FnOnce(AppendOutcome)> Answer<F> {
-    fn send(mut self, out: AppendOutcome) {
+impl<F: FnOnce(Result<AppendOutcome>)> Answer<F> {
+    fn send(mut self, out: Result<AppendOutcome>) {
         if let Some(f) = self.0.take() {
             f(out)
         }
     }
 }
 
-impl<F: FnOnce(AppendOutcome)> Drop for Answer<F> {
+impl<F: FnOnce(Result<AppendOutcome>)> Drop for Answer<F> {
     fn drop(&mut self) {
         if let Some(f) = self.0.take() {
-            f(refused(Error::Plain(
+            f(Ok(refused(Error::Plain(
                 "the event batch was not written: its task was dropped before it ran \
                  (the runtime is shutting down, or the batch pool closed)"
                     .into(),
-            )))
+            ))))
         }
     }
-}
-
-/// The message of a caught panic.
-fn panic_text(p: &(dyn std::any::Any + Send)) -> &str {
-    p.downcast_ref::<&str>()
-        .copied()
-        .or_else(|| p.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)")
 }
 
 /// One parsed batch, to be written on a thread that may block ([`BatchJob::run`]).
@@ -381,25 +401,10 @@ struct BatchJob {
     bad: Option<(usize, Error)>,
     owner: Option<(String, i64)>,
     snap: Option<store::Snapshot>,
-    own: Arc<OwnEvents>,
-    pool: Arc<super::sync::SyncPool>,
-    snapshots: Arc<super::snapshots::Snapshots>,
+    parts: BatchParts,
 }
 
 impl BatchJob {
-    /// [`run`](Self::run), with a panic turned into a refusal of the whole batch.
-    fn run_caught(self, slot: tokio::sync::OwnedSemaphorePermit) -> AppendOutcome {
-        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run(slot)));
-        match out {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => refused(e),
-            Err(p) => refused(Error::Plain(format!(
-                "event batch task failed: it panicked: {}",
-                panic_text(p.as_ref())
-            ))),
-        }
-    }
-
     /// Writes the batch on a pooled connection (`slot` reserves one), blocking.
     fn run(self, slot: tokio::sync::OwnedSemaphorePermit) -> Result<AppendOutcome> {
         let _slot = slot;
@@ -409,16 +414,14 @@ impl BatchJob {
             bad,
             owner,
             snap,
-            own,
-            pool,
-            snapshots,
+            parts,
         } = self;
-        let mut conn = pool.get()?;
+        let mut conn = parts.pool.get()?;
         let mut batch = Batch {
             conn: &mut conn,
             run_id: &run_id,
             owner: owner.as_ref().map(|(o, t)| (o.as_str(), *t)),
-            own: &own,
+            own: &parts.own,
             snap,
         };
         // A refusal aborts the whole transaction: the events before it are written
@@ -430,7 +433,7 @@ impl BatchJob {
                 Written::All(results) => {
                     if let (Some((o, t)), Some(snap)) = (&owner, batch.snap.take()) {
                         if refusal.is_none() {
-                            snapshots.put(&run_id, o, *t, Some(snap));
+                            parts.snapshots.put(&run_id, o, *t, Some(snap));
                         }
                     }
                     return Ok(AppendOutcome {

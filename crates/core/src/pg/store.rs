@@ -469,6 +469,23 @@ impl<'t> PgStore<'t> {
     }
 }
 
+/// The values of a step row's INSERT, in its column order (`run_id`, `step_id`,
+/// `step_name`, `status`, `input_cbor`, `attempt`, `created_at`, `updated_at`,
+/// `spec_version`).
+fn step_insert_params(run_id: &str, step_id: &str, step: &Map<String, Value>) -> Params {
+    params![
+        run_id.to_string(),
+        step_id.to_string(),
+        s(step, "stepName").to_string(),
+        s(step, "status").to_string(),
+        rows::cbor(step.get("input"), &[]),
+        step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32,
+        rows::ts(step.get("createdAt")),
+        rows::ts(step.get("updatedAt")),
+        rows::spec_int(step.get("specVersion")),
+    ]
+}
+
 fn s<'a>(m: &'a Map<String, Value>, k: &str) -> &'a str {
     m.get(k).and_then(Value::as_str).unwrap_or("")
 }
@@ -600,17 +617,7 @@ impl EventStore for PgStore<'_> {
         let n = self.write_row(
             &format!("{SQL} ON CONFLICT DO NOTHING"),
             SQL,
-            params![
-                run_id.to_string(),
-                step_id.to_string(),
-                s(step, "stepName").to_string(),
-                s(step, "status").to_string(),
-                rows::cbor(step.get("input"), &[]),
-                step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32,
-                rows::ts(step.get("createdAt")),
-                rows::ts(step.get("updatedAt")),
-                rows::spec_int(step.get("specVersion")),
-            ],
+            step_insert_params(run_id, step_id, step),
             Some(step_key),
         )?;
         if n == Some(0) {
@@ -639,22 +646,17 @@ impl EventStore for PgStore<'_> {
                     $11, $12, $13, $14) RETURNING xmin::text";
             let whole = Deferred {
                 sql: INSERT.to_string(),
-                params: params![
-                    run_id.to_string(),
-                    step_id.to_string(),
-                    s(step, "stepName").to_string(),
-                    s(step, "status").to_string(),
-                    rows::cbor(step.get("input"), &[]),
-                    step.get("attempt").and_then(Value::as_f64).unwrap_or(0.0) as i32,
-                    rows::ts(step.get("createdAt")),
-                    rows::ts(step.get("updatedAt")),
-                    rows::spec_int(step.get("specVersion")),
-                    rows::cbor(step.get("output"), &[]),
-                    rows::error_cbor(step.get("error"), &["message", "stack"]),
-                    rows::ts(step.get("startedAt")),
-                    rows::ts(step.get("completedAt")),
-                    rows::ts(step.get("retryAfter")),
-                ],
+                params: {
+                    let mut p = step_insert_params(run_id, step_id, step);
+                    p.extend(params![
+                        rows::cbor(step.get("output"), &[]),
+                        rows::error_cbor(step.get("error"), &["message", "stack"]),
+                        rows::ts(step.get("startedAt")),
+                        rows::ts(step.get("completedAt")),
+                        rows::ts(step.get("retryAfter")),
+                    ]);
+                    p
+                },
                 capture: Some(step_key.to_string()),
             };
             if self.tx.borrow_mut().requeue_insert(step_key, whole) {

@@ -286,11 +286,7 @@ impl TerminalWaiters {
                 // panic did not unwind through this task).
                 Err(e) => {
                     let what = match e.try_into_panic() {
-                        Ok(p) => p
-                            .downcast_ref::<&str>()
-                            .map(|s| s.to_string())
-                            .or_else(|| p.downcast_ref::<String>().cloned())
-                            .unwrap_or_default(),
+                        Ok(p) => crate::error::panic_message(p.as_ref()),
                         Err(e) => e.to_string(),
                     };
                     let mut st = lock(&self.state);
