@@ -20,6 +20,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use workflow_core::Error as CoreError;
 
+/// The addon's Rust allocations (not Node's) go to mimalloc: the journal thread allocates
+/// what the JS thread frees (answers) and the other way round (requests), a pattern glibc's
+/// per-thread arenas handle poorly — measured on a 1,000-step run on tmpfs, the append work
+/// per batch went from ~100 µs to ~55 µs and the run from ~380 ms to ~260 ms (interleaved).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Threads for blocking file work (reads and writes of the async calls). Bounded: a
 /// thousand waiters woken at once (returnValues, live stream readers, API calls) queue for
 /// these instead of each growing the pool by a thread.
