@@ -181,11 +181,19 @@ fn stale(path: &Path, ttl: Duration, host: &str) -> Result<Held> {
     Ok(Held::Live)
 }
 
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::metadata(a), std::fs::metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+fn same_file(a: &Path, b: &Path) -> Result<bool> {
+    // A file that is not there is not the same file (no lease, or no owner file any more);
+    // any other failure to look is a storage fault, reported with the path, never taken
+    // for a lost lease.
+    let meta = |p: &Path| match std::fs::metadata(p) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(p, e)),
+    };
+    Ok(match (meta(a)?, meta(b)?) {
+        (Some(x), Some(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
         _ => false,
-    }
+    })
 }
 
 /// Whether `owner` holds the lease of `run_id` now (its lease file is a link to the
@@ -195,7 +203,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 pub fn holds(root: &Path, run_id: &str, owner: &str) -> Result<bool> {
     let path = lease_path(root, run_id)?;
     let mine = owner_path(root, owner)?;
-    Ok(same_file(&mine, &path))
+    same_file(&mine, &path)
 }
 
 /// Takes or renews the lease of `run_id` for `owner` (stale after `ttl_ms` without a
@@ -238,7 +246,7 @@ pub fn acquire_reporting(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) ->
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(&path, e)),
     }
-    if same_file(&mine, &path) {
+    if same_file(&mine, &path)? {
         return done(true, None); // ours already; the owner file was touched above
     }
     let (stale_ino, replaced) = match stale(&path, Duration::from_millis(ttl_ms), &host_name())? {
@@ -275,7 +283,7 @@ pub fn acquire_reporting(root: &Path, run_id: &str, owner: &str, ttl_ms: u64) ->
 fn link_new(mine: &Path, path: &Path) -> Result<bool> {
     match std::fs::hard_link(mine, path) {
         Ok(()) => Ok(true),
-        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(same_file(mine, path)),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => same_file(mine, path),
         Err(e) => Err(Error::io(path, e)),
     }
 }
@@ -299,7 +307,7 @@ pub fn leased_runs(root: &Path) -> Result<Vec<String>> {
 pub fn release(root: &Path, run_id: &str, owner: &str) -> Result<()> {
     let path = lease_path(root, run_id)?;
     let mine = owner_path(root, owner)?;
-    if same_file(&mine, &path) {
+    if same_file(&mine, &path)? {
         // (not through the durability log: see the module's note)
         match std::fs::remove_file(&path) {
             Ok(()) => {}
@@ -331,6 +339,26 @@ mod tests {
                 assert!(h.join().unwrap().unwrap(), "every run's lease is taken");
             }
         }
+    }
+
+    #[test]
+    fn a_lease_that_cannot_be_looked_at_is_a_storage_fault_not_a_lost_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(acquire(dir.path(), "wrun_A", "a", 60_000).unwrap());
+        assert!(holds(dir.path(), "wrun_A", "a").unwrap());
+        // the leases directory replaced by a file: stat fails with ENOTDIR
+        let leases = dir.path().join(".workflow-native").join("leases");
+        std::fs::remove_dir_all(&leases).unwrap();
+        std::fs::write(&leases, b"not a directory").unwrap();
+        let e = holds(dir.path(), "wrun_A", "a").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("leases"), "names the path: {text}");
+        assert!(renew(dir.path(), "wrun_A", "a").is_err(), "renewal reports it too");
+        assert!(release(dir.path(), "wrun_A", "a").is_err(), "release reports it too");
+        // a lease that is simply gone is not held (no fault)
+        std::fs::remove_file(&leases).unwrap();
+        assert!(!holds(dir.path(), "wrun_A", "a").unwrap());
+        release(dir.path(), "wrun_A", "a").unwrap();
     }
 
     #[test]
@@ -429,7 +457,7 @@ mod tests {
                 "{what}: {e}"
             );
             assert!(
-                same_file(&owner_path(dir.path(), "b").unwrap(), &lease),
+                same_file(&owner_path(dir.path(), "b").unwrap(), &lease).unwrap(),
                 "{what}"
             );
             // and it is an ordinary lease again: renewed, not reported twice
