@@ -353,8 +353,14 @@ mod tests {
         let e = holds(dir.path(), "wrun_A", "a").unwrap_err();
         let text = e.to_string();
         assert!(text.contains("leases"), "names the path: {text}");
-        assert!(renew(dir.path(), "wrun_A", "a").is_err(), "renewal reports it too");
-        assert!(release(dir.path(), "wrun_A", "a").is_err(), "release reports it too");
+        assert!(
+            renew(dir.path(), "wrun_A", "a").is_err(),
+            "renewal reports it too"
+        );
+        assert!(
+            release(dir.path(), "wrun_A", "a").is_err(),
+            "release reports it too"
+        );
         // a lease that is simply gone is not held (no fault)
         std::fs::remove_file(&leases).unwrap();
         assert!(!holds(dir.path(), "wrun_A", "a").unwrap());
