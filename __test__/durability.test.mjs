@@ -4,8 +4,9 @@
 // <text> fail with EIO, from the n-th on). Each commit syncs the log once (log mode) or,
 // on this project's disk (ext4), the directory changed last — for every write of the
 // engine that is `events/` (files mode) — so @n is the n-th commit: 1 = start()'s run
-// creation, 2 = the first step's completion (its attempt — step_created + step_started —
-// and run_started are answered before their sync and made durable by this same commit),
+// creation (run_created with the run's lease and run_started: the engine of this process
+// executes it), 2 = the first step's completion (its attempt — step_created +
+// step_started — is answered before its sync and made durable by this same commit),
 // 3 = the second step's completion. A machine crash is simulated with the test hook
 // WORKFLOW_NATIVE_TEST_BOOT_ID (another boot id: the logs left are replayed).
 import { dataDir } from './helpers/harness.mjs'

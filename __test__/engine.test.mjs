@@ -6,6 +6,8 @@ import { dataDir, official, officialErrors, ours, world } from './helpers/harnes
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import wf from '../workflow.js'
+import fs from 'node:fs'
+import path from 'node:path'
 
 const {
   workflow,
@@ -91,6 +93,30 @@ test('a workflow with steps runs in-process; ours and the official getRun read t
       ['step//native//double', 'completed', 1],
     ],
   )
+})
+
+const held = gate()
+const waitsForGate = step('waits-for-gate', async () => {
+  await held.p
+  return 'through'
+})
+const gated = workflow('gated', async () => await waitsForGate())
+
+test('start() of a run the engine executes here resolves with the run already started under this process\'s lease', async () => {
+  const run = await ours.start(gated, [])
+  // run_created, the lease and run_started were written (and made durable) by start()
+  // itself: both Worlds read a running run at once, with its start time
+  assert.equal(await run.status, 'running')
+  assert.equal(await official.getRun(run.runId).status, 'running')
+  const [created, started] = (await events(run.runId)).slice(0, 2)
+  assert.deepEqual([created.eventType, started.eventType], ['run_created', 'run_started'])
+  const startedAt = await run.startedAt
+  assert.ok(startedAt instanceof Date && startedAt.getTime() >= created.createdAt.getTime())
+  const lease = path.join(dataDir, '.workflow-native', 'leases', `${run.runId}.json`)
+  assert.ok(fs.existsSync(lease), 'the lease was taken by start()')
+  held.open()
+  assert.equal(await run.returnValue, 'through')
+  assert.deepEqual(await types(run.runId), ['run_created', 'run_started', 'step_created', 'step_started', 'step_completed', 'run_completed'])
 })
 
 test('a step called outside a workflow simply runs', async () => {

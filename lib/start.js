@@ -215,7 +215,10 @@ module.exports = { start }
 /**
  * Creates the run. A run of the embedded engine started on PostgreSQL by a process with a
  * worker is executed here: `run_created`, its lease and `run_started` go in one
- * transaction, and this resolves to `{ token, startedAt }` (else to undefined).
+ * transaction, and this resolves to `{ token, startedAt }`. On the local directory the
+ * engine always executes it here: `run_created`, its lease and `run_started` are written
+ * in one native call and made durable by one commit, resolving to `{ startedAt }` (or to
+ * undefined when only the run was created: the engine then leases and starts it itself).
  */
 async function createRun(world, engineDef, req) {
   if (engineDef && world.kind === 'postgres') {
@@ -223,6 +226,10 @@ async function createRun(world, engineDef, req) {
     if (engine && engine.worker) {
       return JSON.parse(await world.createRunLeased(req, engine.leaseOwner, engine.leaseTtlMs))
     }
+  } else if (engineDef && typeof world.createRunStarted === 'function') {
+    // The local directory: the engine of this process runs it (see start() above).
+    const engine = require('./engine/engine.js').getEngine()
+    return JSON.parse(await world.createRunStarted(req, engine.leaseOwner, engine.leaseTtlMs)) || undefined
   }
   await world.createRun(req)
   return undefined

@@ -210,6 +210,25 @@ impl JournalWriter {
         })
     }
 
+    /// Wakes the thread without work: it then looks for the next append for a while
+    /// before it sleeps again. Sent when a write is about to come (a run just started
+    /// executing) so that the write does not wait for the thread's wake-up, which on
+    /// virtual machines costs more than the append.
+    #[napi(catch_unwind)]
+    pub fn warm(&self) -> napi::Result<()> {
+        guard(|| {
+            if let Some(tx) = &self.tx {
+                // a closed or stopped writer has nothing to warm up
+                let _ = tx.send(WriteJob {
+                    id: 0,
+                    run_id: String::new(),
+                    requests: String::new(),
+                });
+            }
+            Ok(())
+        })
+    }
+
     /// The answers ready now (possibly none). Never waits.
     #[napi(catch_unwind)]
     pub fn take(&self) -> napi::Result<Vec<WriteAnswer>> {
@@ -311,6 +330,11 @@ impl NativeWorld {
                         while let Ok(job) = rx.try_recv() {
                             group.push(job);
                         }
+                        // wake-ups (see `warm`) only got the thread looking for work
+                        group.retain(|job| !job.run_id.is_empty());
+                        if group.is_empty() {
+                            continue;
+                        }
                         let mut early = true;
                         let mut answers: Vec<(u32, String)> = group
                             .iter()
@@ -364,6 +388,32 @@ impl NativeWorld {
                 tx: Some(tx),
                 mailbox,
             })
+        })
+    }
+
+    /// `start()` of a run this process's engine executes (off the JS thread): `run_created`,
+    /// the run's lease for `owner` and `run_started`, made durable by one commit (see
+    /// `Journal::create_run_started`). Resolves to the JSON text of `{ startedAt }`, or
+    /// `null` when only the run was created (the engine then leases and starts it itself).
+    #[napi(catch_unwind)]
+    pub fn create_run_started(
+        &self,
+        req: crate::world::CreateRunRequest,
+        owner: String,
+        ttl_ms: u32,
+    ) -> napi::Result<AsyncTask<Blocking>> {
+        guard(|| {
+            let create = crate::world::create_run_of(req)?;
+            let journal = self.journal();
+            Ok(Blocking::task(move || {
+                let started = journal
+                    .create_run_started(&create, &owner, u64::from(ttl_ms))
+                    .map_err(to_napi)?;
+                Ok(match started {
+                    Some(at) => json!({ "startedAt": at }).to_string(),
+                    None => "null".to_string(),
+                })
+            }))
         })
     }
 

@@ -468,7 +468,12 @@ class Execution {
       if (this.fresh) {
         this.log.runCreated = { eventData: { workflowName: this.fresh.workflowName, input: this.fresh.input } }
         // PostgreSQL, a worker's own start(): run_started is written already
-        if (this.fresh.started) this.log.runStartedAt = Date.parse(this.fresh.started.startedAt) || Date.now()
+        if (this.fresh.started) {
+          this.log.runStartedAt = Date.parse(this.fresh.started.startedAt) || Date.now()
+          // start() wrote run_started: the body's first write (a step, or the result)
+          // comes soon, and the writer thread may be asleep
+          this.journal.warm()
+        }
       }
       else {
         try {

@@ -33,7 +33,7 @@ function writerFor(world, leaseOwner) {
   if (w) return w
   if (world.kind === 'postgres') {
     // one transaction per batch, on the pool's connections (async: nothing to poll for)
-    w = { append: (runId, requests, leaseToken) => world.appendBatch(runId, requests, leaseOwner, leaseToken) }
+    w = { append: (runId, requests, leaseToken) => world.appendBatch(runId, requests, leaseOwner, leaseToken), warm() {} }
     writers.set(world, w)
     return w
   }
@@ -91,6 +91,9 @@ function writerFor(world, leaseOwner) {
     if (pending.size > 0) startPolling()
   }, leaseOwner)
   w = {
+    warm() {
+      native.warm()
+    },
     append(runId, requests) {
       const id = nextId++
       if (nextId > 0xfffffff0) nextId = 1
@@ -170,6 +173,11 @@ class RunJournal {
       () => {},
     )
     return p
+  }
+
+  /** A write is coming soon: the writer thread is woken now rather than by that write. */
+  warm() {
+    if (!this.#halted) this.#writer.warm()
   }
 
   /** Resolves once every write queued so far is settled (written or refused). */

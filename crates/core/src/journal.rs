@@ -713,6 +713,54 @@ impl Journal {
         AppendOutcome { results, failed }
     }
 
+    /// `start()` of a run this process's engine executes: `run_created`, the run's lease
+    /// for `owner` and `run_started` (through this journal, fenced by that lease), made
+    /// durable by one commit — `run_started` rides on the sync `run_created` needs anyway,
+    /// and the engine skips a lease call and a batch. Blocking.
+    ///
+    /// `Ok(Some(startedAt))` when all three were written; `Ok(None)` when only the run was
+    /// created (its lease held by another process, or `run_started` refused): the engine
+    /// then takes the ordinary path (and reports what it meets). `Err`: the run could not
+    /// be created or made durable — `start()` rejects, and a lease taken is given back.
+    pub fn create_run_started(
+        &self,
+        req: &crate::world::local::CreateRun,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>> {
+        assert_safe_entity_id("runId", &req.run_id)?;
+        let run_id = req.run_id.as_str();
+        let root = self.world.root().to_path_buf();
+        let mut leased = false;
+        let out = crate::world::durable::committed(|| {
+            self.world
+                .apply_event_uncommitted(Some(run_id), req.run_created_request())?;
+            // a storage fault taking the lease is the engine's to report, on its own path
+            if !crate::lease::acquire(&root, run_id, owner, ttl_ms).unwrap_or(false) {
+                return Ok(None);
+            }
+            leased = true;
+            let mut started = Map::new();
+            started.insert("eventType".into(), Value::from("run_started"));
+            started.insert("specVersion".into(), Value::from(req.spec_version));
+            let out = self.append_fenced(run_id, vec![started], Some(owner));
+            if out.failed.is_some() {
+                return Ok(None);
+            }
+            Ok(out
+                .results
+                .first()
+                .and_then(|r| r.run.as_ref())
+                .and_then(|run| run.get("startedAt"))
+                .and_then(Value::as_str)
+                .map(str::to_owned))
+        });
+        if out.is_err() && leased {
+            let _ = crate::lease::release(&root, run_id, owner);
+        }
+        out
+    }
+
     /// Follows the events other writers add to `run_id` from now on. Events already in the
     /// log when this is called are not delivered unless a rescan meets them; call
     /// [`RunFollower::known`] with the ids the caller has already read.

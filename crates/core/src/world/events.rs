@@ -194,7 +194,7 @@ impl LocalWorld {
         crate::world::durable::committed(|| self.apply_event_uncommitted(run_id, data))
     }
 
-    fn apply_event_uncommitted(
+    pub(crate) fn apply_event_uncommitted(
         &self,
         run_id: Option<&str>,
         data: Map<String, Value>,
