@@ -24,6 +24,8 @@ use workflow_core::Error as CoreError;
 /// what the JS thread frees (answers) and the other way round (requests), a pattern glibc's
 /// per-thread arenas handle poorly — measured on a 1,000-step run on tmpfs, the append work
 /// per batch went from ~100 µs to ~55 µs and the run from ~380 ms to ~260 ms (interleaved).
+/// mimalloc 2.x (the crate's `v2` feature): 3.x crashes the second worker thread that loads
+/// the addon once the first one ended (microsoft/mimalloc#1287; addon-workers.test.mjs).
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
