@@ -194,6 +194,45 @@ test('[log] a machine crash after the result was acknowledged: every world file 
   assert.deepEqual(sideLines(side), ['ran 1', 'ran 2'])
 })
 
+/** Makes every world file written since the log began lost, emptied or torn (a power loss). */
+function losePageCache(dir) {
+  let i = 0
+  for (const rel of worldFiles(dir).keys()) {
+    const p = path.join(dir, rel)
+    if (i % 3 === 0) fs.rmSync(p)
+    else if (i % 3 === 1) fs.writeFileSync(p, '')
+    else fs.writeFileSync(p, '\0\0{"torn')
+    i++
+  }
+}
+
+// 40 runs: syncs 1-40 are the start() calls (one after the other), then the engine's
+// groups (at least 3: two steps and the result per run), so the 42nd is an engine group's
+for (const failAt of [undefined, 42]) {
+  test(`[log] many runs at once (groups synced while the next ones are written)${failAt ? `, the ${failAt}th sync failing` : ''}: every result acknowledged survives a machine crash`, async () => {
+    const { dir, side } = fresh(`many-${failAt ?? 'ok'}`)
+    const env = { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_BOOT_ID: 'boot-before' }
+    if (failAt) env.WORKFLOW_NATIVE_TEST_FAIL_SYNC = `.workflow-native/log@${failAt}`
+    const a = await runChild(dir, ['many', '40'], env)
+    const done = a.out.filter((l) => l.startsWith('DONE ')).map((l) => l.split(' '))
+    if (failAt) {
+      assert.equal(a.out.filter((l) => l.startsWith('STARTED ')).length, 40, a.out.join('\n'))
+      assert.ok(a.err.some((l) => FAULT.test(l)), [...a.out, ...a.err].join('\n'))
+      assert.ok(done.length < 40, 'a failed sync stops what it covered')
+    } else {
+      assert.equal(a.code, 0, [...a.out, ...a.err].join('\n'))
+      assert.equal(done.length, 40)
+    }
+    losePageCache(dir)
+    for (const [, runId, v] of done) {
+      const b = await runChild(dir, ['inspect', runId], { SIDE_LOG: side, WORKFLOW_NATIVE_TEST_BOOT_ID: 'boot-after' })
+      assert.equal(b.code, 0, [...b.out, ...b.err].join('\n'))
+      assert.ok(b.out.includes('STATUS completed'), `${runId}: ${b.out.join(' ')}`)
+      assert.ok(b.out.includes(`RESULT ${v}`), `${runId}: ${b.out.join(' ')}`)
+    }
+  })
+}
+
 test('WORKFLOW_NATIVE_SYNC=off: nothing is synced (the failing sync is never reached)', async () => {
   const { dir, side } = fresh('sync-off')
   const r = await runChild(dir, ['start'], {

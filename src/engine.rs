@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use workflow_core::journal::{GroupCommit, Journal, RunFollower};
+use workflow_core::world::durable::CommitWait;
 use workflow_core::world::events::EventResult;
 
 /// Blocking work for the libuv pool; a panic inside becomes a rejected promise.
@@ -125,6 +126,9 @@ fn next_job(
     commits: &mut GroupCommit,
 ) -> Option<WriteJob> {
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    if let Some(job) = PEEKED.with(|p| p.borrow_mut().take()) {
+        return Some(job);
+    }
     let until = std::time::Instant::now() + WRITER_SPIN;
     loop {
         match rx.try_recv() {
@@ -152,6 +156,59 @@ fn next_job(
         }
     }
     rx.recv().ok()
+}
+
+/// Every answer of a group whose commit failed: the same refusal (nothing of it may be
+/// acknowledged as written).
+fn fail_all(answers: &mut [(u32, String)], e: &workflow_core::Error) {
+    let failed = json!({
+        "results": [],
+        "failed": { "index": 0, "error": error_data(e) },
+    })
+    .to_string();
+    for a in answers {
+        a.1 = failed.clone();
+    }
+}
+
+/// Posts a group's answers (pinging a parked JS side); `false` once the JS side is gone.
+fn answer(
+    mailbox: &Mailbox,
+    on_ready: &ThreadsafeFunction<u32, (), u32, Status, false, true>,
+    answers: Vec<(u32, String)>,
+) -> bool {
+    let last = answers.last().map(|a| a.0).unwrap_or(0);
+    for (id, text) in answers {
+        mailbox.post(id, text);
+    }
+    !(mailbox.parked.load(Ordering::SeqCst)
+        && on_ready.call(last, ThreadsafeFunctionCallMode::NonBlocking) == Status::Closing)
+}
+
+/// Whether appends are waiting now (without taking them).
+fn rx_has_jobs(rx: &std::sync::mpsc::Receiver<WriteJob>) -> bool {
+    // std's Receiver has no peek: the journal loop's `next_job` takes them next
+    PEEKED.with(|p| {
+        if p.borrow().is_some() {
+            return true;
+        }
+        loop {
+            match rx.try_recv() {
+                // a wake-up is no work (see `warm`)
+                Ok(job) if job.run_id.is_empty() => continue,
+                Ok(job) => {
+                    *p.borrow_mut() = Some(job);
+                    return true;
+                }
+                Err(_) => return false,
+            }
+        }
+    })
+}
+
+thread_local! {
+    /// A job `rx_has_jobs` took to look: the journal loop's next one.
+    static PEEKED: std::cell::RefCell<Option<WriteJob>> = const { std::cell::RefCell::new(None) };
 }
 
 struct WriteJob {
@@ -318,6 +375,28 @@ impl NativeWorld {
             let journal = self.journal();
             let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
             let mailbox = Arc::new(Mailbox::default());
+            let on_ready = Arc::new(on_ready);
+            // The syncer: waits for the syncs of groups the journal thread handed over
+            // (it had more appends waiting), then answers them. Groups are handed over in
+            // order and answered in that order.
+            let (sync_tx, sync_rx) = std::sync::mpsc::channel::<(CommitWait, Vec<(u32, String)>)>();
+            let syncer_mailbox = Arc::clone(&mailbox);
+            let syncer_ready = Arc::clone(&on_ready);
+            std::thread::Builder::new()
+                .name("workflow-native-sync".into())
+                .spawn(move || {
+                    while let Ok((sync, mut answers)) = sync_rx.recv() {
+                        if let Err(e) = sync.wait() {
+                            fail_all(&mut answers, &e);
+                        }
+                        if !answer(&syncer_mailbox, &syncer_ready, answers) {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| {
+                    napi::Error::from_reason(format!("cannot start the journal's sync thread: {e}"))
+                })?;
             let thread_mailbox = Arc::clone(&mailbox);
             std::thread::Builder::new()
                 .name("workflow-native-journal".into())
@@ -359,24 +438,25 @@ impl NativeWorld {
                                 (job.id, text)
                             })
                             .collect();
-                        if let Err(e) = commits.finish_group(&journal, early) {
-                            let failed = json!({
-                                "results": [],
-                                "failed": { "index": 0, "error": error_data(&e) },
-                            })
-                            .to_string();
-                            for a in &mut answers {
-                                a.1 = failed.clone();
+                        match commits.finish_group_begin(&journal, early) {
+                            Err(e) => fail_all(&mut answers, &e),
+                            Ok(None) => {}
+                            Ok(Some(sync)) => {
+                                // More appends waiting: the syncer waits for the device
+                                // while this thread writes them (pipelined group commit);
+                                // else waiting here costs no thread hand-off.
+                                if rx_has_jobs(&rx) {
+                                    if sync_tx.send((sync, answers)).is_err() {
+                                        return;
+                                    }
+                                    continue;
+                                }
+                                if let Err(e) = sync.wait() {
+                                    fail_all(&mut answers, &e);
+                                }
                             }
                         }
-                        let last = answers.last().map(|a| a.0).unwrap_or(0);
-                        for (id, text) in answers {
-                            thread_mailbox.post(id, text);
-                        }
-                        if thread_mailbox.parked.load(Ordering::SeqCst)
-                            && on_ready.call(last, ThreadsafeFunctionCallMode::NonBlocking)
-                                == Status::Closing
-                        {
+                        if !answer(&thread_mailbox, &on_ready, answers) {
                             return;
                         }
                     }

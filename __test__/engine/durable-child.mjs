@@ -5,6 +5,9 @@
 //   node durable-child.mjs start          → "STARTED <id>" then "RESULT <v>", or "START FAILED …"
 //   node durable-child.mjs resume <runId> → resumeRuns(), then "RESULT <v>"
 //   node durable-child.mjs inspect <runId> → "STATUS <s>" and "RESULT <v>" (no engine)
+//   node durable-child.mjs many <n>       → n runs started one after the other, held at a
+//                                            gate, then released together: "STARTED <id>"
+//                                            each, then "DONE <id> <v>"
 // Every attempt of the step appends "ran <input>" to SIDE_LOG; the workflow prints
 // "AFTER <v>" once it has seen the first step's result.
 import fs from 'node:fs'
@@ -22,6 +25,17 @@ const twice = wf.workflow('durable-twice', async (x) => {
   return await inc(a)
 })
 
+let openGate
+const gate = new Promise((resolve) => (openGate = resolve))
+const gatedInc = wf.step('gated-inc', async (i) => {
+  await gate
+  return i + 1
+})
+const gatedTwice = wf.workflow('durable-gated-twice', async (x) => {
+  const a = await gatedInc(x)
+  return await inc(a)
+})
+
 if (process.argv[2] === 'start') {
   let run
   try {
@@ -32,6 +46,19 @@ if (process.argv[2] === 'start') {
   }
   say(`STARTED ${run.runId}`)
   say(`RESULT ${await run.returnValue}`)
+} else if (process.argv[2] === 'many') {
+  // N runs at once (the writer then has appends waiting while a group's sync is under
+  // way); "DONE <id> <v>" for each result acknowledged
+  // Started one after the other (start() i is sync i: the runs wait at the gate, their
+  // attempts answered before any sync), then released together.
+  const runs = []
+  for (let i = 0; i < Number(process.argv[3]); i++) {
+    const r = await api.start(gatedTwice, [i * 10])
+    runs.push(r)
+    say(`STARTED ${r.runId}`)
+  }
+  openGate()
+  await Promise.all(runs.map(async (r) => say(`DONE ${r.runId} ${await r.returnValue}`)))
 } else if (process.argv[2] === 'inspect') {
   const run = api.getRun(process.argv[3])
   say(`STATUS ${await run.status}`)

@@ -220,8 +220,14 @@ class Engine {
   completion(runId) {
     const exec = this.executions.get(runId)
     if (!exec) return undefined
-    // a run completed here: its stored output, without reading it back
-    return exec.done.then(() => (exec.stopped === 'completed' && exec.output ? { output: exec.output } : undefined))
+    return exec.done.then(() => {
+      // a run completed here: its stored output, without reading it back
+      if (exec.stopped === 'completed' && exec.output) return { output: exec.output }
+      // A storage fault stopped it here: what its files say may not be durable (a result
+      // written whose sync failed reads as completed), so the fault answers, loudly.
+      if (exec.stopped === 'write failed' && exec.failure) throw exec.failure
+      return undefined
+    })
   }
 
   noteSleeping(runId) {

@@ -21,6 +21,7 @@ use crate::ids::assert_safe_entity_id;
 use crate::machine::{
     self, Entity, EventResult, EventStore, Once, Request, RunState, StepState, TokenClaim,
 };
+use crate::world::durable::CommitWait;
 use crate::world::fsio::parse_date_ms;
 use crate::world::local::LocalWorld;
 use crate::world::watch::{Subscription, Topic};
@@ -528,6 +529,20 @@ impl GroupCommit {
     /// After a group of appends. `Err`: the group's writes are not durable; none of its
     /// answers may say they were written.
     pub fn finish_group(&mut self, journal: &Journal, answer_before_sync: bool) -> Result<()> {
+        match self.finish_group_begin(journal, answer_before_sync)? {
+            Some(sync) => sync.wait(),
+            None => Ok(()),
+        }
+    }
+
+    /// [`finish_group`](Self::finish_group) without waiting for the device: `Ok(Some)`
+    /// when the group's answers must wait for that sync (any thread may wait, while this
+    /// one appends the next group), `Ok(None)` when they may be given now.
+    pub fn finish_group_begin(
+        &mut self,
+        journal: &Journal,
+        answer_before_sync: bool,
+    ) -> Result<Option<CommitWait>> {
         if let Some(e) = self.fault.take() {
             self.unsynced = false;
             let _ = journal.commit();
@@ -535,10 +550,10 @@ impl GroupCommit {
         }
         if answer_before_sync {
             self.unsynced = true;
-            return Ok(());
+            return Ok(None);
         }
         self.unsynced = false;
-        journal.commit()
+        journal.commit_begin().map(Some)
     }
 
     /// The writer has nothing to do: sync what was answered early.
@@ -588,6 +603,11 @@ impl Journal {
     /// none of them may be acknowledged as written.
     pub fn commit(&self) -> Result<()> {
         crate::world::durable::commit()
+    }
+
+    /// [`commit`](Self::commit) in two halves (see [`crate::world::durable::commit_begin`]).
+    pub fn commit_begin(&self) -> Result<CommitWait> {
+        crate::world::durable::commit_begin()
     }
 
     /// Writes `requests` (`{ eventType, correlationId?, specVersion?, eventData? }` each)

@@ -438,6 +438,41 @@ pub fn commit() -> Result<()> {
     }
 }
 
+/// [`commit`] in two halves, for a writer that goes on writing while the device syncs.
+/// In the log mode the first half appends this thread's record to the durability log and
+/// [`CommitWait::wait`] waits for its `fdatasync` (any thread may wait); in the other
+/// modes the whole commit is made here and waiting returns at once. Nothing may be
+/// acknowledged before `wait` returned `Ok`.
+pub fn commit_begin() -> Result<CommitWait> {
+    #[cfg(target_os = "linux")]
+    if mode() == Mode::Log && PENDING.with(|p| p.borrow().is_empty()) {
+        return crate::world::wal::commit_begin().map(|w| CommitWait { wal: Some(w) });
+    }
+    commit().map(|()| CommitWait {
+        #[cfg(target_os = "linux")]
+        wal: None,
+    })
+}
+
+/// The second half of [`commit_begin`].
+#[must_use = "nothing is durable before `wait` returned"]
+pub struct CommitWait {
+    #[cfg(target_os = "linux")]
+    wal: Option<crate::world::wal::PendingSync>,
+}
+
+impl CommitWait {
+    /// Returns once the writes committed are on stable storage (`Err`: they are not, and
+    /// must not be acknowledged).
+    pub fn wait(self) -> Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(w) = self.wal {
+            return w.wait();
+        }
+        Ok(())
+    }
+}
+
 /// Forgets what this thread changed without syncing (the writes failed and are reported).
 pub fn discard() {
     PENDING.with(|p| p.borrow_mut().clear());

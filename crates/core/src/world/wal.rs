@@ -912,6 +912,51 @@ pub(crate) fn commit() -> Result<()> {
     }
 }
 
+/// The first half of [`commit`]: this thread's pending operations appended (one record
+/// per log), the sync still to wait for (see [`PendingSync::wait`]). On `Err` nothing may
+/// be acknowledged.
+pub(crate) fn commit_begin() -> Result<PendingSync> {
+    let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let mut syncs = Vec::with_capacity(pending.len());
+    let mut first_err = None;
+    for (wal, payload) in pending {
+        if payload.is_empty() {
+            continue;
+        }
+        match wal.append(&payload, &[]) {
+            Ok(seq) => syncs.push((wal, seq)),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(PendingSync(syncs)),
+    }
+}
+
+/// Records appended by [`commit_begin`] whose sync is still to wait for: any thread may
+/// wait (concurrent waits share one `fdatasync`).
+pub(crate) struct PendingSync(Vec<(Arc<Wal>, u64)>);
+
+impl PendingSync {
+    /// Returns once the records are on stable storage; on `Err` (naming the log) they may
+    /// not be acknowledged.
+    pub(crate) fn wait(self) -> Result<()> {
+        let mut first_err = None;
+        for (wal, seq) in self.0 {
+            if let Err(e) = wal.sync_to(seq) {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Forgets this thread's pending operations (the writes failed and are reported).
 pub(crate) fn discard() {
     PENDING.with(|p| p.borrow_mut().clear());
