@@ -386,8 +386,14 @@ impl NativeWorld {
                 .name("workflow-native-sync".into())
                 .spawn(move || {
                     while let Ok((sync, mut answers)) = sync_rx.recv() {
-                        if let Err(e) = sync.wait() {
-                            fail_all(&mut answers, &e);
+                        // a panic (a bug) refuses the group instead of leaving it unanswered
+                        match catch_unwind(AssertUnwindSafe(|| sync.wait())) {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => fail_all(&mut answers, &e),
+                            Err(p) => {
+                                let e = workflow_core::Error::Plain(panic_error(p).reason);
+                                fail_all(&mut answers, &e);
+                            }
                         }
                         if !answer(&syncer_mailbox, &syncer_ready, answers) {
                             return;
