@@ -504,13 +504,22 @@ impl Drop for AppendDone<'_> {
 /// the sync ([`GroupCommit`]), so nothing anyone was told, and no outcome the workflow
 /// acted on, can be lost.
 pub fn answer_before_sync(requests: &[Map<String, Value>]) -> bool {
-    !requests.is_empty()
-        && requests.iter().all(|r| {
-            matches!(
-                r.get("eventType").and_then(Value::as_str),
-                Some("run_started" | "step_created" | "step_started")
-            )
-        })
+    records_only_beginnings(
+        requests
+            .iter()
+            .map(|r| r.get("eventType").and_then(Value::as_str).unwrap_or("")),
+    )
+}
+
+/// Whether a batch of these event types (not empty) only records that work began (see
+/// [`answer_before_sync`]): the PostgreSQL backend commits such a batch without waiting
+/// for its WAL flush, the next synchronous commit flushing it.
+pub fn records_only_beginnings<'a>(mut event_types: impl Iterator<Item = &'a str>) -> bool {
+    let mut any = false;
+    event_types.all(|t| {
+        any = true;
+        matches!(t, "run_started" | "step_created" | "step_started")
+    }) && any
 }
 
 /// The journal writer's group commit: after each group of appends (every batch waiting,

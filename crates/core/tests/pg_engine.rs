@@ -675,3 +675,75 @@ async fn a_step_created_and_started_in_one_batch_is_the_row_two_separate_events_
     assert_eq!(step_status(&db, &batched, "step_a").await, "completed");
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_batches_recording_that_work_began_commit_without_waiting_for_the_flush() {
+    use workflow_core::journal::records_only_beginnings;
+    assert!(records_only_beginnings(
+        ["step_created", "step_started"].into_iter()
+    ));
+    assert!(records_only_beginnings(["run_started"].into_iter()));
+    assert!(!records_only_beginnings(std::iter::empty()));
+    assert!(!records_only_beginnings(
+        ["step_started", "step_completed"].into_iter()
+    ));
+    for outcome in [
+        "step_completed",
+        "step_failed",
+        "step_retrying",
+        "run_completed",
+        "run_failed",
+        "run_cancelled",
+        "hook_created",
+        "wait_created",
+        "run_created",
+    ] {
+        assert!(!records_only_beginnings([outcome].into_iter()), "{outcome}");
+    }
+
+    let Some(db) = TestDb::new("unflushed").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run = new_run(&w).await;
+    let before = w.commits_without_flush();
+    let started = vec![req(json!({"eventType": "run_started", "specVersion": 2}))];
+    assert!(w.append_batch(&run, started, None).await.failed.is_none());
+    assert_eq!(w.commits_without_flush(), before + 1);
+    assert!(w
+        .append_batch(&run, step_reqs("step_a"), None)
+        .await
+        .failed
+        .is_none());
+    assert_eq!(w.commits_without_flush(), before + 2);
+    // an outcome (alone, or with the next step's beginning) waits for its flush
+    let done = req(
+        json!({"eventType": "step_completed", "specVersion": 2, "correlationId": "step_a",
+        "eventData": {"result": bin(b"1")}}),
+    );
+    let mut reqs = vec![done];
+    reqs.extend(step_reqs("step_b"));
+    assert!(w.append_batch(&run, reqs, None).await.failed.is_none());
+    assert_eq!(w.commits_without_flush(), before + 2);
+    // a refused beginning commits nothing
+    let unknown = vec![req(
+        json!({"eventType": "step_started", "specVersion": 2, "correlationId": "step_zz"}),
+    )];
+    assert!(w.append_batch(&run, unknown, None).await.failed.is_some());
+    assert_eq!(w.commits_without_flush(), before + 2);
+    // every event is there for other connections, in order
+    assert_eq!(
+        types(&db, &run).await,
+        [
+            "run_created",
+            "run_started",
+            "step_created",
+            "step_started",
+            "step_completed",
+            "step_created",
+            "step_started"
+        ]
+    );
+    assert_eq!(step_status(&db, &run, "step_b").await, "running");
+    db.drop_db().await;
+}

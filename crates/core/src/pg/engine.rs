@@ -307,6 +307,15 @@ impl PgWorld {
         }
     }
 
+    /// How many of the engine's batches were committed without waiting for their WAL
+    /// flush: those that only record that work began (`run_started`, `step_created`,
+    /// `step_started`), made durable by the run's next synchronous commit.
+    pub fn commits_without_flush(&self) -> u64 {
+        self.batches
+            .unflushed_commits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// What a batch needs of this world, to be parsed and written on another thread.
     fn parts(&self) -> BatchParts {
         BatchParts {
@@ -431,6 +440,12 @@ impl BatchJob {
         loop {
             match batch.write(&parsed[..upto])? {
                 Written::All(results) => {
+                    if began_only(&parsed[..upto]) {
+                        parts
+                            .pool
+                            .unflushed_commits
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     if let (Some((o, t)), Some(snap)) = (&owner, batch.snap.take()) {
                         if refusal.is_none() {
                             parts.snapshots.put(&run_id, o, *t, Some(snap));
@@ -528,6 +543,9 @@ impl Batch<'_, '_> {
                 if ended {
                     store.notify(super::listen::RUN_CHANNEL, run_id)?;
                 }
+                if began_only(requests) {
+                    store.commit_without_flush()?;
+                }
                 if let (true, Some((owner, token))) = (ended, owner) {
                     // the run ended: its lease goes with the same commit
                     store.release_lease(run_id, owner, token)?;
@@ -545,6 +563,11 @@ impl Batch<'_, '_> {
         self.snap = left;
         Ok(written)
     }
+}
+
+/// The batch only records that work began: committed without waiting for its WAL flush.
+fn began_only(requests: &[Request]) -> bool {
+    crate::journal::records_only_beginnings(requests.iter().map(|r| r.event_type.as_str()))
 }
 
 fn event_ids(results: &[crate::machine::EventResult]) -> Vec<String> {

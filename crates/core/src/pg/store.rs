@@ -379,6 +379,18 @@ impl<'t> PgStore<'t> {
         self.note(r)
     }
 
+    /// This transaction's commit does not wait for its WAL to reach the disk: for a batch
+    /// that only records that work began (see [`crate::journal::records_only_beginnings`]).
+    /// PostgreSQL writes the WAL in order, so the next synchronous commit of the run (its
+    /// step's outcome, which the workflow waits for) makes this one durable too; until
+    /// then a crash of the server or the machine may lose it — and the step runs again, as
+    /// a step in flight at a crash does. What anyone is told (an outcome, a result, a
+    /// started run) is never committed this way.
+    pub(crate) fn commit_without_flush(&self) -> Result<()> {
+        const SQL: &str = "SET LOCAL synchronous_commit TO OFF";
+        self.write(SQL, SQL, Vec::new()).map(|_| ())
+    }
+
     pub(crate) fn notify(&self, channel: &str, payload: &str) -> Result<()> {
         const SQL: &str = "SELECT pg_notify($1, $2)";
         self.write(SQL, SQL, params![channel.to_string(), payload.to_string()])

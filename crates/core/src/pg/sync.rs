@@ -156,6 +156,9 @@ pub(crate) struct SyncPool {
     max: usize,
     state: Mutex<PoolState>,
     freed: Condvar,
+    /// Batches committed without waiting for their WAL flush (see
+    /// `PgStore::commit_without_flush`), counted for operators and tests.
+    pub(crate) unflushed_commits: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Default)]
@@ -173,6 +176,7 @@ impl SyncPool {
             max: max.max(1),
             state: Mutex::new(PoolState::default()),
             freed: Condvar::new(),
+            unflushed_commits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
