@@ -41,11 +41,33 @@ const hooked = wf.workflow('restart-hooked', async (token) => {
   return await add(payload.n, -1)
 })
 
+// a step whose beginning the database loses while it runs (see the last test)
+const lostRuns = []
+let lostReached
+const atLostGate = new Promise((r) => (lostReached = r))
+let openLost
+const lostOpened = new Promise((r) => (openLost = r))
+const lossyAdd = wf.step('lossy-add', async (x, i) => {
+  lostRuns.push(i)
+  if (i === 1 && lostRuns.filter((v) => v === 1).length === 1) {
+    lostReached()
+    await lostOpened
+  }
+  return x + 1
+})
+const lossy = wf.workflow('lossy-counter', async (n) => {
+  let acc = 0
+  for (let i = 0; i < n; i++) acc = await lossyAdd(acc, i)
+  return acc
+})
+
 let worker
 let client
 const faults = []
 let faulted
 const firstFault = new Promise((r) => (faulted = r))
+/** Called with each fault the worker reports after it was set. */
+let onFault = () => {}
 before(async () => {
   if (skip) return
   process.env.WORKFLOW_TARGET_WORLD = '@workflow/world-postgres'
@@ -57,6 +79,7 @@ before(async () => {
     onError: (e) => {
       faults.push(e)
       faulted(e)
+      onFault(e)
     },
   })
   await worker.ready
@@ -148,4 +171,39 @@ test('writes the database refuses for a while: a storage fault, reported, and th
   assert.ok(rows.every((x) => x.n === 1), JSON.stringify(rows))
   assert.ok(faults.every((e) => e.runId === run.runId && e.code === 'DATABASE_ERROR'))
   await client.query('DROP TRIGGER wfn_refuse ON workflow.workflow_events; DROP FUNCTION wfn_refuse(); DROP TABLE wfn_block')
+})
+
+test("a step whose beginning the database lost (a server crash before the WAL flush of its step_created/step_started): a storage fault, not the run's failure, and the step runs again when the run is taken up again", { skip, timeout: 120_000 }, async () => {
+  client = client || (await sql(cluster.url))
+  const run = await ours.start(lossy, [3])
+  await atLostGate
+  // What such a crash leaves (those commits do not wait for their flush): neither the
+  // step's row nor its events. Step 0 completed; step 1 is running.
+  const { rows } = await client.query(`SELECT step_id FROM workflow.workflow_steps WHERE run_id = $1 AND status = 'running'`, [
+    run.runId,
+  ])
+  assert.equal(rows.length, 1)
+  const lostId = rows[0].step_id
+  await client.query('DELETE FROM workflow.workflow_events WHERE run_id = $1 AND correlation_id = $2', [run.runId, lostId])
+  await client.query('DELETE FROM workflow.workflow_steps WHERE run_id = $1 AND step_id = $2', [run.runId, lostId])
+  const fault = new Promise((r) => (onFault = (e) => e.runId === run.runId && r(e)))
+  openLost()
+  const err = await fault
+  onFault = () => {}
+  assert.equal(err.name, 'WorkflowWorldError')
+  assert.equal(err.code, 'CORRUPT_FILE')
+  assert.equal(err.path, 'workflow.workflow_steps')
+  assert.match(err.message, new RegExp(`step ${lostId} of run ${run.runId} is missing in workflow\\.workflow_steps`))
+  assert.match(err.cause.message, /^Step ".*" not found$/)
+  // taken up again (the lease runs out): the lost step runs again, under a new id
+  assert.equal(await run.returnValue, 3)
+  assert.deepEqual(lostRuns, [0, 1, 1, 2])
+  const events = await client.query('SELECT type, correlation_id FROM workflow.workflow_events WHERE run_id = $1 ORDER BY id', [
+    run.runId,
+  ])
+  const types = events.rows.map((r) => r.type)
+  assert.equal(types.filter((t) => t === 'step_completed').length, 3)
+  assert.ok(!types.includes('run_failed'), types.join(' '))
+  assert.ok(!events.rows.some((r) => r.correlation_id === lostId))
+  assert.equal(types.at(-1), 'run_completed')
 })

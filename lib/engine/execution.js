@@ -50,6 +50,35 @@ function missingRunCreated(world, runId) {
   return err
 }
 
+/**
+ * A step's event refused because the step does not exist, though this execution wrote its
+ * `step_created` (the log holds it): that write was lost — the database server crashed
+ * before flushing it (a step's beginning commits without waiting for its flush, see
+ * README: PostgreSQL), or its row was removed. (The local journal keeps the step it wrote
+ * and rewrites its file.) A storage fault (the run stops here and is taken up again, the
+ * step running again), never the workflow's error.
+ */
+function lostStep(exec, eventType, stepId, refusal) {
+  if (
+    !refusal ||
+    refusal.name !== 'WorkflowWorldError' ||
+    !eventType.startsWith('step_') ||
+    refusal.message !== `Step "${stepId}" not found` ||
+    !exec.log.events(stepId).some((e) => e.eventType === 'step_created')
+  ) {
+    return refusal
+  }
+  const where =
+    exec.world.kind === 'postgres' ? 'workflow.workflow_steps' : require('node:path').join(exec.world.dataDir, 'steps')
+  const err = new errors.WorkflowWorldError(
+    `Corrupt workflow data: step ${stepId} of run ${exec.runId} is missing in ${where}, though its step_created was written (a lost write: the database server crashed before flushing it, or its ${exec.world.kind === 'postgres' ? 'row' : 'file'} was removed); ${eventType} was not written, and the step runs again when the run is taken up again`,
+    { code: 'CORRUPT_FILE', cause: refusal },
+  )
+  err.path = where
+  err.runId = exec.runId
+  return err
+}
+
 class Execution {
   /**
    * @param engine the Engine
@@ -142,7 +171,7 @@ class Execution {
     try {
       res = await this.journal.write(eventType, correlationId, eventData)
     } catch (e) {
-      return this.settleRefusal(e)
+      return this.settleRefusal(lostStep(this, eventType, correlationId, e))
     }
     this.noteWritten(res)
     return res
