@@ -591,14 +591,19 @@ pub struct AppendOutcome {
 
 impl Journal {
     pub fn new(world: Arc<LocalWorld>) -> Arc<Journal> {
-        Arc::new(Journal {
+        let journal = Arc::new(Journal {
             world,
             runs: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
             appended: watch::channel(0).0,
             kill_before_event: kill_point_from_env(),
             requested: std::sync::atomic::AtomicU64::new(0),
-        })
+        });
+        // the followers of its runs are not woken by its own appends
+        let weak: std::sync::Weak<dyn crate::world::watch::OwnEventFilter> =
+            Arc::downgrade(&journal) as _;
+        journal.world.feed().set_event_filter(weak);
+        journal
     }
 
     pub fn world(&self) -> &Arc<LocalWorld> {
@@ -838,6 +843,17 @@ impl Journal {
 
     fn started(&self, run_id: &str) -> u64 {
         lock(&self.runs).get(run_id).map_or(0, |r| r.started)
+    }
+}
+
+impl crate::world::watch::OwnEventFilter for Journal {
+    /// An event file a finished append of this journal wrote. It stays known as its own
+    /// (a rescan of the follower classifies it with [`Journal::is_own`]) until the run is
+    /// forgotten.
+    fn is_own_event(&self, run_id: &str, name: &str) -> bool {
+        lock(&self.runs)
+            .get(run_id)
+            .is_some_and(|r| r.own.contains(name))
     }
 }
 

@@ -47,6 +47,15 @@ pub trait RunListener: Send + Sync {
     fn all_changed(&self);
 }
 
+/// Decides, on the watcher's thread, that a new event file is its writer's own (see
+/// [`ChangeFeed::set_event_filter`]): such a name is neither queued for the run's
+/// followers nor announced to them, so an engine appending events does not wake its own
+/// followers. A name the filter does not know yet (its append still in progress) goes to
+/// the followers as before, which classify it themselves.
+pub trait OwnEventFilter: Send + Sync {
+    fn is_own_event(&self, run_id: &str, name: &str) -> bool;
+}
+
 /// What the feed saw happen to a file of a stream (Linux only; elsewhere streams get
 /// wake-ups but no names).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +95,8 @@ pub enum FileChange {
 struct Shared {
     /// The run listener, if one was installed (see [`ChangeFeed::set_run_listener`]).
     run_listener: Mutex<Option<std::sync::Weak<dyn RunListener>>>,
+    /// The own-event filter, if one was installed (see [`ChangeFeed::set_event_filter`]).
+    event_filter: Mutex<Option<std::sync::Weak<dyn OwnEventFilter>>>,
     subs: Mutex<Subscribers>,
     /// New event file names per subscribed run, until the subscriber takes them.
     event_names: Mutex<HashMap<String, Vec<String>>>,
@@ -187,6 +198,12 @@ impl Shared {
                     return;
                 }
                 let run = &name[..idx];
+                let filter = lock(&self.event_filter)
+                    .as_ref()
+                    .and_then(std::sync::Weak::upgrade);
+                if filter.is_some_and(|f| f.is_own_event(run, name)) {
+                    return;
+                }
                 {
                     let mut names = lock(&self.event_names);
                     match names.get_mut(run) {
@@ -375,6 +392,7 @@ impl ChangeFeed {
         Arc::new(ChangeFeed {
             shared: Arc::new(Shared {
                 run_listener: Mutex::new(None),
+                event_filter: Mutex::new(None),
                 subs: Mutex::new(HashMap::new()),
                 event_names: Mutex::new(HashMap::new()),
                 stream_names: Mutex::new(HashMap::new()),
@@ -472,6 +490,11 @@ impl ChangeFeed {
     /// feed keeps only a weak reference: the listener's owner decides its lifetime.
     pub fn set_run_listener(&self, listener: std::sync::Weak<dyn RunListener>) {
         *lock(&self.shared.run_listener) = Some(listener);
+    }
+
+    /// Installs the own-event filter (see [`OwnEventFilter`]), replacing any other.
+    pub fn set_event_filter(&self, filter: std::sync::Weak<dyn OwnEventFilter>) {
+        *lock(&self.shared.event_filter) = Some(filter);
     }
 
     /// The names of the event files of `run_id` created since the last call (only while
@@ -669,6 +692,70 @@ mod tests {
             !run.rx.has_changed().unwrap(),
             "a read woke the run subscriber"
         );
+    }
+
+    struct OwnNamed;
+    impl OwnEventFilter for OwnNamed {
+        fn is_own_event(&self, run_id: &str, name: &str) -> bool {
+            run_id == "wrun_A" && name.contains("evnt_OWN")
+        }
+    }
+
+    #[tokio::test]
+    async fn event_files_the_filter_calls_the_writers_own_wake_no_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = dir.path().join("events");
+        std::fs::create_dir_all(&events).unwrap();
+        let feed = ChangeFeed::new(dir.path());
+        let filter: Arc<dyn OwnEventFilter> = Arc::new(OwnNamed);
+        feed.set_event_filter(Arc::downgrade(&filter));
+        let mut a = feed.subscribe(Topic::Event, "wrun_A");
+        let mut b = feed.subscribe(Topic::Event, "wrun_B");
+        a.mark_seen();
+        b.mark_seen();
+        for i in 0..3 {
+            std::fs::write(events.join(format!("wrun_A-evnt_OWN{i}.json")), b"{}").unwrap();
+        }
+        // The kernel queues events in order: once B's file is seen, A's were handled.
+        std::fs::write(events.join("wrun_B-evnt_OWN9.json"), b"{}").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), b.rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        // (a name comes once per change to its file: created, written, closed)
+        let names = |run: &str| {
+            let mut n = feed.take_event_names(run);
+            n.dedup();
+            n
+        };
+        assert_eq!(names("wrun_B"), ["wrun_B-evnt_OWN9.json"]);
+        assert!(
+            !a.rx.has_changed().unwrap(),
+            "its own files woke A's follower"
+        );
+        assert!(names("wrun_A").is_empty());
+        // another writer's file still reaches it
+        std::fs::write(events.join("wrun_A-evnt_X.json"), b"{}").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), a.rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        b.mark_seen();
+        std::fs::write(events.join("wrun_B-evnt_Y.json"), b"{}").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), b.rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(names("wrun_A"), ["wrun_A-evnt_X.json"]);
+        // a filter that is gone filters nothing
+        drop(filter);
+        a.mark_seen();
+        std::fs::write(events.join("wrun_A-evnt_OWN5.json"), b"{}").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), a.rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(names("wrun_A"), ["wrun_A-evnt_OWN5.json"]);
     }
 
     #[tokio::test]
