@@ -514,12 +514,10 @@ pub fn answer_before_sync(requests: &[Map<String, Value>]) -> bool {
 /// Whether a batch of these event types (not empty) only records that work began (see
 /// [`answer_before_sync`]): the PostgreSQL backend commits such a batch without waiting
 /// for its WAL flush, the next synchronous commit flushing it.
-pub fn records_only_beginnings<'a>(mut event_types: impl Iterator<Item = &'a str>) -> bool {
-    let mut any = false;
-    event_types.all(|t| {
-        any = true;
-        matches!(t, "run_started" | "step_created" | "step_started")
-    }) && any
+pub fn records_only_beginnings<'a>(event_types: impl IntoIterator<Item = &'a str>) -> bool {
+    let mut types = event_types.into_iter().peekable();
+    types.peek().is_some()
+        && types.all(|t| matches!(t, "run_started" | "step_created" | "step_started"))
 }
 
 /// The journal writer's group commit: after each group of appends (every batch waiting,

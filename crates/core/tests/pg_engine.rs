@@ -679,14 +679,10 @@ async fn a_step_created_and_started_in_one_batch_is_the_row_two_separate_events_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_batches_recording_that_work_began_commit_without_waiting_for_the_flush() {
     use workflow_core::journal::records_only_beginnings;
-    assert!(records_only_beginnings(
-        ["step_created", "step_started"].into_iter()
-    ));
-    assert!(records_only_beginnings(["run_started"].into_iter()));
-    assert!(!records_only_beginnings(std::iter::empty()));
-    assert!(!records_only_beginnings(
-        ["step_started", "step_completed"].into_iter()
-    ));
+    assert!(records_only_beginnings(["step_created", "step_started"]));
+    assert!(records_only_beginnings(["run_started"]));
+    assert!(!records_only_beginnings([]));
+    assert!(!records_only_beginnings(["step_started", "step_completed"]));
     for outcome in [
         "step_completed",
         "step_failed",
@@ -698,7 +694,7 @@ async fn only_batches_recording_that_work_began_commit_without_waiting_for_the_f
         "wait_created",
         "run_created",
     ] {
-        assert!(!records_only_beginnings([outcome].into_iter()), "{outcome}");
+        assert!(!records_only_beginnings([outcome]), "{outcome}");
     }
 
     let Some(db) = TestDb::new("unflushed").await else {

@@ -198,6 +198,10 @@ impl Shared {
                     return;
                 }
                 let run = &name[..idx];
+                if !lock(&self.event_names).contains_key(run) {
+                    return; // nobody follows this run
+                }
+                // (asked without the names' lock held: the filter takes its own)
                 let filter = lock(&self.event_filter)
                     .as_ref()
                     .and_then(std::sync::Weak::upgrade);
@@ -701,6 +705,14 @@ mod tests {
         }
     }
 
+    /// Waits (bounded) for the subscription's next wake-up.
+    async fn woken(sub: &mut Subscription) {
+        tokio::time::timeout(Duration::from_secs(5), sub.rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+    }
+
     #[tokio::test]
     async fn event_files_the_filter_calls_the_writers_own_wake_no_follower() {
         let dir = tempfile::tempdir().unwrap();
@@ -718,10 +730,7 @@ mod tests {
         }
         // The kernel queues events in order: once B's file is seen, A's were handled.
         std::fs::write(events.join("wrun_B-evnt_OWN9.json"), b"{}").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), b.rx.changed())
-            .await
-            .expect("woken")
-            .unwrap();
+        woken(&mut b).await;
         // (a name comes once per change to its file: created, written, closed)
         let names = |run: &str| {
             let mut n = feed.take_event_names(run);
@@ -736,25 +745,16 @@ mod tests {
         assert!(names("wrun_A").is_empty());
         // another writer's file still reaches it
         std::fs::write(events.join("wrun_A-evnt_X.json"), b"{}").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), a.rx.changed())
-            .await
-            .expect("woken")
-            .unwrap();
+        woken(&mut a).await;
         b.mark_seen();
         std::fs::write(events.join("wrun_B-evnt_Y.json"), b"{}").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), b.rx.changed())
-            .await
-            .expect("woken")
-            .unwrap();
+        woken(&mut b).await;
         assert_eq!(names("wrun_A"), ["wrun_A-evnt_X.json"]);
         // a filter that is gone filters nothing
         drop(filter);
         a.mark_seen();
         std::fs::write(events.join("wrun_A-evnt_OWN5.json"), b"{}").unwrap();
-        tokio::time::timeout(Duration::from_secs(5), a.rx.changed())
-            .await
-            .expect("woken")
-            .unwrap();
+        woken(&mut a).await;
         assert_eq!(names("wrun_A"), ["wrun_A-evnt_OWN5.json"]);
     }
 
