@@ -80,6 +80,29 @@ describe('PostgreSQL faults', () => {
     }
   })
 
+  test('TLS as node-postgres decides it: none without sslmode, encrypted with sslmode=require', { skip }, async () => {
+    const ssl = (await client.query('SHOW ssl')).rows[0].ssl
+    const sep = db.url.includes('?') ? '&' : '?'
+    const used = async (name, extra) => {
+      const native = await binding.pgConnect({ url: `${db.url}${sep}application_name=${name}${extra}` })
+      await native.readRuns()
+      const rows = (
+        await client.query(
+          'SELECT s.ssl FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid) WHERE a.application_name = $1',
+          [name],
+        )
+      ).rows
+      return rows.map((r) => r.ssl)
+    }
+    const plain = await used('wfn_tls_none', '')
+    assert.ok(plain.length > 0, 'the World holds a connection')
+    assert.ok(plain.every((s) => s === false), `no TLS without sslmode: ${plain}`)
+    if (ssl === 'on') {
+      const enc = await used('wfn_tls_req', '&sslmode=require')
+      assert.ok(enc.length > 0 && enc.every((s) => s === true), `TLS with sslmode=require: ${enc}`)
+    }
+  })
+
   test('a killed LISTEN connection: a live read and a waiting returnValue still finish', { skip }, async () => {
     useWorld({ WORKFLOW_TARGET_WORLD: '@workflow/world-postgres', WORKFLOW_POSTGRES_URL: db.url })
     const native = await binding.pgConnect({ url: db.url })

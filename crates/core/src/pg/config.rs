@@ -73,43 +73,112 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// Whether the server certificate must be verified (libpq's `verify-ca`/`verify-full`);
-/// tokio-postgres knows only disable/prefer/require, so those two are read here.
-fn split_verify(url: &str) -> (String, bool) {
+/// How the URL asks for TLS: its `sslmode` (`None` when it names none), and whether the
+/// server certificate must be verified (libpq's `verify-ca`/`verify-full`, which
+/// tokio-postgres does not know: they become `require` plus verification here).
+struct SslAsked {
+    url: String,
+    mode: Option<SslMode>,
+    verify: bool,
+}
+
+fn split_ssl(url: &str) -> SslAsked {
+    // a key=value connection string (not a URL) is taken as it is
+    if !url.contains("://") {
+        let mode = url
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix("sslmode="))
+            .map(|m| mode_of(m).0);
+        return SslAsked {
+            url: url.to_string(),
+            mode,
+            verify: false,
+        };
+    }
     let Some(q) = url.find('?') else {
-        return (url.to_string(), false);
+        return SslAsked {
+            url: url.to_string(),
+            mode: None,
+            verify: false,
+        };
     };
     let (base, query) = (&url[..q], &url[q + 1..]);
+    let mut mode = None;
     let mut verify = false;
     let params: Vec<String> = query
         .split('&')
         .filter(|p| !p.is_empty())
         .filter_map(|p| match p.split_once('=') {
-            Some(("sslmode", "verify-ca" | "verify-full")) => {
-                verify = true;
-                Some("sslmode=require".to_string())
+            Some(("sslmode", m)) => {
+                let (known, v) = mode_of(m);
+                mode = Some(known);
+                verify = v;
+                Some(match (m, known) {
+                    ("verify-ca" | "verify-full" | "no-verify", _) => "sslmode=require".to_string(),
+                    // the others as written (an unknown one is named by the parser's error)
+                    _ => p.to_string(),
+                })
             }
             // libpq file options tokio-postgres does not take (the platform's roots are used)
             Some(("sslrootcert" | "sslcert" | "sslkey", _)) => None,
             _ => Some(p.to_string()),
         })
         .collect();
-    if params.is_empty() {
-        (base.to_string(), verify)
+    let url = if params.is_empty() {
+        base.to_string()
     } else {
-        (format!("{base}?{}", params.join("&")), verify)
+        format!("{base}?{}", params.join("&"))
+    };
+    SslAsked { url, mode, verify }
+}
+
+/// A libpq `sslmode` (or node-postgres's `no-verify`): the mode tokio-postgres gets and
+/// whether the certificate is verified. An unknown value stays in the URL, for
+/// tokio-postgres's parser to name in its error.
+fn mode_of(m: &str) -> (SslMode, bool) {
+    match m {
+        "disable" => (SslMode::Disable, false),
+        "require" | "no-verify" => (SslMode::Require, false),
+        "verify-ca" | "verify-full" => (SslMode::Require, true),
+        _ => (SslMode::Prefer, false),
+    }
+}
+
+/// TLS when the URL names no `sslmode`: as node-postgres (world-postgres's driver) decides
+/// it — by `PGSSLMODE`, else none (libpq would try TLS first; node-postgres does not).
+fn default_ssl(pgsslmode: Option<&str>) -> (SslMode, bool) {
+    match pgsslmode {
+        Some("prefer" | "require" | "verify-ca" | "verify-full") => {
+            // node-postgres turns TLS on and verifies the certificate for all four
+            (SslMode::Require, true)
+        }
+        Some("no-verify") => (SslMode::Require, false),
+        _ => (SslMode::Disable, false),
     }
 }
 
 /// A parsed connection config with UTC sessions and the connect timeout.
 pub(crate) fn pg_config(url: &str) -> Result<(tokio_postgres::Config, bool)> {
-    let (url, verify) = split_verify(url);
+    pg_config_with(url, std::env::var("PGSSLMODE").ok().as_deref())
+}
+
+fn pg_config_with(url: &str, pgsslmode: Option<&str>) -> Result<(tokio_postgres::Config, bool)> {
+    let asked = split_ssl(url);
+    let url = asked.url;
     let mut cfg: tokio_postgres::Config = url.parse().map_err(|e| {
         Error::InvalidArgument(format!(
             "Invalid WORKFLOW_POSTGRES_URL \"{}\": {e}",
             redact(&url)
         ))
     })?;
+    let verify = match asked.mode {
+        Some(_) => asked.verify,
+        None => {
+            let (mode, verify) = default_ssl(pgsslmode);
+            cfg.ssl_mode(mode);
+            verify
+        }
+    };
     if cfg.get_connect_timeout().is_none() {
         cfg.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -227,12 +296,70 @@ mod tests {
 
     #[test]
     fn verify_modes_become_require_plus_verification() {
-        let (u, v) = split_verify("postgres://a@h/db?sslmode=verify-full&sslrootcert=/x&x=1");
-        assert_eq!(u, "postgres://a@h/db?sslmode=require&x=1");
-        assert!(v);
-        let (u, v) = split_verify("postgres://a@h/db?sslmode=require");
-        assert_eq!(u, "postgres://a@h/db?sslmode=require");
-        assert!(!v);
+        let a = split_ssl("postgres://a@h/db?sslmode=verify-full&sslrootcert=/x&x=1");
+        assert_eq!(a.url, "postgres://a@h/db?sslmode=require&x=1");
+        assert_eq!(a.mode, Some(SslMode::Require));
+        assert!(a.verify);
+        let a = split_ssl("postgres://a@h/db?sslmode=require");
+        assert_eq!(a.url, "postgres://a@h/db?sslmode=require");
+        assert!(!a.verify);
+    }
+
+    fn ssl_of(url: &str, env: Option<&str>) -> (SslMode, bool) {
+        let (cfg, verify) = pg_config_with(url, env).unwrap();
+        (cfg.get_ssl_mode(), verify)
+    }
+
+    #[test]
+    fn tls_is_what_node_postgres_would_use() {
+        // no sslmode and no PGSSLMODE: no TLS (node-postgres's default; libpq's would be prefer)
+        assert_eq!(ssl_of("postgres://a@h/db", None), (SslMode::Disable, false));
+        assert_eq!(
+            ssl_of("postgres://a@h/db?application_name=x", None),
+            (SslMode::Disable, false)
+        );
+        // the URL's sslmode wins over PGSSLMODE
+        assert_eq!(
+            ssl_of("postgres://a@h/db?sslmode=prefer", Some("disable")),
+            (SslMode::Prefer, false)
+        );
+        assert_eq!(
+            ssl_of("postgres://a@h/db?sslmode=disable", Some("require")),
+            (SslMode::Disable, false)
+        );
+        assert_eq!(
+            ssl_of("postgres://a@h/db?sslmode=verify-ca", None),
+            (SslMode::Require, true)
+        );
+        // PGSSLMODE as node-postgres reads it
+        assert_eq!(
+            ssl_of("postgres://a@h/db", Some("require")),
+            (SslMode::Require, true)
+        );
+        assert_eq!(
+            ssl_of("postgres://a@h/db", Some("no-verify")),
+            (SslMode::Require, false)
+        );
+        assert_eq!(
+            ssl_of("postgres://a@h/db", Some("disable")),
+            (SslMode::Disable, false)
+        );
+        assert_eq!(
+            ssl_of("postgres://a@h/db", Some("bogus")),
+            (SslMode::Disable, false)
+        );
+        // a key=value string
+        assert_eq!(
+            ssl_of("host=h dbname=db sslmode=require", None),
+            (SslMode::Require, false)
+        );
+        assert_eq!(ssl_of("host=h dbname=db", None), (SslMode::Disable, false));
+    }
+
+    #[test]
+    fn an_unknown_sslmode_is_a_typed_error() {
+        let e = pg_config_with("postgres://a@h/db?sslmode=bogus", None).unwrap_err();
+        assert_eq!(e.name(), "TypeError");
     }
 
     #[test]

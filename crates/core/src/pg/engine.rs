@@ -604,8 +604,9 @@ impl PgWorld {
     }
 }
 
-/// A run's follower: woken by `workflow_native_events` / run notifications for its run,
-/// by a listener reconnect, and every [`POLL`] in any case.
+/// A run's follower: woken by `workflow_native_events` notifications for its run (not by
+/// its end, which its own engine announces), by a listener reconnect, and every [`POLL`]
+/// in any case.
 pub struct PgFollower {
     world: Arc<PgWorld>,
     run_id: String,
@@ -674,7 +675,9 @@ impl PgFollower {
                 tokio::select! {
                     _ = &mut deadline => break,
                     n = self.rx.recv() => match n {
-                        Ok(Note::Events(id)) | Ok(Note::Run(id)) if id == self.run_id => break,
+                        // (not `Note::Run`: every writer of an event from outside sends
+                        // `Note::Events` too; a run's end alone is its own engine's)
+                        Ok(Note::Events(id)) if id == self.run_id => break,
                         Ok(Note::Resync) | Err(_) => break,
                         Ok(_) => {}
                     },
