@@ -35,32 +35,26 @@ impl PgWorld {
         chunks: &[Vec<u8>],
         eof: bool,
     ) -> Result<()> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(db_err)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO workflow.workflow_stream_chunks (id, stream_id, run_id, data, eof, created_at)
-                 VALUES ($1, $2, $3, $4, $5, (now() AT TIME ZONE 'UTC'))",
-            )
-            .await
-            .map_err(db_err)?;
-        let mut ids = Vec::with_capacity(chunks.len());
-        for data in chunks {
-            let id = prefixed_id("chnk");
-            tx.execute(&insert, &[&id, &name, &run_id, data, &eof])
-                .await
-                .map_err(db_err)?;
-            ids.push(id);
-        }
-        for id in &ids {
-            tx.execute(
-                "SELECT pg_notify($1, $2)",
-                &[&super::listen::CHUNK_CHANNEL, &notify_payload(name, id)],
-            )
-            .await
-            .map_err(db_err)?;
-        }
-        tx.commit().await.map_err(db_err)
+        let c = self.client().await?;
+        let ids: Vec<String> = chunks.iter().map(|_| prefixed_id("chnk")).collect();
+        let payloads: Vec<String> = ids.iter().map(|id| notify_payload(name, id)).collect();
+        let data: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+        let insert = c.prepare_cached(INSERT_CHUNKS).await.map_err(db_err)?;
+        let notify = c.prepare_cached(NOTIFY_CHUNKS).await.map_err(db_err)?;
+        // One transaction in one round trip: the four requests are queued in this order
+        // when first polled (`join4` polls in order). A failed insert aborts the
+        // transaction, whose COMMIT then rolls it back; the insert's error is returned.
+        let (begun, inserted, notified, ended) = futures_util::future::join4(
+            c.batch_execute("BEGIN"),
+            c.execute(&insert, &[&ids, &name, &run_id, &data, &eof]),
+            c.execute(&notify, &[&super::listen::CHUNK_CHANNEL, &payloads]),
+            c.batch_execute("COMMIT"),
+        )
+        .await;
+        begun.map_err(db_err)?;
+        inserted.map_err(db_err)?;
+        notified.map_err(db_err)?;
+        ended.map_err(db_err)
     }
 
     /// `{ tailIndex, done }`: data rows before the first close marker, minus one.
@@ -98,9 +92,33 @@ impl PgWorld {
             state: tokio::sync::Mutex::new(ReadState::default()),
             closed: Notify::new(),
             is_closed: std::sync::atomic::AtomicBool::new(false),
+            waits: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
+
+/// A batch of chunks, in the order given (ids ascending), one statement.
+const INSERT_CHUNKS: &str =
+    "INSERT INTO workflow.workflow_stream_chunks (id, stream_id, run_id, data, eof, created_at)
+     SELECT t.id, $2, $3, t.data, $5, (now() AT TIME ZONE 'UTC')
+     FROM unnest($1::text[], $4::bytea[]) WITH ORDINALITY AS t(id, data, n) ORDER BY t.n";
+
+/// world-postgres's chunk notification, one per chunk, in order.
+const NOTIFY_CHUNKS: &str = "SELECT pg_notify($1, p.payload)
+     FROM unnest($2::text[]) WITH ORDINALITY AS p(payload, n) ORDER BY p.n";
+
+/// A page of a stream: the next rows after the last one read, in id order.
+const PAGE: &str = "SELECT id, data, eof FROM workflow.workflow_stream_chunks
+                    WHERE stream_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+/// The plan of [`PAGE`], pinned for its transaction: a range scan of the primary key
+/// `(stream_id, id)`, which yields the page in order and touches only its rows. Without
+/// statistics for the stream's rows (a table not analyzed since they were written: any
+/// stream read soon after it was written), the planner expects a handful of rows and
+/// picks a bitmap scan of every row of the stream plus a sort, for every page: a
+/// 10,000-chunk stream read in pages of 1,000 then costs 10 ms per page instead of 0.6.
+const PAGE_PLAN: &str =
+    "BEGIN READ ONLY; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off";
 
 #[derive(Default)]
 struct ReadState {
@@ -121,9 +139,17 @@ pub struct PgStreamReader {
     state: tokio::sync::Mutex<ReadState>,
     closed: Notify,
     is_closed: std::sync::atomic::AtomicBool,
+    /// How many times it waited for a writer (a notification or the poll)
+    waits: std::sync::atomic::AtomicU64,
 }
 
 impl PgStreamReader {
+    /// How many times this reader waited for a writer: never while rows it has not
+    /// read are there (a closed stream is read without one wait, whatever its start).
+    pub fn waits(&self) -> u64 {
+        self.waits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Stops the reader; a waiting `next_many` returns an empty, finished batch.
     pub fn close(&self) {
         self.is_closed
@@ -156,10 +182,16 @@ impl PgStreamReader {
                     done: true,
                 });
             }
-            let batch = self.read_rows(&mut st, max.max(1)).await?;
+            let (batch, rows) = self.read_rows(&mut st, max.max(1)).await?;
             if !batch.items.is_empty() || batch.done {
                 return Ok(batch);
             }
+            if rows > 0 {
+                // every row of the page was before the start index: the next page at once
+                continue;
+            }
+            self.waits
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let deadline = tokio::time::sleep(POLL);
             tokio::pin!(deadline);
             loop {
@@ -176,18 +208,24 @@ impl PgStreamReader {
         }
     }
 
-    async fn read_rows(&self, st: &mut ReadState, max: usize) -> Result<Batch> {
+    /// The next page: its items and how many rows it had (skipped ones included).
+    async fn read_rows(&self, st: &mut ReadState, max: usize) -> Result<(Batch, usize)> {
         let c = self.world.client().await?;
         let limit = (max as i64).min(1000);
-        let rows = c
-            .query(
-                "SELECT id, data, eof FROM workflow.workflow_stream_chunks
-                 WHERE stream_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-                &[&self.name, &st.last_id, &limit],
-            )
-            .await
-            .map_err(db_err)?;
+        let page = c.prepare_cached(PAGE).await.map_err(db_err)?;
+        // One round trip: the three requests are queued in this order when first polled
+        // (`join3` polls in order) and the connection sends them back to back.
+        let (begun, rows, ended) = futures_util::future::join3(
+            c.batch_execute(PAGE_PLAN),
+            c.query(&page, &[&self.name, &st.last_id, &limit]),
+            c.batch_execute("COMMIT"),
+        )
+        .await;
+        begun.map_err(db_err)?;
+        let rows = rows.map_err(db_err)?;
+        ended.map_err(db_err)?;
         drop(c);
+        let seen = rows.len();
         let mut items = Vec::new();
         for row in rows {
             let id: String = row.get(0);
@@ -213,10 +251,13 @@ impl PgStreamReader {
             })?;
         }
         let _: &Vec<Item> = &items;
-        Ok(Batch {
-            items,
-            done: st.done,
-        })
+        Ok((
+            Batch {
+                items,
+                done: st.done,
+            },
+            seen,
+        ))
     }
 }
 
