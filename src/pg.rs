@@ -5,7 +5,8 @@
 use crate::stream::{StreamBatch, StreamReadMode};
 use crate::world::{CancelOutcome, CreateRunRequest, HookInfo, RunInfo, StreamInfo, WakeUpResult};
 use crate::{error_json, guard, guarded, to_napi};
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{within_runtime_if_available, Buffer, Object};
+use napi::Env;
 use napi_derive::napi;
 use std::sync::Arc;
 use workflow_core::pg::streams::{PgSource, PgStreamReader};
@@ -70,28 +71,42 @@ fn hook_info(h: workflow_core::world::model::Hook) -> HookInfo {
 
 #[napi]
 impl NativePgWorld {
-    #[napi(catch_unwind)]
-    pub async fn get_run(&self, run_id: String, with_data: bool) -> napi::Result<RunInfo> {
+    /// The run. The promise is settled from the thread that read it
+    /// (`PgWorld::get_run_then`).
+    #[napi(catch_unwind, ts_return_type = "Promise<RunInfo>")]
+    pub fn get_run<'e>(
+        &self,
+        env: &'e Env,
+        run_id: String,
+        with_data: bool,
+    ) -> napi::Result<Object<'e>> {
+        let (deferred, promise) = env.create_deferred::<RunInfo, _>()?;
         let w = Arc::clone(&self.inner);
-        guarded(async move {
-            w.get_run(&run_id, with_data)
-                .await
-                .map(RunInfo::from)
-                .map_err(to_napi)
-        })
-        .await
+        within_runtime_if_available(|| {
+            w.get_run_then(run_id, with_data, move |out| match out {
+                Ok(run) => deferred.resolve(move |_| Ok(RunInfo::from(run))),
+                Err(e) => deferred.reject(to_napi(e)),
+            })
+        });
+        Ok(promise)
     }
 
-    #[napi(catch_unwind)]
-    pub async fn run_status(&self, run_id: String) -> napi::Result<String> {
+    /// The run's status. The promise is settled from the thread that read it
+    /// (`PgWorld::run_status_then`).
+    #[napi(catch_unwind, ts_return_type = "Promise<string>")]
+    pub fn run_status<'e>(&self, env: &'e Env, run_id: String) -> napi::Result<Object<'e>> {
+        let (deferred, promise) = env.create_deferred::<String, _>()?;
         let w = Arc::clone(&self.inner);
-        guarded(async move {
-            w.get_run(&run_id, false)
-                .await
-                .map(|r| r.status.as_str().to_string())
-                .map_err(to_napi)
-        })
-        .await
+        within_runtime_if_available(|| {
+            w.run_status_then(run_id, move |out| match out {
+                Ok(s) => {
+                    let text = s.as_str().to_string();
+                    deferred.resolve(move |_| Ok(text))
+                }
+                Err(e) => deferred.reject(to_napi(e)),
+            })
+        });
+        Ok(promise)
     }
 
     #[napi(catch_unwind)]

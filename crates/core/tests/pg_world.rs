@@ -443,6 +443,83 @@ async fn a_long_stream_reads_in_order_across_pages_and_leaves_no_transaction_ope
     db.drop_db().await;
 }
 
+/// `status` / `get` through the synchronous read connections (answered on their thread).
+async fn status_now(w: &Arc<PgWorld>, run_id: &str) -> Result<String, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    w.run_status_then(run_id.to_string(), move |r| {
+        let _ = tx.send(
+            r.map(|s| s.as_str().to_string())
+                .map_err(|e| e.name().to_string()),
+        );
+    });
+    rx.await.unwrap()
+}
+
+async fn run_now(w: &Arc<PgWorld>, run_id: &str) -> Result<String, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    w.get_run_then(run_id.to_string(), true, move |r| {
+        let _ = tx.send(r.map(|s| s.workflow_name).map_err(|e| e.name().to_string()));
+    });
+    rx.await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_reads_answer_alike_on_both_paths_and_survive_terminated_connections() {
+    let Some(db) = TestDb::new("point_reads").await else {
+        return;
+    };
+    let w = db.world().await;
+    let run_id = new_run(&w).await;
+    let missing = "wrun_01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    assert_eq!(status_now(&w, &run_id).await.as_deref(), Ok("pending"));
+    assert_eq!(run_now(&w, &run_id).await.as_deref(), Ok("wf//./flow"));
+    assert_eq!(
+        status_now(&w, missing).await,
+        Err("WorkflowRunNotFoundError".to_string())
+    );
+    assert_eq!(
+        run_now(&w, missing).await,
+        Err("WorkflowRunNotFoundError".to_string())
+    );
+    // more at once than there are read connections: the rest take the async pool
+    let many = (0..24).map(|i| {
+        let w = Arc::clone(&w);
+        let id = if i % 3 == 0 {
+            missing.to_string()
+        } else {
+            run_id.clone()
+        };
+        tokio::spawn(async move { (i, status_now(&w, &id).await) })
+    });
+    for h in many {
+        let (i, got) = h.await.unwrap();
+        if i % 3 == 0 {
+            assert_eq!(got, Err("WorkflowRunNotFoundError".to_string()));
+        } else {
+            assert_eq!(got.as_deref(), Ok("pending"));
+        }
+    }
+    // every connection but the listener's ended by the server while idle
+    let sql = db.sql().await;
+    let killed: i64 = sql
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()
+               AND application_name = 'workflow-native' AND query NOT LIKE 'LISTEN%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed >= 1, "no connection of the World found");
+    for _ in 0..3 {
+        assert_eq!(status_now(&w, &run_id).await.as_deref(), Ok("pending"));
+        assert_eq!(run_now(&w, &run_id).await.as_deref(), Ok("wf//./flow"));
+    }
+    drop(w);
+    db.drop_db().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_listener_does_not_stop_a_waiting_return_value() {
     let Some(db) = TestDb::new("listenkill").await else {

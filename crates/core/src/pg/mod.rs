@@ -25,7 +25,7 @@ use crate::storage::CancelOutcome;
 use crate::world::local::CreateRun;
 use crate::world::model::{
     parse_event_summary, parse_hook, parse_run, payload_json, EventSummary, Hook, Payload,
-    RunSnapshot,
+    RunSnapshot, RunStatus,
 };
 use config::{redact, PgConfig};
 pub(crate) use dberr::db_err;
@@ -37,6 +37,49 @@ use std::sync::Arc;
 pub use config::PgConfig as Config;
 
 /// One database: a pool, a listener, the schema made sure of.
+/// How many synchronous connections serve `status` reads (beyond them, the async pool).
+const READ_CONNECTIONS: usize = 2;
+
+const STATUS_SQL: &str = "SELECT status::text FROM workflow.workflow_runs WHERE id = $1";
+
+/// A run's row.
+static RUN_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM workflow.workflow_runs WHERE id = $1",
+        rows::RUN_COLS
+    )
+});
+
+/// The run in a [`RUN_SQL`] answer.
+fn run_of(run_id: &str, row: Option<tokio_postgres::Row>, with_data: bool) -> Result<RunSnapshot> {
+    match row {
+        None => Err(Error::RunNotFound {
+            run_id: run_id.to_string(),
+        }),
+        Some(row) => parse_run(
+            &rows::location("workflow_runs", run_id),
+            &rows::run_json(&row)?,
+            with_data,
+        ),
+    }
+}
+
+/// The status in a [`STATUS_SQL`] answer.
+fn status_of(run_id: &str, row: Option<tokio_postgres::Row>) -> Result<RunStatus> {
+    let Some(row) = row else {
+        return Err(Error::RunNotFound {
+            run_id: run_id.to_string(),
+        });
+    };
+    let status: String = row.try_get(0).map_err(db_err)?;
+    RunStatus::parse(&status).ok_or_else(|| {
+        Error::corrupt(
+            &rows::location("workflow_runs", run_id),
+            format!("unknown run status \"{status}\""),
+        )
+    })
+}
+
 pub struct PgWorld {
     pool: Pool,
     listener: Arc<Listener>,
@@ -46,6 +89,9 @@ pub struct PgWorld {
     pub(crate) own: Arc<own::OwnEvents>,
     /// Synchronous connections for the engine's batches (see `sync`).
     pub(crate) batches: Arc<sync::SyncPool>,
+    /// A few synchronous connections for the hottest point read, `status` (see
+    /// [`PgWorld::run_status_then`]).
+    reads: Arc<sync::SyncPool>,
     /// Where this process's executions left their runs (see `snapshots`).
     pub(crate) snapshots: Arc<snapshots::Snapshots>,
 }
@@ -70,6 +116,7 @@ impl PgWorld {
             verify,
             config.max_pool_size,
         ));
+        let reads = Arc::new(sync::SyncPool::new(cfg.clone(), verify, READ_CONNECTIONS));
         let listener = Listener::start(cfg, verify);
         Ok(Arc::new(PgWorld {
             pool,
@@ -77,6 +124,7 @@ impl PgWorld {
             config,
             own: Default::default(),
             batches,
+            reads,
             snapshots: Default::default(),
         }))
     }
@@ -102,25 +150,109 @@ impl PgWorld {
 
     // ------------------------------------------------------------------ runs
 
+    /// The run's status alone (`getRun(id).status`): one column, nothing decoded;
+    /// `RunNotFound` when absent.
+    pub async fn run_status(&self, run_id: &str) -> Result<RunStatus> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(STATUS_SQL).await.map_err(db_err)?;
+        let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
+        status_of(run_id, row)
+    }
+
+    /// [`run_status`](Self::run_status), answered by calling `done` on the thread that
+    /// read it (see [`point_read_then`](Self::point_read_then)).
+    pub fn run_status_then<D>(self: &Arc<Self>, run_id: String, done: D)
+    where
+        D: FnOnce(Result<RunStatus>) + Send + 'static,
+    {
+        self.point_read_then(STATUS_SQL, run_id, status_of, done)
+    }
+
+    /// [`get_run`](Self::get_run), answered by calling `done` on the thread that read
+    /// it (see [`point_read_then`](Self::point_read_then)).
+    pub fn get_run_then<D>(self: &Arc<Self>, run_id: String, with_data: bool, done: D)
+    where
+        D: FnOnce(Result<RunSnapshot>) + Send + 'static,
+    {
+        self.point_read_then(
+            &RUN_SQL,
+            run_id,
+            move |run_id, row| run_of(run_id, row, with_data),
+            done,
+        )
+    }
+
+    /// One statement with the run id as its parameter, its row (or none) turned into
+    /// the answer by `parse`, and `done` called with it exactly once. With one of the
+    /// [`READ_CONNECTIONS`] free, the read goes straight to a blocking-pool thread that
+    /// drives that connection's socket itself, so no runtime task stands between the
+    /// caller, the socket and `done` (each hop between threads is a wake-up, about a
+    /// third of a local round trip). With none free, the pooled async path. Called
+    /// within a Tokio runtime.
+    fn point_read_then<T, P, D>(
+        self: &Arc<Self>,
+        sql: &'static str,
+        run_id: String,
+        parse: P,
+        done: D,
+    ) where
+        T: Send + 'static,
+        P: FnOnce(&str, Option<tokio_postgres::Row>) -> Result<T> + Send + 'static,
+        D: FnOnce(Result<T>) + Send + 'static,
+    {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return done(Err(Error::Plain("read: called outside a runtime".into())));
+        };
+        let Some(slot) = self.reads.try_reserve() else {
+            let me = Arc::clone(self);
+            drop(rt.spawn(async move {
+                let read = async {
+                    let c = me.client().await?;
+                    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
+                    let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
+                    parse(&run_id, row)
+                };
+                done(read.await)
+            }));
+            return;
+        };
+        let reads = Arc::clone(&self.reads);
+        drop(rt.spawn_blocking(move || {
+            let _slot = slot;
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let once = || -> (Result<Option<tokio_postgres::Row>>, bool) {
+                    let mut conn = match reads.get() {
+                        Ok(c) => c,
+                        Err(e) => return (Err(e), false),
+                    };
+                    let row = conn.query_opt(sql, &[&run_id]);
+                    let ended = row.is_err() && conn.is_closed();
+                    (row, ended)
+                };
+                // a read on a connection the server ended while it sat idle (a restart,
+                // a terminated backend: not seen yet when it was lent) is made again
+                // once, on a new one; the read changes nothing, so that is safe
+                let row = match once() {
+                    (Err(_), true) => once().0,
+                    (row, _) => row,
+                }?;
+                parse(&run_id, row)
+            }));
+            done(read.unwrap_or_else(|p| {
+                Err(Error::Plain(format!(
+                    "read failed: it panicked: {}",
+                    crate::error::panic_message(p.as_ref())
+                )))
+            }))
+        }));
+    }
+
     /// `runs.get(runId)`; `RunNotFound` when absent.
     pub async fn get_run(&self, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
         let c = self.client().await?;
-        let sql = format!(
-            "SELECT {} FROM workflow.workflow_runs WHERE id = $1",
-            rows::RUN_COLS
-        );
-        let stmt = c.prepare_cached(&sql).await.map_err(db_err)?;
+        let stmt = c.prepare_cached(&RUN_SQL).await.map_err(db_err)?;
         let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
-        match row {
-            None => Err(Error::RunNotFound {
-                run_id: run_id.to_string(),
-            }),
-            Some(row) => parse_run(
-                &rows::location("workflow_runs", run_id),
-                &rows::run_json(&row)?,
-                with_data,
-            ),
-        }
+        run_of(run_id, row, with_data)
     }
 
     /// Resolves once the run is completed, failed or cancelled: woken by our NOTIFY,

@@ -424,6 +424,30 @@ fn pipeline(conn: &mut SyncConn, reqs: Vec<Req<'_>>) -> Vec<PgResult<Ans>> {
     SyncConn::run(rt, driver, join_all(futs))
 }
 
+impl Pooled<'_> {
+    /// Whether the connection ended (the server closed it, or it broke).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.conn.as_ref().is_none_or(SyncConn::is_closed)
+    }
+
+    /// One statement on its own (no transaction): its row, if any.
+    pub(crate) fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>> {
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| Error::Plain("the connection was returned".into()))?;
+        let stmt = conn.prepare(sql).map_err(db_err)?;
+        let SyncConn {
+            rt, client, driver, ..
+        } = conn;
+        SyncConn::run(rt, driver, client.query_opt(&stmt, params)).map_err(db_err)
+    }
+}
+
 impl Drop for Pooled<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
