@@ -220,22 +220,17 @@ impl PgWorld {
         drop(rt.spawn_blocking(move || {
             let _slot = slot;
             let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let once = || -> (Result<Option<tokio_postgres::Row>>, bool) {
-                    let mut conn = match reads.get() {
-                        Ok(c) => c,
-                        Err(e) => return (Err(e), false),
-                    };
-                    let row = conn.query_opt(sql, &[&run_id]);
-                    let ended = row.is_err() && conn.is_closed();
-                    (row, ended)
+                let mut conn = reads.get()?;
+                let row = match conn.query_opt(sql, &[&run_id]) {
+                    Ok(row) => row,
+                    Err(_) => {
+                        // the server may have ended this connection while it sat idle (a
+                        // restart, a terminated backend) without that being seen yet when
+                        // it was lent: once more on a new one (the read changes nothing)
+                        conn.discard();
+                        reads.get()?.query_opt(sql, &[&run_id])?
+                    }
                 };
-                // a read on a connection the server ended while it sat idle (a restart,
-                // a terminated backend: not seen yet when it was lent) is made again
-                // once, on a new one; the read changes nothing, so that is safe
-                let row = match once() {
-                    (Err(_), true) => once().0,
-                    (row, _) => row,
-                }?;
                 parse(&run_id, row)
             }));
             done(read.unwrap_or_else(|p| {

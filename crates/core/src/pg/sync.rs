@@ -425,9 +425,14 @@ fn pipeline(conn: &mut SyncConn, reqs: Vec<Req<'_>>) -> Vec<PgResult<Ans>> {
 }
 
 impl Pooled<'_> {
-    /// Whether the connection ended (the server closed it, or it broke).
-    pub(crate) fn is_closed(&self) -> bool {
-        self.conn.as_ref().is_none_or(SyncConn::is_closed)
+    /// Closes this connection instead of returning it to the pool (after a failure that
+    /// may have left it unusable: the server ending it is not always seen at once).
+    pub(crate) fn discard(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.lock().open -= 1;
+            drop_off_runtime(conn);
+            self.pool.freed.notify_one();
+        }
     }
 
     /// One statement on its own (no transaction): its row, if any.
