@@ -108,6 +108,12 @@ test('a server restart mid-run: the runs in flight, waiting and started after it
   const run = await ours.start(counter, [12, true])
   await atGate
   cluster.restart()
+  // the API's reads right after it, through pooled connections the server ended: they
+  // answer (a connection found dead is replaced), none fails
+  assert.equal(await hookRun.status, 'running')
+  assert.equal(await hookRun.workflowName, 'workflow//native//restart-hooked')
+  assert.equal((await ours.getHookByToken('restart-token')).runId, hookRun.runId)
+  assert.equal(await ours.getRun(run.runId).status, 'running')
   open()
   assert.equal(await run.returnValue, 12)
   // the hook, resumed through a fresh connection
