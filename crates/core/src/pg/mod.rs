@@ -37,6 +37,34 @@ use std::sync::Arc;
 pub use config::PgConfig as Config;
 
 /// One database: a pool, a listener, the schema made sure of.
+/// A callback answered exactly once: by [`send`](Reply::send), or, when the task holding
+/// it is dropped before it ran (the runtime shutting down), with an error saying so.
+struct Reply<T, F: FnOnce(Result<T>)>(Option<F>, std::marker::PhantomData<fn(T)>);
+
+impl<T, F: FnOnce(Result<T>)> Reply<T, F> {
+    fn new(f: F) -> Self {
+        Reply(Some(f), std::marker::PhantomData)
+    }
+
+    fn send(mut self, out: Result<T>) {
+        if let Some(f) = self.0.take() {
+            f(out)
+        }
+    }
+}
+
+impl<T, F: FnOnce(Result<T>)> Drop for Reply<T, F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f(Err(Error::Plain(
+                "PostgreSQL: the read's task was dropped before it ran (the runtime is \
+                 shutting down)"
+                    .into(),
+            )))
+        }
+    }
+}
+
 /// How many synchronous connections serve `status` reads (beyond them, the async pool).
 const READ_CONNECTIONS: usize = 2;
 
@@ -200,8 +228,9 @@ impl PgWorld {
         P: FnOnce(&str, Option<tokio_postgres::Row>) -> Result<T> + Send + 'static,
         D: FnOnce(Result<T>) + Send + 'static,
     {
+        let done = Reply::new(done);
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return done(Err(Error::Plain("read: called outside a runtime".into())));
+            return done.send(Err(Error::Plain("read: called outside a runtime".into())));
         };
         let Some(slot) = self.reads.try_reserve() else {
             let me = Arc::clone(self);
@@ -212,7 +241,7 @@ impl PgWorld {
                     let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
                     parse(&run_id, row)
                 };
-                done(read.await)
+                done.send(read.await)
             }));
             return;
         };
@@ -233,7 +262,7 @@ impl PgWorld {
                 };
                 parse(&run_id, row)
             }));
-            done(read.unwrap_or_else(|p| {
+            done.send(read.unwrap_or_else(|p| {
                 Err(Error::Plain(format!(
                     "read failed: it panicked: {}",
                     crate::error::panic_message(p.as_ref())
@@ -587,5 +616,26 @@ fn pool_err_text(e: &deadpool_postgres::PoolError) -> String {
         },
         deadpool_postgres::PoolError::Timeout(_) => "timed out while connecting".to_string(),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_reply_is_answered_once_and_a_dropped_one_with_an_error() {
+        let got: Arc<Mutex<Vec<Result<u8>>>> = Arc::default();
+        let g = Arc::clone(&got);
+        Reply::new(move |r| g.lock().unwrap().push(r)).send(Ok(7));
+        let g = Arc::clone(&got);
+        drop(Reply::new(move |r: Result<u8>| g.lock().unwrap().push(r)));
+        let got = got.lock().unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(matches!(got[0], Ok(7)));
+        assert!(got[1]
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("dropped before it ran")));
     }
 }
