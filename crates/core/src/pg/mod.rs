@@ -179,16 +179,8 @@ impl PgWorld {
     // ------------------------------------------------------------------ runs
 
     /// The run's status alone (`getRun(id).status`): one column, nothing decoded;
-    /// `RunNotFound` when absent.
-    pub async fn run_status(&self, run_id: &str) -> Result<RunStatus> {
-        let c = self.client().await?;
-        let stmt = c.prepare_cached(STATUS_SQL).await.map_err(db_err)?;
-        let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
-        status_of(run_id, row)
-    }
-
-    /// [`run_status`](Self::run_status), answered by calling `done` on the thread that
-    /// read it (see [`point_read_then`](Self::point_read_then)).
+    /// `RunNotFound` when absent. Answered by calling `done` on the thread that read it
+    /// (see [`point_read_then`](Self::point_read_then)).
     pub fn run_status_then<D>(self: &Arc<Self>, run_id: String, done: D)
     where
         D: FnOnce(Result<RunStatus>) + Send + 'static,
@@ -235,13 +227,8 @@ impl PgWorld {
         let Some(slot) = self.reads.try_reserve() else {
             let me = Arc::clone(self);
             drop(rt.spawn(async move {
-                let read = async {
-                    let c = me.client().await?;
-                    let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
-                    let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
-                    parse(&run_id, row)
-                };
-                done.send(read.await)
+                let read = me.point_read(sql, &run_id).await;
+                done.send(read.and_then(|row| parse(&run_id, row)))
             }));
             return;
         };
@@ -273,10 +260,15 @@ impl PgWorld {
 
     /// `runs.get(runId)`; `RunNotFound` when absent.
     pub async fn get_run(&self, run_id: &str, with_data: bool) -> Result<RunSnapshot> {
-        let c = self.client().await?;
-        let stmt = c.prepare_cached(&RUN_SQL).await.map_err(db_err)?;
-        let row = c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)?;
+        let row = self.point_read(&RUN_SQL, run_id).await?;
         run_of(run_id, row, with_data)
+    }
+
+    /// One statement with the run id as its parameter, on the async pool: its row, if any.
+    async fn point_read(&self, sql: &str, run_id: &str) -> Result<Option<tokio_postgres::Row>> {
+        let c = self.client().await?;
+        let stmt = c.prepare_cached(sql).await.map_err(db_err)?;
+        c.query_opt(&stmt, &[&run_id]).await.map_err(db_err)
     }
 
     /// Resolves once the run is completed, failed or cancelled: woken by our NOTIFY,
