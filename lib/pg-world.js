@@ -26,8 +26,9 @@ class LazyReader {
   constructor(open) {
     this.#open = open
   }
-  nextManySync() {
-    return null
+  /** Items the native reader already read ahead (none before it is open). */
+  nextManySync(max) {
+    return this.#reader && !this.#closed ? this.#reader.nextManySync(max) : null
   }
   async nextMany(max) {
     if (!this.#reader) this.#reader = await this.#open()

@@ -38,9 +38,10 @@ impl From<StreamReadMode> for StreamMode {
     }
 }
 
-#[napi(object)]
+#[napi(object, object_from_js = false)]
 pub struct StreamBatch {
-    pub text: String,
+    #[napi(ts_type = "string")]
+    pub text: BatchText,
     pub ends: Vec<u32>,
     pub buffers: Vec<Buffer>,
     pub done: bool,
@@ -65,8 +66,63 @@ impl NativeStreamReader {
     }
 }
 
+/// A batch's joined texts. Made a JS string as Latin-1 when every text is ASCII (V8 then
+/// copies the bytes as they are; as UTF-8 it decodes them one by one), else as UTF-8.
+pub struct BatchText {
+    text: String,
+    ascii: bool,
+}
+
+impl napi::bindgen_prelude::TypeName for BatchText {
+    fn type_name() -> &'static str {
+        "string"
+    }
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::String
+    }
+}
+
+impl napi::bindgen_prelude::ToNapiValue for BatchText {
+    unsafe fn to_napi_value(
+        env: napi::sys::napi_env,
+        val: Self,
+    ) -> napi::Result<napi::sys::napi_value> {
+        if !val.ascii {
+            // SAFETY: forwarded as napi-rs converts any String (same env, same contract)
+            return unsafe { String::to_napi_value(env, val.text) };
+        }
+        let mut out = std::ptr::null_mut();
+        // SAFETY: `env` is the live env napi-rs passes in; the bytes are ASCII, hence
+        // valid Latin-1, and are copied by the call before `val` is dropped.
+        let status = unsafe {
+            napi::sys::napi_create_string_latin1(
+                env,
+                val.text.as_ptr().cast(),
+                val.text.len() as isize,
+                &mut out,
+            )
+        };
+        if status != napi::sys::Status::napi_ok {
+            return Err(napi::Error::new(
+                napi::Status::GenericFailure,
+                "could not create a string for a stream batch",
+            ));
+        }
+        Ok(out)
+    }
+}
+
 pub(crate) fn to_js(batch: Batch) -> StreamBatch {
-    let mut text = String::new();
+    let size: usize = batch
+        .items
+        .iter()
+        .map(|i| match i {
+            Item::Text(t) => t.len(),
+            Item::Bytes(_) => 0,
+        })
+        .sum();
+    let mut text = String::with_capacity(size);
+    let mut ascii = true;
     let mut ends = Vec::new();
     let mut end = 0u32;
     let mut buffers = Vec::new();
@@ -76,6 +132,7 @@ pub(crate) fn to_js(batch: Batch) -> StreamBatch {
                 end += if t.is_ascii() {
                     t.len() as u32
                 } else {
+                    ascii = false;
                     t.encode_utf16().count() as u32
                 };
                 text.push_str(&t);
@@ -85,7 +142,7 @@ pub(crate) fn to_js(batch: Batch) -> StreamBatch {
         }
     }
     StreamBatch {
-        text,
+        text: BatchText { text, ascii },
         ends,
         buffers,
         done: batch.done,

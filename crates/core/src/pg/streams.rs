@@ -228,9 +228,10 @@ impl PgStreamReader {
         let seen = rows.len();
         let mut items = Vec::new();
         for row in rows {
-            let id: String = row.get(0);
+            let id: &str = row.get(0);
             let eof: bool = row.get(2);
-            st.last_id = id;
+            st.last_id.clear();
+            st.last_id.push_str(id);
             if eof {
                 st.done = true;
                 break;
@@ -239,8 +240,9 @@ impl PgStreamReader {
                 st.skip -= 1;
                 continue;
             }
-            let data: Vec<u8> = row.get(1);
-            crate::stream::frames::decode_chunk(self.mode, &data, &mut items).map_err(|e| {
+            // borrowed from the row's buffer: decoded without a copy of the bytes
+            let data: &[u8] = row.get(1);
+            crate::stream::frames::decode_chunk(self.mode, data, &mut items).map_err(|e| {
                 Error::corrupt(
                     &super::rows::location(
                         "workflow_stream_chunks",

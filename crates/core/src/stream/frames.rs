@@ -61,6 +61,16 @@ fn check_devalue_text(text: &str) -> Result<(), DecodeError> {
         .map_err(|e| DecodeError::Corrupt(format!("a value is not valid devalue text ({e})")))
 }
 
+/// Text as the official reader decodes it (`TextDecoder`: invalid sequences become U+FFFD).
+/// Valid UTF-8 — every text a writer makes — is checked by the standard validator, which
+/// passes ASCII a word at a time; only invalid bytes take the slower replacing decoder.
+fn utf8_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 /// The body of one object-stream frame (format prefix + payload) as an item.
 fn object_frame(body: &[u8]) -> Result<Item, DecodeError> {
     if body.len() < 4 {
@@ -71,7 +81,7 @@ fn object_frame(body: &[u8]) -> Result<Item, DecodeError> {
     }
     match &body[..4] {
         b"devl" => {
-            let text = String::from_utf8_lossy(&body[4..]).into_owned();
+            let text = utf8_text(&body[4..]).into_owned();
             check_devalue_text(&text)?;
             Ok(Item::Text(text))
         }
@@ -146,7 +156,7 @@ pub fn decode_chunk(
                     Ok(())
                 });
             }
-            let text = String::from_utf8_lossy(payload);
+            let text = utf8_text(payload);
             for line in text.split('\n') {
                 if line.is_empty() {
                     continue;
@@ -218,6 +228,30 @@ mod tests {
 
     fn is_corrupt(r: Result<Vec<Item>, DecodeError>) -> bool {
         matches!(r, Err(DecodeError::Corrupt(_)))
+    }
+
+    #[test]
+    fn texts_decode_as_text_decoder_does_invalid_bytes_included() {
+        let framed = |body: &[u8]| {
+            let mut v = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+            v.extend_from_slice(b"devl");
+            v.extend_from_slice(body);
+            v
+        };
+        // valid UTF-8, ASCII or not, is taken as it is
+        for text in ["[\"plain\"]", "[\"ünïcödé ✓ 𝄞\"]"] {
+            assert_eq!(
+                objects(&framed(text.as_bytes())).unwrap(),
+                vec![Item::Text(text.to_string())]
+            );
+        }
+        // an invalid byte becomes U+FFFD, in frames and in legacy newline-separated text
+        let invalid = b"[\"a\xffb\"]";
+        let want = vec![Item::Text("[\"a\u{fffd}b\"]".to_string())];
+        assert_eq!(objects(&framed(invalid)).unwrap(), want);
+        let mut legacy = invalid.to_vec();
+        legacy.push(b'\n');
+        assert_eq!(objects(&legacy).unwrap(), want);
     }
 
     #[test]
