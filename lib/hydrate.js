@@ -130,4 +130,4 @@ function hydratePayload(bytes, legacyJson, hasValue, revivers) {
   throw new WorkflowRuntimeError(`Unknown serialization format: "${format}". Known formats: devl, encr`)
 }
 
-module.exports = { externalRevivers, hydratePayload, parse }
+module.exports = { externalRevivers, hydratePayload, parse, unflatten }

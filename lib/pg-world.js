@@ -34,7 +34,7 @@ class LazyReader {
     if (!this.#reader) this.#reader = await this.#open()
     if (this.#closed) {
       this.#reader.close()
-      return { text: '', ends: [], buffers: [], done: true }
+      return { text: '', buffers: [], done: true }
     }
     return this.#reader.nextMany(max)
   }

@@ -8,7 +8,8 @@ const BATCH = 512
 
 /**
  * @param openReader () => native reader (called lazily on first pull)
- * @param decode  (text) => value for object streams; byte streams get Uint8Arrays
+ * @param decode  (parsed JSON of one devalue text) => value, for object streams (a batch's
+ *   texts come as one JSON array, parsed at once); byte streams get Uint8Arrays
  */
 function nativeReadable(global, openReader, decode) {
   let reader = null
@@ -25,10 +26,8 @@ function nativeReadable(global, openReader, decode) {
           // thread hop, wait only when nothing is.
           const batch = reader.nextManySync(BATCH) || (await reader.nextMany(BATCH))
           if (finished) return
-          let start = 0
-          for (const end of batch.ends) {
-            controller.enqueue(decode(batch.text.slice(start, end)))
-            start = end
+          if (batch.text) {
+            for (const flat of JSON.parse(batch.text)) controller.enqueue(decode(flat))
           }
           for (const buf of batch.buffers) controller.enqueue(U8.from(buf))
           if (batch.done) {

@@ -3,7 +3,7 @@
 
 const { binding } = require('./native.js')
 const { nativeReadable } = require('./readable.js')
-const { externalRevivers, parse } = require('./hydrate.js')
+const { externalRevivers, unflatten } = require('./hydrate.js')
 
 /**
  * A live ReadableStream for a serialized stream reference `{ name, type?, framing?,
@@ -17,7 +17,7 @@ function refReadable(global, open, ref, endWithRun) {
   // `endWithRun`: a run's own stream also ends once the run is terminal and every chunk
   // written is delivered (nested stream references end at their close marker).
   const openReader = endWithRun === undefined ? () => open(ref.name, start, mode) : () => open(ref.name, start, mode, endWithRun)
-  return nativeReadable(global, openReader, (text) => parse(text, revivers))
+  return nativeReadable(global, openReader, (flat) => unflatten(flat, revivers))
 }
 
 /** The client-side revivers, with stream references read through `open`. */
