@@ -219,24 +219,15 @@ impl LocalWorld {
         event: &Map<String, Value>,
     ) -> Result<()> {
         let path = self.path_of("events", &format!("{run_id}-{event_id}"))?;
-        write_new_sync(
-            &path,
-            to_pretty_json(&Value::Object(event.clone())).as_bytes(),
-        )
+        write_new_sync(&path, to_pretty_json(event).as_bytes())
     }
 
     fn write_entity(&self, dir: &str, id: &str, entity: &Map<String, Value>) -> Result<()> {
-        write_replace_sync(
-            &self.path_of(dir, id)?,
-            to_pretty_json(&Value::Object(entity.clone())).as_bytes(),
-        )
+        write_replace_sync(&self.path_of(dir, id)?, to_pretty_json(entity).as_bytes())
     }
 
     fn write_new_entity(&self, dir: &str, id: &str, entity: &Map<String, Value>) -> Result<()> {
-        write_new_sync(
-            &self.path_of(dir, id)?,
-            to_pretty_json(&Value::Object(entity.clone())).as_bytes(),
-        )
+        write_new_sync(&self.path_of(dir, id)?, to_pretty_json(entity).as_bytes())
     }
 
     /// `.locks/<kind>/<id>.<suffix>`
@@ -671,7 +662,7 @@ impl EventStore for LocalWorld {
             // No claim: the log is the only record of a live hook for this token.
             self.rebuild_live_hook_sync(token)?;
         }
-        let body = to_compact_json(&Value::Object(claim.clone()));
+        let body = to_compact_json(claim);
         if write_exclusive_sync(&claim_path, body.as_bytes())? {
             return Ok(TokenClaim::Claimed);
         }
@@ -778,10 +769,7 @@ impl EventStore for LocalWorld {
         event: &Map<String, Value>,
     ) -> Result<bool> {
         let path = self.path_of("events", &format!("{run_id}-{event_id}"))?;
-        write_exclusive_sync(
-            &path,
-            to_pretty_json(&Value::Object(event.clone())).as_bytes(),
-        )
+        write_exclusive_sync(&path, to_pretty_json(event).as_bytes())
     }
 }
 

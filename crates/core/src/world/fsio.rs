@@ -85,13 +85,13 @@ pub fn parse_json(path: &Path, bytes: &[u8]) -> Result<Value> {
 }
 
 /// `JSON.stringify(value, null, 2)`.
-pub fn to_pretty_json(value: &Value) -> String {
+pub fn to_pretty_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     // serde_json's pretty printer uses two spaces and `": "`, like JSON.stringify.
     serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".to_string())
 }
 
 /// `JSON.stringify(value)`.
-pub fn to_compact_json(value: &Value) -> String {
+pub fn to_compact_json<T: serde::Serialize + ?Sized>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
 }
 
