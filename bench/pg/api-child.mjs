@@ -167,9 +167,14 @@ const handlers = {
     }
   },
 
-  /** Reads the closed stream of `streamRun` to its end `reps` times (after one warm-up read). */
-  async fullRead({ streamRun, chunks, reps }) {
+  /**
+   * Reads the closed stream of `streamRun` to its end `warmups` times, then `reps` times
+   * measured: `{ samples, warmups }`, the times of both (a process's first reads run while
+   * V8 still optimises the read path, on both sides).
+   */
+  async fullRead({ streamRun, chunks, reps, warmups = 1 }) {
     const readAll = async () => {
+      const t = performance.now()
       let n = 0
       let last
       for await (const v of api.getRun(streamRun).getReadable()) {
@@ -177,15 +182,13 @@ const handlers = {
         last = v
       }
       if (n !== chunks || last.i !== chunks - 1) throw new Error(`read ${n} chunks, last ${JSON.stringify(last?.i)}`)
+      return performance.now() - t
     }
-    await readAll()
+    const warm = []
+    for (let r = 0; r < warmups; r++) warm.push(await readAll())
     const out = []
-    for (let r = 0; r < reps; r++) {
-      const t = performance.now()
-      await readAll()
-      out.push(performance.now() - t)
-    }
-    return out
+    for (let r = 0; r < reps; r++) out.push(await readAll())
+    return { samples: out, warmups: warm }
   },
 
   /**

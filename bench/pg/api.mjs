@@ -104,8 +104,8 @@ async function apiSide(side, url) {
 /** Runs the benchmark; `{ records, markdown, floor }`. */
 export async function runPgApi({ quick = false, log = console.log } = {}) {
   const P = quick
-    ? { runs: 100, statusIters: 300, chunks: 2000, reps: 2, compOff: 3, compOurs: 8, chunkN: 10, steps: 100, rounds: 3, capMs: 30_000 }
-    : { runs: 100, statusIters: 2000, chunks: 10_000, reps: 3, compOff: 6, compOurs: 20, chunkN: 30, steps: 1000, rounds: 5, capMs: 180_000 }
+    ? { runs: 100, statusIters: 300, chunks: 2000, reps: 2, readWarmups: 1, compOff: 3, compOurs: 8, chunkN: 10, steps: 100, rounds: 3, capMs: 30_000 }
+    : { runs: 100, statusIters: 2000, chunks: 10_000, reps: 3, readReps: 5, readWarmups: 5, compOff: 6, compOurs: 20, chunkN: 30, steps: 1000, rounds: 5, capMs: 180_000 }
   const base = `wfn_bench_pgapi_${process.pid}`
   const admin = await pgClient(PG_ADMIN_URL)
   const created = []
@@ -134,6 +134,7 @@ export async function runPgApi({ quick = false, log = console.log } = {}) {
   let app
   let bare
   let bareRead
+  let readWarm = { official: [], ours: [] }
   try {
     for (const k of ['server_version', 'synchronous_commit', 'fsync', 'shared_buffers']) {
       server[k] = (await admin.query(`SHOW ${k}`)).rows[0][k]
@@ -182,8 +183,13 @@ export async function runPgApi({ quick = false, log = console.log } = {}) {
           p90ours: pct(kMine.fromCall, 0.9),
         })
 
-        const fOff = await off.call('fullRead', { streamRun, chunks: P.chunks, reps: P.reps })
-        const fMine = await mine.call('fullRead', { streamRun, chunks: P.chunks, reps: P.reps })
+        const readArgs = { streamRun, chunks: P.chunks, reps: P.readReps ?? P.reps, warmups: P.readWarmups }
+        const rOff = await off.call('fullRead', readArgs)
+        const rMine = await mine.call('fullRead', readArgs)
+        const fOff = rOff.samples
+        const fMine = rMine.samples
+        readWarm = { official: rOff.warmups, ours: rMine.warmups }
+        log(`full read, warm-up reads: official ${readWarm.official.map((x) => x.toFixed(0)).join(' / ')} ms, ours ${readWarm.ours.map((x) => x.toFixed(0)).join(' / ')} ms`)
         record(`full read, closed ${P.chunks} x 1 KiB stream (median)`, median(fOff), median(fMine), 'ms', {
           target: 10,
           chunksPerSecOurs: Math.round(P.chunks / (median(fMine) / 1000)),
@@ -292,7 +298,10 @@ ${rows}
   official ${chunk.p90official.toFixed(2)} ms, ours ${chunk.p90ours.toFixed(2)} ms (from the call: ${chunkCall.p90official.toFixed(2)} / ${chunkCall.p90ours.toFixed(2)} ms); delivered
   before the write's promise resolved: official ${chunk.early.official}, ours ${chunk.early.ours} of ${chunk.samples.ours}.
 - Full read: the closed stream (written by the official World with \`writeToStreamMulti\`) read to its
-  end through \`getRun(id).getReadable()\`, decoded values; median of ${P.reps} after one warm-up read.
+  end through \`getRun(id).getReadable()\`, decoded values; median of ${P.readReps ?? P.reps} reads after ${P.readWarmups}
+  warm-up reads per side (a process's first reads of 10,000 chunks run while V8 still optimises
+  the read path — ReadableStream, devalue — on both sides; the warm-up reads took
+  ${readWarm.official.map((x) => x.toFixed(0)).join(' / ')} ms official, ${readWarm.ours.map((x) => x.toFixed(0)).join(' / ')} ms ours).
   Ours ${records.find((r) => r.chunksPerSecOurs)?.chunksPerSecOurs.toLocaleString('en-US')} chunks/s. For context, the stream's rows alone, fetched in one
   \`SELECT data … ORDER BY id\` through node-postgres (bytes, nothing decoded): ${bareRead.toFixed(1)} ms median.
 - ${P.steps}-step workflow: \`manySteps(${P.steps})\` (${P.steps} trivial steps, one after the other), \`start()\` →
