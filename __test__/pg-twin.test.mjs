@@ -180,6 +180,27 @@ describe('PostgreSQL twin: the official World writes, ours reads', { skip }, () 
     assert.deepEqual((await fromTail.read()).value, [3])
   })
 
+  test('a long closed stream the official wrote reads whole and in order from any start, across pages and batches', async () => {
+    const runId = await officialRun('running')
+    const name = binding.runStreamName(runId, undefined)
+    // pages of 1,000 rows, JS batches of 512: all-ASCII batches and batches with other text
+    const value = (i) =>
+      i % 5 === 0 ? `chunk ${i}` : i % 5 === 1 ? { i, s: 'é ✓ 𝄞'.repeat(i % 3) } : i % 5 === 2 ? [i, null, true] : i % 5 === 3 ? `ünï ${i}` : { i, nested: { at: [i] } }
+    const total = 2600
+    for (let i = 0; i < total; i += 500) {
+      const frames = []
+      for (let j = i; j < Math.min(total, i + 500); j++) frames.push(await frameValue(value(j), runId))
+      await official.writeToStreamMulti(name, runId, frames)
+    }
+    await official.closeStream(name, runId)
+    for (const [startIndex, from] of [[undefined, 0], [1234, 1234], [-7, total - 7], [2600, total]]) {
+      const got = []
+      for await (const v of ours.getRun(runId).getReadable({ startIndex })) got.push(v)
+      assert.equal(got.length, total - from, `from ${startIndex}`)
+      for (let k = 0; k < got.length; k++) assert.deepEqual(got[k], value(from + k), `from ${startIndex}, chunk ${from + k}`)
+    }
+  })
+
   test('getHookByToken returns the official hook; an unknown token is HookNotFoundError', async () => {
     const runId = await officialRun('running')
     const metadata = await serialization.dehydrateStepReturnValue({ m: 1 }, runId, undefined)
