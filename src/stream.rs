@@ -14,10 +14,6 @@ pub struct NativeStreamReader {
     inner: Arc<PrefetchReader>,
 }
 
-/// One batch. Object streams: the devalue texts as the elements of one JSON array (`text`,
-/// `[t1,t2,…]`, empty when the batch has none) — one JS string and one `JSON.parse` per
-/// batch instead of one per chunk; every text was checked to be JSON when decoded, so the
-/// array parses. Byte streams: `buffers`.
 /// How a stream's chunks are decoded.
 #[napi(string_enum = "kebab-case")]
 pub enum StreamReadMode {
@@ -39,6 +35,10 @@ impl From<StreamReadMode> for StreamMode {
     }
 }
 
+/// One batch. Object streams: the devalue texts as the elements of one JSON array (`text`,
+/// `[t1,t2,…]`, empty when the batch has none) — one JS string and one `JSON.parse` per
+/// batch instead of one per chunk; every text was checked to be JSON when decoded, so the
+/// array parses. Byte streams: `buffers`.
 #[napi(object, object_from_js = false)]
 pub struct StreamBatch {
     #[napi(ts_type = "string")]
