@@ -38,25 +38,21 @@ async fn schema_is_created_once_under_concurrent_first_starts_with_the_upstream_
     assert_eq!(rows.len(), 12);
     let last: i64 = rows[11].get(1);
     assert_eq!(last, 1782691200000);
-    let tables: i64 = sql
-        .query_one(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'workflow'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let tables = scalar_i64(
+        &sql,
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'workflow'",
+        &[],
+    )
+    .await;
     assert_eq!(tables, 6);
     // a second start finds it current and changes nothing
     db.world().await;
-    let n: i64 = sql
-        .query_one(
-            "SELECT count(*) FROM workflow_drizzle.workflow_migrations",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(
+        &sql,
+        "SELECT count(*) FROM workflow_drizzle.workflow_migrations",
+        &[],
+    )
+    .await;
     assert_eq!(n, 12);
     drop(sql);
     db.drop_db().await;
@@ -298,16 +294,12 @@ async fn two_runs_racing_for_one_token_leave_one_live_hook() {
         let mut sorted = kinds.clone();
         sorted.sort();
         assert_eq!(sorted, ["hook_conflict", "hook_created"], "round {round}");
-        let n: i64 = db
-            .sql()
-            .await
-            .query_one(
-                "SELECT count(*) FROM workflow.workflow_hooks WHERE token = $1",
-                &[&token],
-            )
-            .await
-            .unwrap()
-            .get(0);
+        let n = scalar_i64(
+            &db.sql().await,
+            "SELECT count(*) FROM workflow.workflow_hooks WHERE token = $1",
+            &[&token],
+        )
+        .await;
         assert_eq!(n, 1);
     }
     drop(w);
@@ -342,13 +334,12 @@ async fn a_duplicate_entity_event_from_another_writer_is_an_entity_conflict() {
         .unwrap_err();
     assert_eq!(e.name(), "EntityConflictError", "{e}");
     // nothing of the failed event stayed
-    let n: i64 = db
-        .sql()
-        .await
-        .query_one("SELECT count(*) FROM workflow.workflow_waits", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar_i64(
+        &db.sql().await,
+        "SELECT count(*) FROM workflow.workflow_waits",
+        &[],
+    )
+    .await;
     assert_eq!(n, 0);
     drop(w);
     db.drop_db().await;
@@ -429,15 +420,13 @@ async fn a_long_stream_reads_in_order_across_pages_and_leaves_no_transaction_ope
     }
     // the pages' pinned plan lives in their own transactions: none stays open
     let sql = db.sql().await;
-    let open: i64 = sql
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity
+    let open = scalar_i64(
+        &sql,
+        "SELECT count(*) FROM pg_stat_activity
              WHERE datname = current_database() AND state LIKE 'idle in transaction%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     assert_eq!(open, 0);
     drop(w);
     db.drop_db().await;
@@ -501,16 +490,14 @@ async fn point_reads_answer_alike_on_both_paths_and_survive_terminated_connectio
     }
     // every connection but the listener's ended by the server while idle
     let sql = db.sql().await;
-    let killed: i64 = sql
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+    let killed = scalar_i64(
+        &sql,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
              WHERE datname = current_database() AND pid <> pg_backend_pid()
                AND application_name = 'workflow-native' AND query NOT LIKE 'LISTEN%'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[],
+    )
+    .await;
     assert!(killed >= 1, "no connection of the World found");
     for _ in 0..3 {
         assert_eq!(status_now(&w, &run_id).await.as_deref(), Ok("pending"));

@@ -136,3 +136,12 @@ pub async fn new_run(w: &PgWorld) -> String {
     .unwrap();
     run_id
 }
+
+/// The first column of the one row `query` returns, as an `i64` (a `count(*)`).
+pub async fn scalar_i64(
+    sql: &tokio_postgres::Client,
+    query: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> i64 {
+    sql.query_one(query, params).await.unwrap().get(0)
+}
