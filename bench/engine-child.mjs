@@ -10,6 +10,7 @@ import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import { fork } from 'node:child_process'
 import { median, pct, timeEach } from './stats.mjs'
+import { discard } from './trash.mjs'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const quick = process.argv.includes('--quick')
@@ -110,6 +111,6 @@ try {
   clearTimeout(timer)
 }
 process.send({ records, perStep }, () => {
-  fs.rmSync(dataDir, { recursive: true, force: true })
+  discard(dataDir)
   process.exit(0)
 })

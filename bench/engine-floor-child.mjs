@@ -14,6 +14,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { median } from './stats.mjs'
+import { discard } from './trash.mjs'
 
 const base = process.argv[2]
 const quick = process.argv.includes('--quick')
@@ -121,6 +122,6 @@ const result = {
   idleGapMs: Math.max(...idleGaps),
 }
 process.send(result, () => {
-  fs.rmSync(dataDir, { recursive: true, force: true })
+  discard(dataDir)
   process.exit(0)
 })

@@ -19,6 +19,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createRequire } from 'node:module'
 import { median } from '../stats.mjs'
+import { discard } from '../trash.mjs'
 import { pgClient, PG_ADMIN_URL } from './pg.mjs'
 import { installedVersion } from './versions.mjs'
 import { SIZES } from './common.mjs'
@@ -97,7 +98,7 @@ async function cleanUp(res, log) {
     }
   }
   if (res.dataDir && path.basename(res.dataDir).startsWith('wfn-bench-peers-') && fs.existsSync(res.dataDir)) {
-    fs.rmSync(res.dataDir, { recursive: true, force: true })
+    discard(res.dataDir)
   }
   if (res.pgDatabase && /^wfn_bench_(dbos|ours)_\d+$/.test(res.pgDatabase)) {
     let c
@@ -254,7 +255,7 @@ export async function runPeers({ quick = false, env = process.env, log = console
         try {
           into.push(Number(await binding.fsSyncFloor(path.join(dir, 'f'), floorSteps, 450)))
         } finally {
-          fs.rmSync(dir, { recursive: true, force: true })
+          discard(dir)
         }
         log(`peers round ${r + 1}/${rounds}: durability floor on ${base} (${floorSteps} × file + fdatasync + directory fsync): ${into.at(-1).toFixed(0)} ms`)
       }
@@ -371,6 +372,9 @@ p90) of ${s.empties} runs one after the other; (c) ${s.concurrent} workflows of 
 the first start to the last result. Every system runs in a child process of its own, fresh for each
 round (new data directory, database, server), a warm-up pass of all three workloads first; ${rounds}
 interleaved round${rounds === 1 ? '' : 's'} (each system once per round, the order rotated), medians of the rounds${quick ? ' — **quick run: reduced sizes, one round**' : ''}.
+Finished data directories are moved aside and removed only when the whole benchmark ends: on this
+VM's ext4 (no journal) the inode allocator skips inodes freed in the last minutes, so removing one
+round's tens of thousands of files slowed file creation in the next rounds 5–10× (see bench/trash.mjs).
 Ratio = how many times ours (the first row: default settings, on the data disk) is faster —
 the other system's time / ours for a and b, our runs/s / its runs/s for c; below 1, it is faster.
 

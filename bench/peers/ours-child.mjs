@@ -6,6 +6,7 @@
 //   node bench/peers/ours-child.mjs <baseDir> [--quick]
 import fs from 'node:fs'
 import path from 'node:path'
+import { discard } from '../trash.mjs'
 import { report, runChild } from './common.mjs'
 
 const base = process.argv[2]
@@ -30,6 +31,6 @@ await runChild(async () => {
   return {
     sys: { steps: (n) => run(steps, n), empty: (x) => run(empty, x) },
     info: { dataDir, sync: process.env.WORKFLOW_NATIVE_SYNC ?? null },
-    teardown: async () => fs.rmSync(dataDir, { recursive: true, force: true }),
+    teardown: async () => discard(dataDir),
   }
 })

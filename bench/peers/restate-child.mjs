@@ -16,6 +16,7 @@ import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 import { createRequire } from 'node:module'
+import { discard } from '../trash.mjs'
 import { report, runChild } from './common.mjs'
 import { installedVersion } from './versions.mjs'
 
@@ -167,7 +168,7 @@ await runChild(async () => {
       for (const s of sessions) s.destroy()
       await closed
     }
-    fs.rmSync(dataDir, { recursive: true, force: true })
+    discard(dataDir)
   }
 
   try {
