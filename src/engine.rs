@@ -108,6 +108,30 @@ const WRITER_SPIN: std::time::Duration = std::time::Duration::from_micros(200);
 /// whose sync then covers both, short enough that an attempt is soon durable anyway.
 const IDLE_SYNC_AFTER: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// How many journal threads a writer runs: the runs are spread over them by id (each run's
+/// appends stay on one thread, in order). On a disk, a step's file writes are mostly
+/// kernel time in the file system; with many runs in flight one thread is the engine's
+/// bottleneck while the cores have time left. `WORKFLOW_NATIVE_JOURNAL_THREADS` (1–16)
+/// overrides the default: the machine's cores, at most 4.
+fn journal_threads() -> usize {
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("WORKFLOW_NATIVE_JOURNAL_THREADS")
+            .ok()
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .filter(|n| (1..=16).contains(n))
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+    })
+}
+
+/// The journal thread of `run_id` among `n`.
+fn shard_of(run_id: &str, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    run_id.hash(&mut h);
+    (h.finish() % n as u64) as usize
+}
+
 /// Test hook: `WORKFLOW_NATIVE_TEST_NO_IDLE_SYNC=1` leaves writes answered early to the
 /// next group's sync (never an idle one), so a test that counts syncs does not depend on
 /// how long a step takes.
@@ -242,10 +266,82 @@ pub struct WriteAnswer {
     pub text: String,
 }
 
-/// The journal's writer thread (see `NativeWorld#journalWriter`).
+/// One journal thread: the appends of its share of the runs, in order, group-committed.
+struct JournalThread {
+    journal: Arc<Journal>,
+    mailbox: Arc<Mailbox>,
+    on_ready: Arc<ThreadsafeFunction<u32, (), u32, Status, false, true>>,
+    sync_tx: std::sync::mpsc::Sender<(CommitWait, Vec<(u32, String)>)>,
+    lease_owner: Option<String>,
+}
+
+impl JournalThread {
+    fn run(self, rx: &std::sync::mpsc::Receiver<WriteJob>) {
+        let mut commits = GroupCommit::default();
+        while let Some(first) = next_job(rx, &self.journal, &mut commits) {
+            // Every append waiting now is one group: appended in order, then
+            // made durable by one commit, then answered.
+            let mut group = vec![first];
+            while let Ok(job) = rx.try_recv() {
+                group.push(job);
+            }
+            // wake-ups (see `warm`) only got the thread looking for work
+            group.retain(|job| !job.run_id.is_empty());
+            if group.is_empty() {
+                continue;
+            }
+            let mut early = true;
+            let mut answers: Vec<(u32, String)> = group
+                .iter()
+                .map(|job| {
+                    let text = match catch_unwind(AssertUnwindSafe(|| {
+                        append_json(
+                            &self.journal,
+                            &job.run_id,
+                            &job.requests,
+                            self.lease_owner.as_deref(),
+                        )
+                    })) {
+                        Ok(Ok((text, ok_early))) => {
+                            early &= ok_early;
+                            text
+                        }
+                        Ok(Err(e)) => json!({ "nativeError": e.reason }).to_string(),
+                        Err(p) => json!({ "nativeError": panic_error(p).reason }).to_string(),
+                    };
+                    (job.id, text)
+                })
+                .collect();
+            match commits.finish_group_begin(&self.journal, early) {
+                Err(e) => fail_all(&mut answers, &e),
+                Ok(None) => {}
+                Ok(Some(sync)) => {
+                    // More appends waiting: the syncer waits for the device
+                    // while this thread writes them (pipelined group commit);
+                    // else waiting here costs no thread hand-off.
+                    if rx_has_jobs(rx) {
+                        if self.sync_tx.send((sync, answers)).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    if let Err(e) = sync.wait() {
+                        fail_all(&mut answers, &e);
+                    }
+                }
+            }
+            if !answer(&self.mailbox, &self.on_ready, answers) {
+                return;
+            }
+        }
+    }
+}
+
+/// The journal's writer threads (see `NativeWorld#journalWriter`).
 #[napi]
 pub struct JournalWriter {
-    tx: Option<std::sync::mpsc::Sender<WriteJob>>,
+    /// One sender per journal thread; empty once closed.
+    txs: Vec<std::sync::mpsc::Sender<WriteJob>>,
     mailbox: Arc<Mailbox>,
 }
 
@@ -255,9 +351,10 @@ impl JournalWriter {
     #[napi(catch_unwind)]
     pub fn write(&self, id: u32, run_id: String, requests: String) -> napi::Result<()> {
         guard(|| {
-            let Some(tx) = &self.tx else {
+            if self.txs.is_empty() {
                 return Err(napi::Error::from_reason("the journal writer is closed"));
-            };
+            }
+            let tx = &self.txs[shard_of(&run_id, self.txs.len())];
             tx.send(WriteJob {
                 id,
                 run_id,
@@ -267,14 +364,15 @@ impl JournalWriter {
         })
     }
 
-    /// Wakes the thread without work: it then looks for the next append for a while
-    /// before it sleeps again. Sent when a write is about to come (a run just started
-    /// executing) so that the write does not wait for the thread's wake-up, which on
-    /// virtual machines costs more than the append.
+    /// Wakes `runId`'s thread without work: it then looks for the next append for a
+    /// while before it sleeps again. Sent when a write is about to come (a run just
+    /// started executing) so that the write does not wait for the thread's wake-up, which
+    /// on virtual machines costs more than the append.
     #[napi(catch_unwind)]
-    pub fn warm(&self) -> napi::Result<()> {
+    pub fn warm(&self, run_id: String) -> napi::Result<()> {
         guard(|| {
-            if let Some(tx) = &self.tx {
+            if !self.txs.is_empty() {
+                let tx = &self.txs[shard_of(&run_id, self.txs.len())];
                 // a closed or stopped writer has nothing to warm up
                 let _ = tx.send(WriteJob {
                     id: 0,
@@ -307,11 +405,11 @@ impl JournalWriter {
         })
     }
 
-    /// Stops the thread once the queued appends are done (idempotent).
+    /// Stops the threads once the queued appends are done (idempotent).
     #[napi(catch_unwind)]
     pub fn close(&mut self) -> napi::Result<()> {
         guard(|| {
-            self.tx = None;
+            self.txs.clear();
             Ok(())
         })
     }
@@ -373,12 +471,11 @@ impl NativeWorld {
     ) -> napi::Result<JournalWriter> {
         guard(|| {
             let journal = self.journal();
-            let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
             let mailbox = Arc::new(Mailbox::default());
             let on_ready = Arc::new(on_ready);
-            // The syncer: waits for the syncs of groups the journal thread handed over
-            // (it had more appends waiting), then answers them. Groups are handed over in
-            // order and answered in that order.
+            // The syncer: waits for the syncs of groups a journal thread handed over (it
+            // had more appends waiting), then answers them. Each thread's groups are
+            // handed over in order and answered in that order.
             let (sync_tx, sync_rx) = std::sync::mpsc::channel::<(CommitWait, Vec<(u32, String)>)>();
             let syncer_mailbox = Arc::clone(&mailbox);
             let syncer_ready = Arc::clone(&on_ready);
@@ -403,77 +500,25 @@ impl NativeWorld {
                 .map_err(|e| {
                     napi::Error::from_reason(format!("cannot start the journal's sync thread: {e}"))
                 })?;
-            let thread_mailbox = Arc::clone(&mailbox);
-            std::thread::Builder::new()
-                .name("workflow-native-journal".into())
-                .spawn(move || {
-                    let mut commits = GroupCommit::default();
-                    while let Some(first) = next_job(&rx, &journal, &mut commits) {
-                        // Every append waiting now is one group: appended in order, then
-                        // made durable by one commit, then answered.
-                        let mut group = vec![first];
-                        while let Ok(job) = rx.try_recv() {
-                            group.push(job);
-                        }
-                        // wake-ups (see `warm`) only got the thread looking for work
-                        group.retain(|job| !job.run_id.is_empty());
-                        if group.is_empty() {
-                            continue;
-                        }
-                        let mut early = true;
-                        let mut answers: Vec<(u32, String)> = group
-                            .iter()
-                            .map(|job| {
-                                let text = match catch_unwind(AssertUnwindSafe(|| {
-                                    append_json(
-                                        &journal,
-                                        &job.run_id,
-                                        &job.requests,
-                                        lease_owner.as_deref(),
-                                    )
-                                })) {
-                                    Ok(Ok((text, ok_early))) => {
-                                        early &= ok_early;
-                                        text
-                                    }
-                                    Ok(Err(e)) => json!({ "nativeError": e.reason }).to_string(),
-                                    Err(p) => {
-                                        json!({ "nativeError": panic_error(p).reason }).to_string()
-                                    }
-                                };
-                                (job.id, text)
-                            })
-                            .collect();
-                        match commits.finish_group_begin(&journal, early) {
-                            Err(e) => fail_all(&mut answers, &e),
-                            Ok(None) => {}
-                            Ok(Some(sync)) => {
-                                // More appends waiting: the syncer waits for the device
-                                // while this thread writes them (pipelined group commit);
-                                // else waiting here costs no thread hand-off.
-                                if rx_has_jobs(&rx) {
-                                    if sync_tx.send((sync, answers)).is_err() {
-                                        return;
-                                    }
-                                    continue;
-                                }
-                                if let Err(e) = sync.wait() {
-                                    fail_all(&mut answers, &e);
-                                }
-                            }
-                        }
-                        if !answer(&thread_mailbox, &on_ready, answers) {
-                            return;
-                        }
-                    }
-                })
-                .map_err(|e| {
-                    napi::Error::from_reason(format!("cannot start the journal thread: {e}"))
-                })?;
-            Ok(JournalWriter {
-                tx: Some(tx),
-                mailbox,
-            })
+            let mut txs = Vec::new();
+            for i in 0..journal_threads() {
+                let (tx, rx) = std::sync::mpsc::channel::<WriteJob>();
+                let writer = JournalThread {
+                    journal: Arc::clone(&journal),
+                    mailbox: Arc::clone(&mailbox),
+                    on_ready: Arc::clone(&on_ready),
+                    sync_tx: sync_tx.clone(),
+                    lease_owner: lease_owner.clone(),
+                };
+                std::thread::Builder::new()
+                    .name(format!("workflow-native-journal-{i}"))
+                    .spawn(move || writer.run(&rx))
+                    .map_err(|e| {
+                        napi::Error::from_reason(format!("cannot start the journal thread: {e}"))
+                    })?;
+                txs.push(tx);
+            }
+            Ok(JournalWriter { txs, mailbox })
         })
     }
 

@@ -91,8 +91,9 @@ function writerFor(world, leaseOwner) {
     if (pending.size > 0) startPolling()
   }, leaseOwner)
   w = {
-    warm() {
-      native.warm()
+    /** Wakes the journal thread of `runId`. */
+    warm(runId) {
+      native.warm(runId)
     },
     append(runId, requests) {
       const id = nextId++
@@ -177,7 +178,7 @@ class RunJournal {
 
   /** A write is coming soon: the writer thread is woken now rather than by that write. */
   warm() {
-    if (!this.#halted) this.#writer.warm()
+    if (!this.#halted) this.#writer.warm(this.#runId)
   }
 
   /** Resolves once every write queued so far is settled (written or refused). */
