@@ -511,7 +511,7 @@ impl NativeWorld {
                     lease_owner: lease_owner.clone(),
                 };
                 std::thread::Builder::new()
-                    .name(format!("workflow-native-journal-{i}"))
+                    .name(format!("wfn-journal-{i}"))
                     .spawn(move || writer.run(&rx))
                     .map_err(|e| {
                         napi::Error::from_reason(format!("cannot start the journal thread: {e}"))
