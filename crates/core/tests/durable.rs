@@ -9,6 +9,9 @@ use workflow_core::journal::{answer_before_sync, GroupCommit, Journal};
 use workflow_core::world::durable::{self, SyncPoint};
 use workflow_core::world::local::LocalWorld;
 
+mod waltest;
+use waltest::req;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Seen {
     Data(PathBuf),
@@ -56,24 +59,8 @@ fn run_created() -> String {
     .to_string()
 }
 
-fn req(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("test requests are objects"),
-    }
-}
-
 fn step_events(step: &str) -> Vec<Map<String, Value>> {
-    vec![
-        req(json!({
-            "eventType": "step_created", "specVersion": 3, "correlationId": step,
-            "eventData": {"stepName": "s", "input": {"__type": "Uint8Array", "data": "ZGV2bFtd"}}
-        })),
-        req(json!({
-            "eventType": "step_started", "specVersion": 3, "correlationId": step,
-            "eventData": {"stepName": "s"}
-        })),
-    ]
+    waltest::step(step, false)
 }
 
 /// Every publication was preceded by the push of its contents; returns the files published.

@@ -12,12 +12,8 @@ use workflow_core::world::durable::{self, Mode, SyncPoint};
 use workflow_core::world::local::LocalWorld;
 use workflow_core::world::wal;
 
-fn req(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("test requests are objects"),
-    }
-}
+mod waltest;
+use waltest::req;
 
 fn run_created() -> String {
     json!({
@@ -35,45 +31,15 @@ fn run_started() -> Map<String, Value> {
 }
 
 fn step(step: &str) -> Vec<Map<String, Value>> {
-    vec![
-        req(json!({
-            "eventType": "step_created", "specVersion": 3, "correlationId": step,
-            "eventData": {"stepName": "s", "input": {"__type": "Uint8Array", "data": "ZGV2bFtd"}}
-        })),
-        req(json!({
-            "eventType": "step_started", "specVersion": 3, "correlationId": step,
-            "eventData": {"stepName": "s"}
-        })),
-        req(json!({
-            "eventType": "step_completed", "specVersion": 3, "correlationId": step,
-            "eventData": {"result": {"__type": "Uint8Array", "data": "ZGV2bFsxXQ=="}}
-        })),
-    ]
+    waltest::step(step, true)
 }
 
 /// Every file of the world (not our own `.workflow-native` directory), with its bytes.
 fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries {
-            let e = e.unwrap();
-            let p = e.path();
-            let rel = p.strip_prefix(root).unwrap().to_string_lossy().to_string();
-            if rel.starts_with(".workflow-native") {
-                continue;
-            }
-            if e.file_type().unwrap().is_dir() {
-                walk(root, &p, out);
-            } else {
-                out.insert(rel, std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
+    waltest::snapshot(root)
+        .into_iter()
+        .map(|(rel, (bytes, _))| (rel, bytes))
+        .collect()
 }
 
 /// Asserts two snapshots are equal, naming the files that differ.
