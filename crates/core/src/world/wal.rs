@@ -23,6 +23,15 @@
 //! [`raise_mark`]) to the instant before it, stops relying on the old file for pre-images
 //! and only then removes it. Until then both files exist and recovery replays both.
 //!
+//! **Holds.** A replace or removal that needs no pre-image because a log file already
+//! holds the file's acknowledged version (it was written, or pre-imaged, in it) relies on
+//! that log file until the replace itself is synced in a log. Such writes take a *hold* on
+//! the file's generation (`epoch`), released when their commit is synced; a rotated file is
+//! removed only once its holds are released. (A failed commit keeps its holds: the old
+//! file then stays until the process ends, and a later open replays it.) The synchronous
+//! rotation — the first open, or a log full again while the previous rotation's thread
+//! still runs — removes its old file at once, after its `syncfs`, without waiting for holds.
+//!
 //! Two rules keep the files that were *not* acknowledged from hurting the ones that were:
 //! * **Pre-images.** Before a file that existed when the log began is replaced or removed
 //!   for the first time, its current contents are recorded and synced: an unacknowledged
@@ -56,6 +65,8 @@ const HEADER_LEN: u64 = 4096;
 const RECORD_MAGIC: u32 = 0x574c_4f47; // "WLOG"
 const RECORD_HEAD: usize = 12; // magic, payload length, crc32
 const GROW_BY: u64 = 1 << 20;
+/// How long a rotation waits for the writes relying on the old file (see "Holds").
+const HOLDS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 const OP_PUT: u8 = 1;
 const OP_DEL: u8 = 2;
 
@@ -347,6 +358,8 @@ pub(crate) struct Wal {
     synced: AtomicU64,
     /// Test hook: rotations' threads stop before their `syncfs`, as a crash would.
     abandon_rotations: std::sync::atomic::AtomicBool,
+    /// A rotation's thread waits for holds on the old file (tests).
+    waiting_on_holds: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -365,6 +378,11 @@ struct State {
     t0: i64,
     /// The thread retiring the previous file, if a rotation started one.
     retiring: Option<std::thread::JoinHandle<()>>,
+    /// The current file's generation, and the one of the file `carried` is held by.
+    epoch: u64,
+    carried_epoch: u64,
+    /// Writes relying on a generation's file whose own commit is not synced yet.
+    holds: std::collections::HashMap<u64, u64>,
     /// A failed append or sync: every later commit fails with it.
     failed: Option<String>,
 }
@@ -372,6 +390,21 @@ struct State {
 thread_local! {
     /// Operations of this thread not yet committed, per log.
     static PENDING: RefCell<Vec<(Arc<Wal>, Vec<u8>)>> = const { RefCell::new(Vec::new()) };
+    /// Holds this thread's pending writes took (see the module's "Holds").
+    static HELD: RefCell<Vec<(Arc<Wal>, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Releases holds once the writes that took them are durable (or forgotten).
+fn release(held: Vec<(Arc<Wal>, u64)>) {
+    for (wal, epoch) in held {
+        let mut st = wal.lock_state();
+        if let Some(n) = st.holds.get_mut(&epoch) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                st.holds.remove(&epoch);
+            }
+        }
+    }
 }
 
 fn registry() -> &'static RwLock<Vec<Arc<Wal>>> {
@@ -420,11 +453,15 @@ pub(crate) fn attach(root: &Path) -> Result<()> {
                 carried: HashSet::new(),
                 t0: i64::MIN,
                 retiring: None,
+                epoch: 0,
+                carried_epoch: 0,
+                holds: std::collections::HashMap::new(),
                 failed: None,
             }),
             sync_turn: Mutex::new(()),
             synced: AtomicU64::new(0),
             abandon_rotations: std::sync::atomic::AtomicBool::new(false),
+            waiting_on_holds: std::sync::atomic::AtomicBool::new(false),
         }));
     }
     Ok(())
@@ -731,6 +768,7 @@ impl Wal {
         st.offset = HEADER_LEN;
         st.allocated = HEADER_LEN + GROW_BY;
         st.t0 = t0;
+        st.epoch += 1;
         st.covered.clear();
         // the syncfs made what an earlier file (one being retired too) protected durable
         st.carried.clear();
@@ -813,10 +851,13 @@ impl Wal {
         st.allocated = HEADER_LEN + GROW_BY;
         let covered = std::mem::take(&mut st.covered);
         st.carried.extend(covered);
+        let old_epoch = st.epoch;
+        st.carried_epoch = old_epoch;
+        st.epoch += 1;
         let wal = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("workflow-native-log-rotate".into())
-            .spawn(move || wal.retire_rotated(&old_path, old_file));
+            .spawn(move || wal.retire_rotated(&old_path, old_file, old_epoch));
         match spawned {
             Ok(h) => {
                 st.retiring = Some(h);
@@ -829,7 +870,7 @@ impl Wal {
 
     /// Step 4 of [`rotate`](Self::rotate), on its own thread. A failure is a storage
     /// fault: every later commit of this log fails with it, and the old file is kept.
-    fn retire_rotated(&self, old_path: &Path, old_file: Arc<File>) {
+    fn retire_rotated(&self, old_path: &Path, old_file: Arc<File>, old_epoch: u64) {
         if self.abandon_rotations.load(Ordering::SeqCst) {
             return;
         }
@@ -847,6 +888,33 @@ impl Wal {
             return;
         }
         self.lock_state().carried.clear();
+        // writes that relied on the old file for their file's acknowledged version: until
+        // their own commit is synced (each is a batch's write, committed right after it).
+        // Holds still taken after HOLDS_PATIENCE belong to writes that failed or were
+        // abandoned: the file is then kept (a later open of the directory replays it).
+        let patience = std::time::Instant::now() + HOLDS_PATIENCE;
+        loop {
+            let st = self.lock_state();
+            if st.failed.is_some() {
+                return;
+            }
+            if !st.holds.contains_key(&old_epoch) {
+                break;
+            }
+            drop(st);
+            if std::time::Instant::now() >= patience {
+                self.waiting_on_holds.store(false, Ordering::SeqCst);
+                eprintln!(
+                    "workflow-native: kept the rotated durability log {}: writes relying on it \
+                     were never committed",
+                    old_path.display()
+                );
+                return;
+            }
+            self.waiting_on_holds.store(true, Ordering::SeqCst);
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        self.waiting_on_holds.store(false, Ordering::SeqCst);
         drop(old_file);
         match std::fs::remove_file(old_path) {
             Ok(()) => {}
@@ -894,8 +962,18 @@ impl Wal {
             return Ok(());
         };
         {
-            let st = self.lock_state();
-            if st.covered.contains(&rel) || st.carried.contains(&rel) {
+            let mut st = self.lock_state();
+            let held_by = if st.covered.contains(&rel) {
+                Some(st.epoch)
+            } else if st.carried.contains(&rel) {
+                Some(st.carried_epoch)
+            } else {
+                None
+            };
+            if let Some(epoch) = held_by {
+                *st.holds.entry(epoch).or_default() += 1;
+                drop(st);
+                HELD.with(|h| h.borrow_mut().push((Arc::clone(self), epoch)));
                 return Ok(());
             }
         }
@@ -909,7 +987,7 @@ impl Wal {
         };
         let mut payload = Vec::with_capacity(current.len() + rel.len() + 16);
         encode_op(&mut payload, now_ns(), &rel, Some(&current));
-        let seq = self.append(&payload, std::slice::from_ref(&rel))?;
+        let seq = self.append_held(&payload, std::slice::from_ref(&rel), true)?;
         self.sync_to(seq)
     }
 
@@ -935,6 +1013,12 @@ impl Wal {
 
     /// Appends one record; returns its sequence number.
     fn append(self: &Arc<Self>, payload: &[u8], rels: &[String]) -> Result<u64> {
+        self.append_held(payload, rels, false)
+    }
+
+    /// [`append`](Self::append); with `hold`, a pre-image: the write it protects takes a
+    /// hold on the file the record went to, in the same step (see the module's "Holds").
+    fn append_held(self: &Arc<Self>, payload: &[u8], rels: &[String], hold: bool) -> Result<u64> {
         let rec = record(payload);
         let mut st = self.lock_state();
         if let Some(f) = &st.failed {
@@ -978,6 +1062,11 @@ impl Wal {
         for r in rels {
             st.covered.insert(r.clone());
         }
+        if hold {
+            let epoch = st.epoch;
+            *st.holds.entry(epoch).or_default() += 1;
+            HELD.with(|h| h.borrow_mut().push((Arc::clone(self), epoch)));
+        }
         Ok(st.seq)
     }
 
@@ -1019,6 +1108,7 @@ impl Wal {
 /// with concurrent committers). On failure nothing may be acknowledged.
 pub(crate) fn commit() -> Result<()> {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
     let mut first_err = None;
     for (wal, payload) in pending {
         if payload.is_empty() {
@@ -1032,7 +1122,10 @@ pub(crate) fn commit() -> Result<()> {
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(()),
+        None => {
+            release(held);
+            Ok(())
+        }
     }
 }
 
@@ -1041,6 +1134,7 @@ pub(crate) fn commit() -> Result<()> {
 /// be acknowledged.
 pub(crate) fn commit_begin() -> Result<PendingSync> {
     let pending = PENDING.with(|p| std::mem::take(&mut *p.borrow_mut()));
+    let held = HELD.with(|h| std::mem::take(&mut *h.borrow_mut()));
     let mut syncs = Vec::with_capacity(pending.len());
     let mut first_err = None;
     for (wal, payload) in pending {
@@ -1056,34 +1150,56 @@ pub(crate) fn commit_begin() -> Result<PendingSync> {
     }
     match first_err {
         Some(e) => Err(e),
-        None => Ok(PendingSync(syncs)),
+        None => Ok(PendingSync { syncs, held }),
     }
 }
 
 /// Records appended by [`commit_begin`] whose sync is still to wait for: any thread may
 /// wait (concurrent waits share one `fdatasync`).
-pub(crate) struct PendingSync(Vec<(Arc<Wal>, u64)>);
+pub(crate) struct PendingSync {
+    syncs: Vec<(Arc<Wal>, u64)>,
+    /// Released once the records are synced (kept when the sync failed).
+    held: Vec<(Arc<Wal>, u64)>,
+}
 
 impl PendingSync {
     /// Returns once the records are on stable storage; on `Err` (naming the log) they may
     /// not be acknowledged.
-    pub(crate) fn wait(self) -> Result<()> {
+    pub(crate) fn wait(mut self) -> Result<()> {
         let mut first_err = None;
-        for (wal, seq) in self.0 {
+        for (wal, seq) in std::mem::take(&mut self.syncs) {
             if let Err(e) = wal.sync_to(seq) {
                 first_err.get_or_insert(e);
             }
         }
         match first_err {
-            Some(e) => Err(e),
-            None => Ok(()),
+            Some(e) => {
+                // kept (never released): the writes are not durable, the old file keeps
+                // their files' acknowledged versions
+                self.held.clear();
+                Err(e)
+            }
+            None => {
+                release(std::mem::take(&mut self.held));
+                Ok(())
+            }
         }
+    }
+}
+
+impl Drop for PendingSync {
+    /// Never waited for (the writer stopped): nothing was acknowledged; its holds are
+    /// released so a rotation's thread does not wait for them for ever.
+    fn drop(&mut self) {
+        release(std::mem::take(&mut self.held));
     }
 }
 
 /// Forgets this thread's pending operations (the writes failed and are reported).
 pub(crate) fn discard() {
     PENDING.with(|p| p.borrow_mut().clear());
+    // the writes failed and are reported: nothing waits for them
+    release(HELD.with(|h| std::mem::take(&mut *h.borrow_mut())));
 }
 
 /// Whether this thread has operations waiting for a commit.
@@ -1097,6 +1213,15 @@ pub fn settle(root: &Path) {
     if let Some(w) = find(&root.join("x")).filter(|w| w.root == root) {
         w.settle();
     }
+}
+
+/// Whether a rotation's thread of `root`'s log is waiting for writes that rely on the
+/// old file (tests).
+#[doc(hidden)]
+pub fn waiting_on_holds(root: &Path) -> bool {
+    find(&root.join("x"))
+        .filter(|w| w.root == root)
+        .is_some_and(|w| w.waiting_on_holds.load(Ordering::SeqCst))
 }
 
 /// Test hook: from now on, rotations of `root`'s log leave their previous file and the
