@@ -27,10 +27,10 @@
 //! holds the file's acknowledged version (it was written, or pre-imaged, in it) relies on
 //! that log file until the replace itself is synced in a log. Such writes take a *hold* on
 //! the file's generation (`epoch`), released when their commit is synced; a rotated file is
-//! removed only once its holds are released. (A failed commit keeps its holds: the old
-//! file then stays until the process ends, and a later open replays it.) The synchronous
-//! rotation — the first open, or a log full again while the previous rotation's thread
-//! still runs — removes its old file at once, after its `syncfs`, without waiting for holds.
+//! removed only once its holds are released, also when the rotation was made the
+//! synchronous way (a log full again while the previous rotation's thread still runs).
+//! (A failed commit keeps its holds: the old file then stays until the process ends, and
+//! a later open replays it.)
 //!
 //! Two rules keep the files that were *not* acknowledged from hurting the ones that were:
 //! * **Pre-images.** Before a file that existed when the log began is replaced or removed
@@ -358,8 +358,8 @@ pub(crate) struct Wal {
     synced: AtomicU64,
     /// Test hook: rotations' threads stop before their `syncfs`, as a crash would.
     abandon_rotations: std::sync::atomic::AtomicBool,
-    /// A rotation's thread waits for holds on the old file (tests).
-    waiting_on_holds: std::sync::atomic::AtomicBool,
+    /// Rotations' threads waiting for holds on their old file (tests).
+    waiting_on_holds: std::sync::atomic::AtomicUsize,
 }
 
 struct State {
@@ -376,8 +376,8 @@ struct State {
     carried: HashSet<String>,
     /// The current file's `t0` (a new file made by a rotation inherits it).
     t0: i64,
-    /// The thread retiring the previous file, if a rotation started one.
-    retiring: Option<std::thread::JoinHandle<()>>,
+    /// The threads retiring earlier files (rotations' threads).
+    retiring: Vec<std::thread::JoinHandle<()>>,
     /// The current file's generation, and the one of the file `carried` is held by.
     epoch: u64,
     carried_epoch: u64,
@@ -452,7 +452,7 @@ pub(crate) fn attach(root: &Path) -> Result<()> {
                 covered: HashSet::new(),
                 carried: HashSet::new(),
                 t0: i64::MIN,
-                retiring: None,
+                retiring: Vec::new(),
                 epoch: 0,
                 carried_epoch: 0,
                 holds: std::collections::HashMap::new(),
@@ -461,7 +461,7 @@ pub(crate) fn attach(root: &Path) -> Result<()> {
             sync_turn: Mutex::new(()),
             synced: AtomicU64::new(0),
             abandon_rotations: std::sync::atomic::AtomicBool::new(false),
-            waiting_on_holds: std::sync::atomic::AtomicBool::new(false),
+            waiting_on_holds: std::sync::atomic::AtomicUsize::new(0),
         }));
     }
     Ok(())
@@ -755,8 +755,9 @@ impl Wal {
     }
 
     /// Opens a new log file (its `t0` after a `syncfs`): every change made before is
-    /// durable, every one after is logged.
-    fn open_file(&self, st: &mut State) -> Result<()> {
+    /// durable, every one after is logged. The file it replaces (a rotation made this way)
+    /// is removed once the writes relying on it are synced (see "Holds"), by a thread.
+    fn open_file(self: &Arc<Self>, st: &mut State) -> Result<()> {
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let guard = dir_lock(&self.dir)?;
         let t0 = sync_file_system(&self.root)?;
@@ -764,18 +765,30 @@ impl Wal {
         raise_mark(&self.dir, t0)?;
         drop(guard);
         let old = std::mem::replace(&mut st.path, path);
-        st.file = Some(Arc::new(file));
+        let old_file = st.file.replace(Arc::new(file));
         st.offset = HEADER_LEN;
         st.allocated = HEADER_LEN + GROW_BY;
         st.t0 = t0;
+        let old_epoch = st.epoch;
         st.epoch += 1;
         st.covered.clear();
         // the syncfs made what an earlier file (one being retired too) protected durable
         st.carried.clear();
         // everything appended before is durable now (the syncfs covered it)
         self.synced.fetch_max(st.seq, Ordering::SeqCst);
-        if !old.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&old);
+        if let Some(old_file) = old_file {
+            let wal = Arc::clone(self);
+            let old_path = old.clone();
+            let spawned = std::thread::Builder::new()
+                .name("workflow-native-log-rotate".into())
+                .spawn(move || wal.retire_rotated(&old_path, old_file, old_epoch, false));
+            match spawned {
+                Ok(h) => st.retiring.push(h),
+                // no thread to be had: at once (the window the holds close stays open)
+                Err(_) => {
+                    let _ = std::fs::remove_file(&old);
+                }
+            }
         }
         Ok(())
     }
@@ -831,7 +844,8 @@ impl Wal {
         let Some(old_file) = st.file.clone() else {
             return self.open_file(st);
         };
-        if st.retiring.as_ref().is_some_and(|h| !h.is_finished()) {
+        st.retiring.retain(|h| !h.is_finished());
+        if !st.retiring.is_empty() {
             return self.open_file(st);
         }
         old_file
@@ -857,10 +871,10 @@ impl Wal {
         let wal = Arc::clone(self);
         let spawned = std::thread::Builder::new()
             .name("workflow-native-log-rotate".into())
-            .spawn(move || wal.retire_rotated(&old_path, old_file, old_epoch));
+            .spawn(move || wal.retire_rotated(&old_path, old_file, old_epoch, true));
         match spawned {
             Ok(h) => {
-                st.retiring = Some(h);
+                st.retiring.push(h);
                 Ok(())
             }
             // no thread to be had: the synchronous way (its syncfs covers the old file)
@@ -868,53 +882,65 @@ impl Wal {
         }
     }
 
-    /// Step 4 of [`rotate`](Self::rotate), on its own thread. A failure is a storage
-    /// fault: every later commit of this log fails with it, and the old file is kept.
-    fn retire_rotated(&self, old_path: &Path, old_file: Arc<File>, old_epoch: u64) {
+    /// Step 4 of [`rotate`](Self::rotate), on its own thread (`syncfs`: the rotation has
+    /// not made one; else, after [`open_file`](Self::open_file)'s, only the wait for holds
+    /// and the removal). A failure is a storage fault: every later commit of this log
+    /// fails with it, and the old file is kept.
+    fn retire_rotated(&self, old_path: &Path, old_file: Arc<File>, old_epoch: u64, syncfs: bool) {
         if self.abandon_rotations.load(Ordering::SeqCst) {
             return;
         }
-        let synced = dir_lock(&self.dir).and_then(|_guard| {
-            let t1 = sync_file_system(&self.root)?;
-            raise_mark(&self.dir, t1)
-        });
-        if let Err(e) = synced {
-            eprintln!(
-                "workflow-native: the durability log of {} could not be rotated: {e}",
-                self.root.display()
-            );
-            let mut st = self.lock_state();
-            self.fail(&mut st, e);
-            return;
+        if syncfs {
+            let synced = dir_lock(&self.dir).and_then(|_guard| {
+                let t1 = sync_file_system(&self.root)?;
+                raise_mark(&self.dir, t1)
+            });
+            if let Err(e) = synced {
+                eprintln!(
+                    "workflow-native: the durability log of {} could not be rotated: {e}",
+                    self.root.display()
+                );
+                let mut st = self.lock_state();
+                self.fail(&mut st, e);
+                return;
+            }
+            self.lock_state().carried.clear();
         }
-        self.lock_state().carried.clear();
         // writes that relied on the old file for their file's acknowledged version: until
         // their own commit is synced (each is a batch's write, committed right after it).
         // Holds still taken after HOLDS_PATIENCE belong to writes that failed or were
         // abandoned: the file is then kept (a later open of the directory replays it).
         let patience = std::time::Instant::now() + HOLDS_PATIENCE;
-        loop {
+        let mut waiting = false;
+        let kept = loop {
             let st = self.lock_state();
             if st.failed.is_some() {
-                return;
+                break true;
             }
             if !st.holds.contains_key(&old_epoch) {
-                break;
+                break false;
             }
             drop(st);
             if std::time::Instant::now() >= patience {
-                self.waiting_on_holds.store(false, Ordering::SeqCst);
                 eprintln!(
                     "workflow-native: kept the rotated durability log {}: writes relying on it \
                      were never committed",
                     old_path.display()
                 );
-                return;
+                break true;
             }
-            self.waiting_on_holds.store(true, Ordering::SeqCst);
+            if !waiting {
+                waiting = true;
+                self.waiting_on_holds.fetch_add(1, Ordering::SeqCst);
+            }
             std::thread::sleep(std::time::Duration::from_micros(500));
+        };
+        if waiting {
+            self.waiting_on_holds.fetch_sub(1, Ordering::SeqCst);
         }
-        self.waiting_on_holds.store(false, Ordering::SeqCst);
+        if kept {
+            return;
+        }
         drop(old_file);
         match std::fs::remove_file(old_path) {
             Ok(()) => {}
@@ -927,10 +953,10 @@ impl Wal {
         }
     }
 
-    /// Waits for a rotation's retiring thread, if one runs (tests).
+    /// Waits for the rotations' retiring threads (tests).
     fn settle(&self) {
-        let handle = self.lock_state().retiring.take();
-        if let Some(h) = handle {
+        let handles = std::mem::take(&mut self.lock_state().retiring);
+        for h in handles {
             let _ = h.join();
         }
     }
@@ -941,7 +967,7 @@ impl Wal {
     }
 
     /// Makes sure the log file exists before a write it will cover.
-    pub(crate) fn ready(&self) -> Result<()> {
+    pub(crate) fn ready(self: &Arc<Self>) -> Result<()> {
         let mut st = self.lock_state();
         if let Some(f) = &st.failed {
             return Err(Error::io(&st.path, io::Error::other(f.clone())));
@@ -1215,13 +1241,13 @@ pub fn settle(root: &Path) {
     }
 }
 
-/// Whether a rotation's thread of `root`'s log is waiting for writes that rely on the
-/// old file (tests).
+/// How many rotations' threads of `root`'s log wait for writes that rely on their old
+/// file (tests).
 #[doc(hidden)]
-pub fn waiting_on_holds(root: &Path) -> bool {
+pub fn waiting_on_holds(root: &Path) -> usize {
     find(&root.join("x"))
         .filter(|w| w.root == root)
-        .is_some_and(|w| w.waiting_on_holds.load(Ordering::SeqCst))
+        .map_or(0, |w| w.waiting_on_holds.load(Ordering::SeqCst))
 }
 
 /// Test hook: from now on, rotations of `root`'s log leave their previous file and the
