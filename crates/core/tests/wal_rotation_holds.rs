@@ -16,23 +16,7 @@ use workflow_core::world::wal;
 
 /// A new started run.
 fn new_run(world: &LocalWorld, journal: &Journal) -> String {
-    let created = world
-        .create_event_sync(
-            None,
-            &json!({
-                "eventType": "run_created", "specVersion": 3,
-                "eventData": {
-                    "deploymentId": "dpl_test", "workflowName": "workflow//native//holds",
-                    "input": {"__type": "Uint8Array", "data": "ZGV2bFtbXV0="}
-                }
-            })
-            .to_string(),
-        )
-        .unwrap();
-    let run = created.event.unwrap()["runId"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let run = waltest::create_run(world);
     acknowledged(
         journal,
         &run,

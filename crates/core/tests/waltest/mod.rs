@@ -79,6 +79,21 @@ pub fn logged_run(base: &Path) -> Option<(PathBuf, Arc<LocalWorld>, Arc<Journal>
     durable::set_mode(Mode::Log);
     let root = base.join("data");
     let world = Arc::new(LocalWorld::new(&root).unwrap());
+    let run_id = create_run(&world);
+    if wal::log_files(&root).is_empty() {
+        eprintln!("skipped: {} is on a memory file system", root.display());
+        return None;
+    }
+    let journal = Journal::new(Arc::clone(&world));
+    let mut first = vec![req(json!({"eventType": "run_started", "specVersion": 3}))];
+    first.extend(step("step_00", true));
+    assert!(journal.append(&run_id, first).failed.is_none());
+    journal.commit().unwrap();
+    Some((root, world, journal, run_id))
+}
+
+/// A new run (its `run_created` event): its id.
+pub fn create_run(world: &LocalWorld) -> String {
     let created = world
         .create_event_sync(
             None,
@@ -92,20 +107,10 @@ pub fn logged_run(base: &Path) -> Option<(PathBuf, Arc<LocalWorld>, Arc<Journal>
             .to_string(),
         )
         .unwrap();
-    if wal::log_files(&root).is_empty() {
-        eprintln!("skipped: {} is on a memory file system", root.display());
-        return None;
-    }
-    let run_id = created.event.unwrap()["runId"]
+    created.event.unwrap()["runId"]
         .as_str()
         .unwrap()
-        .to_string();
-    let journal = Journal::new(Arc::clone(&world));
-    let mut first = vec![req(json!({"eventType": "run_started", "specVersion": 3}))];
-    first.extend(step("step_00", true));
-    assert!(journal.append(&run_id, first).failed.is_none());
-    journal.commit().unwrap();
-    Some((root, world, journal, run_id))
+        .to_string()
 }
 
 /// Appends `events` to the run and commits them (acknowledged).
