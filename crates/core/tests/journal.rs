@@ -7,12 +7,8 @@ use std::time::Duration;
 use workflow_core::journal::Journal;
 use workflow_core::world::local::LocalWorld;
 
-fn req(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("test requests are objects"),
-    }
-}
+mod waltest;
+use waltest::req;
 
 /// A fresh world with one pending run; returns (world, journal, run id).
 fn setup() -> (tempfile::TempDir, Arc<LocalWorld>, Arc<Journal>, String) {
@@ -25,25 +21,7 @@ fn setup() -> (tempfile::TempDir, Arc<LocalWorld>, Arc<Journal>, String) {
 
 /// A pending run created through `events.create`; returns its id.
 fn new_run(world: &LocalWorld) -> String {
-    let created = world
-        .create_event_sync(
-            None,
-            &json!({
-                "eventType": "run_created",
-                "specVersion": 3,
-                "eventData": {
-                    "deploymentId": "dpl_test",
-                    "workflowName": "workflow//native//journal-test",
-                    "input": {"__type": "Uint8Array", "data": "ZGV2bFtbXV0="}
-                }
-            })
-            .to_string(),
-        )
-        .unwrap();
-    created.event.unwrap()["runId"]
-        .as_str()
-        .unwrap()
-        .to_string()
+    waltest::create_run(world)
 }
 
 fn step_created(step: &str) -> Map<String, Value> {

@@ -1,5 +1,6 @@
-//! Shared by the durability-log rotation tests: a journaled run on a real disk, a model of a
-//! power loss, and the comparison of a directory with its acknowledged state.
+//! Shared by the journal and durability-log tests: requests, a new run, a journaled run on
+//! a real disk, a model of a power loss, and the comparison of a directory with its
+//! acknowledged state.
 #![allow(dead_code)]
 
 use serde_json::{json, Map, Value};
