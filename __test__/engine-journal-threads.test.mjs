@@ -7,6 +7,10 @@ import { official, ours, world } from './helpers/harness.mjs'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fs from 'node:fs'
+import path from 'node:path'
+import os from 'node:os'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import wf from '../workflow.js'
 
 // read when the first journal writer starts (the first run below)
@@ -89,5 +93,31 @@ test('runs racing for one hook token from different journal threads: exactly one
     await ours.resumeHook(token, { p })
     const winner = hook.runId === a.runId ? a : b
     assert.deepEqual(await winner.returnValue, { got: { p } })
+  }
+})
+
+test('a WORKFLOW_NATIVE_JOURNAL_THREADS that is not 1–16 is reported, and the engine runs on the default', () => {
+  const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wfn-threads-env-'))
+  try {
+    const script = `
+      const { start } = require('./index.js')
+      const { workflow, step } = require('./workflow.js')
+      const twice = step('twice', async (x) => x * 2)
+      const w = workflow('threads-env', async (x) => twice(x))
+      start(w, [21]).then((r) => r.returnValue).then((v) => console.log('value', v))
+    `
+    for (const bad of ['zero', '0', '17']) {
+      const out = spawnSync(process.execPath, ['-e', script], {
+        cwd: root,
+        env: { ...process.env, WORKFLOW_LOCAL_DATA_DIR: dir, WORKFLOW_NATIVE_JOURNAL_THREADS: bad },
+        encoding: 'utf8',
+      })
+      assert.equal(out.status, 0, out.stderr)
+      assert.match(out.stdout, /value 42/)
+      assert.match(out.stderr, new RegExp(`WORKFLOW_NATIVE_JOURNAL_THREADS="${bad}" is not a number from 1 to 16`))
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true })
   }
 })

@@ -116,11 +116,20 @@ const IDLE_SYNC_AFTER: std::time::Duration = std::time::Duration::from_millis(10
 fn journal_threads() -> usize {
     static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *N.get_or_init(|| {
-        std::env::var("WORKFLOW_NATIVE_JOURNAL_THREADS")
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .filter(|n| (1..=16).contains(n))
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get().min(4)))
+        let default = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        let Ok(v) = std::env::var("WORKFLOW_NATIVE_JOURNAL_THREADS") else {
+            return default;
+        };
+        match v.trim().parse::<usize>() {
+            Ok(n) if (1..=16).contains(&n) => n,
+            _ => {
+                eprintln!(
+                    "workflow-native: WORKFLOW_NATIVE_JOURNAL_THREADS={v:?} is not a number \
+                     from 1 to 16; using {default} journal thread(s)"
+                );
+                default
+            }
+        }
     })
 }
 
