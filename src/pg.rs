@@ -309,7 +309,11 @@ impl NativePgWorld {
         guard(|| {
             let inner = Arc::new(self.inner.open_stream(&name, start_index, mode.into()));
             Ok(NativePgStreamReader {
-                ahead: Arc::new(Arc::clone(&inner).prefetching()),
+                ahead: Arc::new(
+                    Arc::clone(&inner)
+                        .prefetching()
+                        .with_batch_bytes(crate::stream::BATCH_BYTES),
+                ),
                 inner,
             })
         })

@@ -432,6 +432,34 @@ async fn a_long_stream_reads_in_order_across_pages_and_leaves_no_transaction_ope
     db.drop_db().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunk_written_after_a_full_page_is_read_without_waiting_for_a_writer() {
+    let Some(db) = TestDb::new("stream_ahead").await else {
+        return;
+    };
+    let w = db.world().await;
+    let name = "strm_ahead";
+    // exactly one full page: the reader asks for the next page ahead, and finds it empty
+    let first: Vec<Vec<u8>> = (0..300).map(|i| format!("c{i}").into_bytes()).collect();
+    w.append_stream(name, "wrun_x", &first).await.unwrap();
+    let reader = w.open_stream(name, 0, StreamMode::BytesRaw);
+    let page = reader.next_many(300).await.unwrap();
+    assert_eq!(page.items.len(), 300);
+    // written after that page: its notification may have gone out before the next call
+    // listens, so the next call must query again rather than trust the page read ahead
+    w.append_stream(name, "wrun_x", &[b"late".to_vec()])
+        .await
+        .unwrap();
+    let next = reader.next_many(300).await.unwrap();
+    assert!(matches!(&next.items[..], [Item::Bytes(b)] if b == b"late"));
+    assert_eq!(reader.waits(), 0, "waited for a writer with a chunk unread");
+    w.close_stream(name, "wrun_x").await.unwrap();
+    let end = reader.next_many(300).await.unwrap();
+    assert!(end.done && end.items.is_empty());
+    drop(w);
+    db.drop_db().await;
+}
+
 /// `status` / `get` through the synchronous read connections (answered on their thread).
 async fn status_now(w: &Arc<PgWorld>, run_id: &str) -> Result<String, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -120,6 +120,40 @@ const PAGE: &str = "SELECT id, data, eof FROM workflow.workflow_stream_chunks
 const PAGE_PLAN: &str =
     "BEGIN READ ONLY; SET LOCAL enable_bitmapscan = off; SET LOCAL enable_sort = off";
 
+/// Rows a page query asks for at most.
+const PAGE_ROWS: i64 = 1000;
+
+/// The page after `after` (`limit` rows at most), in its read-only transaction with the
+/// plan pinned: one round trip.
+async fn fetch_page(
+    world: &PgWorld,
+    name: &str,
+    after: &str,
+    limit: i64,
+) -> Result<Vec<tokio_postgres::Row>> {
+    let c = world.client().await?;
+    let page = c.prepare_cached(PAGE).await.map_err(db_err)?;
+    // One round trip: the three requests are queued in this order when first polled
+    // (`join3` polls in order) and the connection sends them back to back.
+    let (begun, rows, ended) = futures_util::future::join3(
+        c.batch_execute(PAGE_PLAN),
+        c.query(&page, &[&name, &after, &limit]),
+        c.batch_execute("COMMIT"),
+    )
+    .await;
+    begun.map_err(db_err)?;
+    let rows = rows.map_err(db_err)?;
+    ended.map_err(db_err)?;
+    Ok(rows)
+}
+
+/// A page asked for before it is needed: the one after `after`.
+struct PageAhead {
+    after: String,
+    limit: i64,
+    rows: tokio::task::JoinHandle<Result<Vec<tokio_postgres::Row>>>,
+}
+
 #[derive(Default)]
 struct ReadState {
     resolved: bool,
@@ -127,6 +161,10 @@ struct ReadState {
     skip: i64,
     last_id: String,
     done: bool,
+    /// The next page, already asked for: a full page means more rows may follow, so
+    /// the next query runs on the server while this page is decoded (a stream read
+    /// to its end costs one page's latency, not one per page).
+    ahead: Option<PageAhead>,
 }
 
 /// A live reader of one stream (read ahead on a background task, see
@@ -210,21 +248,45 @@ impl PgStreamReader {
 
     /// The next page: its items and how many rows it had (skipped ones included).
     async fn read_rows(&self, st: &mut ReadState, max: usize) -> Result<(Batch, usize)> {
-        let c = self.world.client().await?;
-        let limit = (max as i64).min(1000);
-        let page = c.prepare_cached(PAGE).await.map_err(db_err)?;
-        // One round trip: the three requests are queued in this order when first polled
-        // (`join3` polls in order) and the connection sends them back to back.
-        let (begun, rows, ended) = futures_util::future::join3(
-            c.batch_execute(PAGE_PLAN),
-            c.query(&page, &[&self.name, &st.last_id, &limit]),
-            c.batch_execute("COMMIT"),
-        )
-        .await;
-        begun.map_err(db_err)?;
-        let rows = rows.map_err(db_err)?;
-        ended.map_err(db_err)?;
-        drop(c);
+        let limit = (max as i64).min(PAGE_ROWS);
+        let ahead = match st.ahead.take() {
+            Some(a) if a.after == st.last_id && a.limit == limit => match a.rows.await {
+                Ok(rows) => rows?,
+                Err(e) => {
+                    return Err(Error::Runtime(format!(
+                        "reading stream \"{}\": the query for its next page failed: {e}",
+                        self.name
+                    )))
+                }
+            },
+            _ => Vec::new(),
+        };
+        // An empty page asked for ahead is asked again: it ran before this call
+        // subscribed to notifications, so a chunk committed since then would otherwise
+        // wait for the poll instead of waking the reader.
+        let rows = if ahead.is_empty() {
+            fetch_page(&self.world, &self.name, &st.last_id, limit).await?
+        } else {
+            ahead
+        };
+        if rows.len() as i64 == limit {
+            if let Some(last) = rows.last() {
+                let eof: bool = last.get(2);
+                if !eof {
+                    let after: String = last.get::<_, &str>(0).to_string();
+                    let world = Arc::clone(&self.world);
+                    let name = self.name.clone();
+                    let from = after.clone();
+                    st.ahead = Some(PageAhead {
+                        after,
+                        limit,
+                        rows: tokio::spawn(
+                            async move { fetch_page(&world, &name, &from, limit).await },
+                        ),
+                    });
+                }
+            }
+        }
         let seen = rows.len();
         let mut items = Vec::new();
         for row in rows {

@@ -54,6 +54,8 @@ fn item_len(i: &Item) -> usize {
 pub struct PrefetchReader<S: Source = StreamReader> {
     shared: Arc<PrefetchShared>,
     reader: Mutex<Option<S>>,
+    /// The most bytes one batch hands out (at least one item whatever its size).
+    batch_bytes: usize,
 }
 
 impl<S: Source> PrefetchReader<S> {
@@ -66,7 +68,15 @@ impl<S: Source> PrefetchReader<S> {
                 closed: tokio::sync::watch::channel(false).0,
             }),
             reader: Mutex::new(Some(reader)),
+            batch_bytes: MAX_BATCH_BYTES,
         }
+    }
+
+    /// Batches of at most `bytes` bytes (and at least one item): a consumer that turns
+    /// each batch into one allocation keeps them below a size it handles cheaply.
+    pub fn with_batch_bytes(mut self, bytes: usize) -> PrefetchReader<S> {
+        self.batch_bytes = bytes.max(1);
+        self
     }
 
     /// Takes up to `max` ready items; `None` when nothing is ready yet (or the read-ahead
@@ -74,9 +84,18 @@ impl<S: Source> PrefetchReader<S> {
     pub fn try_next_many(&self, max: usize) -> Option<Result<Batch>> {
         let mut st = lock(&self.shared.state);
         if !st.items.is_empty() {
-            let n = max.max(1).min(st.items.len());
+            let mut n = 0;
+            let mut bytes = 0;
+            for item in st.items.iter().take(max.max(1)) {
+                let len = item_len(item);
+                if n > 0 && bytes + len > self.batch_bytes {
+                    break;
+                }
+                n += 1;
+                bytes += len;
+            }
             let items: Vec<Item> = st.items.drain(..n).collect();
-            st.bytes -= items.iter().map(item_len).sum::<usize>();
+            st.bytes -= bytes;
             let done = st.done && st.items.is_empty() && st.error.is_none();
             drop(st);
             self.shared.room.notify_one();
@@ -239,6 +258,42 @@ mod tests {
             p.try_next_many(1),
             Some(Ok(Batch { done: true, .. }))
         ));
+    }
+
+    #[tokio::test]
+    async fn batches_stay_within_their_byte_budget_and_hold_at_least_one_item() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let chunks = root.join("streams/chunks");
+        std::fs::create_dir_all(&chunks).unwrap();
+        // texts of ~100 bytes, one of 5,000 (larger than the budget on its own)
+        let text = |i: u64| {
+            let pad = if i == 37 { 5000 } else { 90 };
+            format!("[{i},\"{}\"]", "x".repeat(pad))
+        };
+        for i in 0..100u64 {
+            write_chunk(&chunks, "strm_C_user", &ulid_at(i), 0, &frame(&text(i)));
+        }
+        write_chunk(&chunks, "strm_C_user", &ulid_at(999), 1, b"");
+        let p = PrefetchReader::new(reader_of(root, "strm_C_user")).with_batch_bytes(1000);
+        let mut got = Vec::new();
+        loop {
+            let b = p.next_many(500).await.unwrap();
+            let bytes: usize = b.items.iter().map(item_len).sum();
+            assert!(
+                bytes <= 1000 || b.items.len() == 1,
+                "a batch of {} items, {bytes} bytes",
+                b.items.len()
+            );
+            got.extend(b.items);
+            if b.done {
+                break;
+            }
+        }
+        assert_eq!(got.len(), 100);
+        for (i, item) in got.iter().enumerate() {
+            assert_eq!(item, &Item::Text(text(i as u64)), "item {i}");
+        }
     }
 
     #[tokio::test]
