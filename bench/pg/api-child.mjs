@@ -103,12 +103,15 @@ const handlers = {
     return { runIds, streamRun }
   },
 
-  /** `getRun(id).status`, `iters` calls one after the other over `runIds`, after a warm-up. */
-  async status({ runIds, iters, warmup }) {
+  /**
+   * `getRun(id).status`, `iters` calls one after the other over `runIds` (from the
+   * `from`-th pick on), after a warm-up.
+   */
+  async status({ runIds, iters, warmup, from = 0 }) {
     const pick = (i) => runIds[(i * 7919) % runIds.length]
     for (let i = 0; i < warmup; i++) await api.getRun(pick(i)).status
     const out = []
-    for (let i = 0; i < iters; i++) {
+    for (let i = from; i < from + iters; i++) {
       const t = performance.now()
       const s = await api.getRun(pick(i)).status
       out.push(performance.now() - t)
@@ -121,7 +124,7 @@ const handlers = {
    * Context for the status figures: the same reads as one prepared `SELECT status` each
    * through node-postgres on one connection (what a single round trip costs here).
    */
-  async bareStatus({ runIds, iters, warmup }) {
+  async bareStatus({ runIds, iters, warmup, from = 0 }) {
     const { default: pg } = await import('pg')
     const client = new pg.Client({ connectionString: url })
     await client.connect()
@@ -130,7 +133,7 @@ const handlers = {
       const q = (i) => client.query({ name: 'status', text: 'SELECT status FROM workflow.workflow_runs WHERE id = $1', values: [pick(i)] })
       for (let i = 0; i < warmup; i++) await q(i)
       const out = []
-      for (let i = 0; i < iters; i++) {
+      for (let i = from; i < from + iters; i++) {
         const t = performance.now()
         const { rows } = await q(i)
         out.push(performance.now() - t)
