@@ -246,6 +246,18 @@ impl PgStreamReader {
         }
     }
 
+    /// Starts the query for the page after row `after` (on its own task and connection).
+    fn ask_ahead(&self, after: &str, limit: i64) -> PageAhead {
+        let world = Arc::clone(&self.world);
+        let name = self.name.clone();
+        let from = after.to_string();
+        PageAhead {
+            after: from.clone(),
+            limit,
+            rows: tokio::spawn(async move { fetch_page(&world, &name, &from, limit).await }),
+        }
+    }
+
     /// The next page: its items and how many rows it had (skipped ones included).
     async fn read_rows(&self, st: &mut ReadState, max: usize) -> Result<(Batch, usize)> {
         let limit = (max as i64).min(PAGE_ROWS);
@@ -269,23 +281,11 @@ impl PgStreamReader {
         } else {
             ahead
         };
-        if rows.len() as i64 == limit {
-            if let Some(last) = rows.last() {
-                let eof: bool = last.get(2);
-                if !eof {
-                    let after: String = last.get::<_, &str>(0).to_string();
-                    let world = Arc::clone(&self.world);
-                    let name = self.name.clone();
-                    let from = after.clone();
-                    st.ahead = Some(PageAhead {
-                        after,
-                        limit,
-                        rows: tokio::spawn(
-                            async move { fetch_page(&world, &name, &from, limit).await },
-                        ),
-                    });
-                }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == limit && !last.get::<_, bool>(2) => {
+                st.ahead = Some(self.ask_ahead(last.get(0), limit));
             }
+            _ => {}
         }
         let seen = rows.len();
         let mut items = Vec::new();

@@ -213,6 +213,13 @@ mod tests {
     use crate::world::watch::{ChangeFeed, Topic};
     use std::path::Path;
 
+    /// The chunk directory of a data directory, created.
+    fn chunk_dir(root: &Path) -> std::path::PathBuf {
+        let chunks = root.join("streams/chunks");
+        std::fs::create_dir_all(&chunks).unwrap();
+        chunks
+    }
+
     /// A live object-stream reader of a data directory, as the local World opens one.
     fn reader_of(root: &Path, name: &str) -> StreamReader {
         let index = Arc::new(ChunkIndex::new(root.join("streams").join("chunks")));
@@ -224,8 +231,7 @@ mod tests {
     async fn prefetch_reader_delivers_everything_in_order_and_bounds_its_buffer() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let chunks = root.join("streams/chunks");
-        std::fs::create_dir_all(&chunks).unwrap();
+        let chunks = chunk_dir(root);
         for i in 0..5000u64 {
             write_chunk(
                 &chunks,
@@ -264,8 +270,7 @@ mod tests {
     async fn batches_stay_within_their_byte_budget_and_hold_at_least_one_item() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        let chunks = root.join("streams/chunks");
-        std::fs::create_dir_all(&chunks).unwrap();
+        let chunks = chunk_dir(root);
         // texts of ~100 bytes, one of 5,000 (larger than the budget on its own)
         let text = |i: u64| {
             let pad = if i == 37 { 5000 } else { 90 };
