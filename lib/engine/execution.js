@@ -119,6 +119,7 @@ class Execution {
     this.draining = null // why the run is to stop here once no step is in flight
     this.refreshing = null // the look at other writers' events in progress
     this.lookAgain = false
+    this.following = false // see follow()
     const open = (name, start, mode) => world.openStream(name, start, mode)
     this.streams = worldStreams(world, globalThis)
     const base = externalRevivers(globalThis, (ref) => refReadable(globalThis, open, ref))
@@ -393,9 +394,34 @@ class Execution {
     this.settle()
   }
 
+  /**
+   * Starts following the events other writers add to the run (idempotent). A fresh run
+   * starts at its first invocation rather than when it starts: a body that returns
+   * without one (a no-step workflow) then costs no follower, whose setup and teardown
+   * each wake a native thread. Nothing is missed by starting late: another writer can
+   * address an invocation only after the run wrote its event (a hook's token, a wait's
+   * id), which comes after this; and a cancel() made before it refuses the invocation's
+   * write, which stops the run here (see settleRefusal()).
+   */
+  follow() {
+    if (this.following || this.stopped) return
+    this.following = true
+    // (outside the workflow body's context: the follower's callbacks are not its code)
+    stepStore.exit(() =>
+      workflowStore.exit(() =>
+        this.journal.follow(
+          [...this.log.known],
+          (events) => this.onForeign(events),
+          (err) => console.error(`[workflow-native] Could not follow the events of run ${this.runId}:`, err),
+        ),
+      ),
+    )
+  }
+
   /** The next recorded invocation if replaying, checked against what the code calls now. */
   claim(kind, key, describe) {
     if (this.stopped) return HALT
+    this.follow()
     const inv = this.log.nextRecorded()
     if (!inv) return null
     if (inv.kind !== kind || (key !== undefined && inv.key !== key)) {
@@ -512,13 +538,13 @@ class Execution {
         }
       }
       if (this.stopped) return
-      this.journal.follow(
-        [...this.log.known],
-        (events) => this.onForeign(events),
-        (err) => console.error(`[workflow-native] Could not follow the events of run ${this.runId}:`, err),
-      )
-      // Events other writers added between the log read and the start of following.
-      if (!this.fresh) this.onForeign(await this.journal.poll())
+      // A resumed run follows the events other writers add from the start, and looks for
+      // those added between the log read and the start of following. A fresh run starts
+      // following at its first invocation (see follow()).
+      if (!this.fresh) {
+        this.follow()
+        this.onForeign(await this.journal.poll())
+      }
       if (this.stopped) return
       if (this.log.terminal) return this.stop('already finished')
       // The run file exists, so its log lost a file: a storage fault, not the run's.
