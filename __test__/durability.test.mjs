@@ -97,6 +97,9 @@ for (const mode of MODES) {
     assert.ok(e.message.includes(e.path), e.message)
     assert.equal(runIdOf(r), undefined)
     assert.deepEqual(sideLines(side), [])
+    // the lease the creation took went back with it: nobody executes that run here
+    const leases = path.join(dir, '.workflow-native', 'leases')
+    assert.deepEqual(fs.existsSync(leases) ? fs.readdirSync(leases) : [], [])
   })
 
   test(`[${mode.name}] a step's completion that cannot be synced: the workflow never sees the result; a resume finishes the run`, async () => {

@@ -226,10 +226,12 @@ async function createRun(world, engineDef, req) {
     if (engine && engine.worker) {
       return JSON.parse(await world.createRunLeased(req, engine.leaseOwner, engine.leaseTtlMs))
     }
-  } else if (engineDef && typeof world.createRunStarted === 'function') {
-    // The local directory: the engine of this process runs it (see start() above).
+  } else if (engineDef && typeof world.journalWriter === 'function') {
+    // The local directory: the engine of this process runs it (see start() above), so the
+    // run is created on the journal thread its appends go through (awake for them).
     const engine = require('./engine/engine.js').getEngine()
-    return JSON.parse(await world.createRunStarted(req, engine.leaseOwner, engine.leaseTtlMs)) || undefined
+    const { writerFor } = require('./engine/journal.js')
+    return writerFor(world, engine.leaseOwner).createRun(req, engine.leaseTtlMs)
   }
   await world.createRun(req)
   return undefined

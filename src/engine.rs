@@ -204,6 +204,16 @@ fn fail_all(answers: &mut [(u32, String)], e: &workflow_core::Error) {
     }
 }
 
+/// The leases of the runs a group created go back when its commit failed: those runs
+/// were not acknowledged, and nobody executes them here.
+fn give_back(journal: &Journal, owner: Option<&str>, created: &[String]) {
+    if let Some(owner) = owner {
+        for run_id in created {
+            journal.give_back_lease(run_id, owner);
+        }
+    }
+}
+
 /// Posts a group's answers (pinging a parked JS side); `false` once the JS side is gone.
 fn answer(
     mailbox: &Mailbox,
@@ -248,6 +258,33 @@ struct WriteJob {
     id: u32,
     run_id: String,
     requests: String,
+    /// A run to create instead of appending `requests` (see `JournalWriter#createRun`).
+    create: Option<Box<CreateJob>>,
+}
+
+/// `start()` of a run the engine executes here: created, leased and started on the
+/// run's journal thread, made durable by that thread's group commit.
+struct CreateJob {
+    create: workflow_core::world::local::CreateRun,
+    ttl_ms: u64,
+}
+
+/// The answer to a create job: the JSON text of `{ startedAt }`, `null` (only the run was
+/// created) or `{ nativeError }`.
+fn create_json(journal: &Journal, job: &CreateJob, owner: Option<&str>) -> (String, bool) {
+    let Some(owner) = owner else {
+        let e =
+            napi::Error::from_reason("the journal writer has no lease owner to create runs with");
+        return (json!({ "nativeError": e.reason }).to_string(), false);
+    };
+    match journal.create_run_started_uncommitted(&job.create, owner, job.ttl_ms) {
+        Ok(Some(at)) => (json!({ "startedAt": at }).to_string(), true),
+        Ok(None) => ("null".to_string(), true),
+        Err(e) => (
+            json!({ "nativeError": to_napi(e).reason }).to_string(),
+            false,
+        ),
+    }
 }
 
 /// Answers of the journal thread, waiting to be taken by the JS thread.
@@ -275,12 +312,16 @@ pub struct WriteAnswer {
     pub text: String,
 }
 
+/// A group handed to the syncer: its commit to wait for, its answers, and the runs it
+/// created (see `give_back`).
+type SyncJob = (CommitWait, Vec<(u32, String)>, Vec<String>);
+
 /// One journal thread: the appends of its share of the runs, in order, group-committed.
 struct JournalThread {
     journal: Arc<Journal>,
     mailbox: Arc<Mailbox>,
     on_ready: Arc<ThreadsafeFunction<u32, (), u32, Status, false, true>>,
-    sync_tx: std::sync::mpsc::Sender<(CommitWait, Vec<(u32, String)>)>,
+    sync_tx: std::sync::mpsc::Sender<SyncJob>,
     lease_owner: Option<String>,
 }
 
@@ -300,9 +341,27 @@ impl JournalThread {
                 continue;
             }
             let mut early = true;
+            // runs created in this group (their leases go back if its commit fails)
+            let mut created: Vec<String> = Vec::new();
             let mut answers: Vec<(u32, String)> = group
                 .iter()
                 .map(|job| {
+                    if let Some(c) = &job.create {
+                        // a new run is acknowledged only once durable
+                        early = false;
+                        let text = match catch_unwind(AssertUnwindSafe(|| {
+                            create_json(&self.journal, c, self.lease_owner.as_deref())
+                        })) {
+                            Ok((text, ok)) => {
+                                if ok {
+                                    created.push(job.run_id.clone());
+                                }
+                                text
+                            }
+                            Err(p) => json!({ "nativeError": panic_error(p).reason }).to_string(),
+                        };
+                        return (job.id, text);
+                    }
                     let text = match catch_unwind(AssertUnwindSafe(|| {
                         append_json(
                             &self.journal,
@@ -322,20 +381,24 @@ impl JournalThread {
                 })
                 .collect();
             match commits.finish_group_begin(&self.journal, early) {
-                Err(e) => fail_all(&mut answers, &e),
+                Err(e) => {
+                    fail_all(&mut answers, &e);
+                    give_back(&self.journal, self.lease_owner.as_deref(), &created);
+                }
                 Ok(None) => {}
                 Ok(Some(sync)) => {
                     // More appends waiting: the syncer waits for the device
                     // while this thread writes them (pipelined group commit);
                     // else waiting here costs no thread hand-off.
                     if rx_has_jobs(rx) {
-                        if self.sync_tx.send((sync, answers)).is_err() {
+                        if self.sync_tx.send((sync, answers, created)).is_err() {
                             return;
                         }
                         continue;
                     }
                     if let Err(e) = sync.wait() {
                         fail_all(&mut answers, &e);
+                        give_back(&self.journal, self.lease_owner.as_deref(), &created);
                     }
                 }
             }
@@ -368,6 +431,41 @@ impl JournalWriter {
                 id,
                 run_id,
                 requests,
+                create: None,
+            })
+            .map_err(|_| napi::Error::from_reason("the journal thread stopped"))
+        })
+    }
+
+    /// `start()` of a run this process's engine executes, on the run's journal thread:
+    /// `run_created`, the run's lease for the writer's owner and `run_started` (see
+    /// `Journal::create_run_started`), made durable by the thread's group commit. Its
+    /// answer comes with `id` like an append's: the JSON text of `{ startedAt }`, `null`
+    /// (only the run was created: the engine then leases and starts it itself), `{
+    /// nativeError }` or a refused group's `{ results: [], failed }`. The run's appends
+    /// then find their thread awake.
+    #[napi(catch_unwind)]
+    pub fn create_run(
+        &self,
+        id: u32,
+        req: crate::world::CreateRunRequest,
+        ttl_ms: u32,
+    ) -> napi::Result<()> {
+        guard(|| {
+            if self.txs.is_empty() {
+                return Err(napi::Error::from_reason("the journal writer is closed"));
+            }
+            let create = crate::world::create_run_of(req)?;
+            let run_id = create.run_id.clone();
+            let tx = &self.txs[shard_of(&run_id, self.txs.len())];
+            tx.send(WriteJob {
+                id,
+                run_id,
+                requests: String::new(),
+                create: Some(Box::new(CreateJob {
+                    create,
+                    ttl_ms: u64::from(ttl_ms),
+                })),
             })
             .map_err(|_| napi::Error::from_reason("the journal thread stopped"))
         })
@@ -387,6 +485,7 @@ impl JournalWriter {
                     id: 0,
                     run_id: String::new(),
                     requests: String::new(),
+                    create: None,
                 });
             }
             Ok(())
@@ -485,21 +584,24 @@ impl NativeWorld {
             // The syncer: waits for the syncs of groups a journal thread handed over (it
             // had more appends waiting), then answers them. Each thread's groups are
             // handed over in order and answered in that order.
-            let (sync_tx, sync_rx) = std::sync::mpsc::channel::<(CommitWait, Vec<(u32, String)>)>();
+            let (sync_tx, sync_rx) = std::sync::mpsc::channel::<SyncJob>();
             let syncer_mailbox = Arc::clone(&mailbox);
             let syncer_ready = Arc::clone(&on_ready);
+            let syncer_journal = Arc::clone(&journal);
+            let syncer_owner = lease_owner.clone();
             std::thread::Builder::new()
                 .name("workflow-native-sync".into())
                 .spawn(move || {
-                    while let Ok((sync, mut answers)) = sync_rx.recv() {
+                    while let Ok((sync, mut answers, created)) = sync_rx.recv() {
                         // a panic (a bug) refuses the group instead of leaving it unanswered
-                        match catch_unwind(AssertUnwindSafe(|| sync.wait())) {
-                            Ok(Ok(())) => {}
-                            Ok(Err(e)) => fail_all(&mut answers, &e),
-                            Err(p) => {
-                                let e = workflow_core::Error::Plain(panic_error(p).reason);
-                                fail_all(&mut answers, &e);
-                            }
+                        let failed = match catch_unwind(AssertUnwindSafe(|| sync.wait())) {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(e),
+                            Err(p) => Some(workflow_core::Error::Plain(panic_error(p).reason)),
+                        };
+                        if let Some(e) = failed {
+                            fail_all(&mut answers, &e);
+                            give_back(&syncer_journal, syncer_owner.as_deref(), &created);
                         }
                         if !answer(&syncer_mailbox, &syncer_ready, answers) {
                             return;
@@ -528,32 +630,6 @@ impl NativeWorld {
                 txs.push(tx);
             }
             Ok(JournalWriter { txs, mailbox })
-        })
-    }
-
-    /// `start()` of a run this process's engine executes (off the JS thread): `run_created`,
-    /// the run's lease for `owner` and `run_started`, made durable by one commit (see
-    /// `Journal::create_run_started`). Resolves to the JSON text of `{ startedAt }`, or
-    /// `null` when only the run was created (the engine then leases and starts it itself).
-    #[napi(catch_unwind)]
-    pub fn create_run_started(
-        &self,
-        req: crate::world::CreateRunRequest,
-        owner: String,
-        ttl_ms: u32,
-    ) -> napi::Result<AsyncTask<Blocking>> {
-        guard(|| {
-            let create = crate::world::create_run_of(req)?;
-            let journal = self.journal();
-            Ok(Blocking::task(move || {
-                let started = journal
-                    .create_run_started(&create, &owner, u64::from(ttl_ms))
-                    .map_err(to_napi)?;
-                Ok(match started {
-                    Some(at) => json!({ "startedAt": at }).to_string(),
-                    None => "null".to_string(),
-                })
-            }))
         })
     }
 

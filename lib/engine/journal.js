@@ -90,24 +90,41 @@ function writerFor(world, leaseOwner) {
     deliver()
     if (pending.size > 0) startPolling()
   }, leaseOwner)
+  /** Sends one job (`post(id)`); resolves to its answer's text. */
+  const send = (post) => {
+    const id = nextId++
+    if (nextId > 0xfffffff0) nextId = 1
+    return new Promise((resolve) => {
+      post(id) // (throws when the writer cannot take it: nothing is pending then)
+      pending.set(id, { resolve, sent: performance.now() })
+      if (!alive) {
+        keepAlive.ref()
+        alive = true
+      }
+      if (!parked) startPolling()
+      else pollStart = performance.now()
+    })
+  }
   w = {
     /** Wakes the journal thread of `runId`. */
     warm(runId) {
       native.warm(runId)
     },
     append(runId, requests) {
-      const id = nextId++
-      if (nextId > 0xfffffff0) nextId = 1
-      return new Promise((resolve) => {
-        pending.set(id, { resolve, sent: performance.now() })
-        if (!alive) {
-          keepAlive.ref()
-          alive = true
-        }
-        native.write(id, runId, requests)
-        if (!parked) startPolling()
-        else pollStart = performance.now()
-      })
+      return send((id) => native.write(id, runId, requests))
+    },
+    /**
+     * `start()` of a run this process executes, on the run's journal thread (created,
+     * leased and started, made durable by the thread's group commit; see
+     * `JournalWriter#createRun`): resolves to `{ startedAt }`, or undefined when only the
+     * run was created; rejects with the core's error.
+     */
+    async createRun(req, ttlMs) {
+      const out = JSON.parse(await send((id) => native.createRun(id, req, ttlMs)))
+      if (out === null) return undefined
+      if (out.nativeError !== undefined) throw fromNative(new Error(String(out.nativeError)))
+      if (out.failed) throw errorFromData(out.failed.error)
+      return out
     },
   }
   writers.set(world, w)
@@ -310,4 +327,4 @@ class RunJournal {
   }
 }
 
-module.exports = { RunJournal, Halted, RUN_GONE }
+module.exports = { RunJournal, Halted, RUN_GONE, writerFor }

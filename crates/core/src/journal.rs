@@ -760,11 +760,37 @@ impl Journal {
         owner: &str,
         ttl_ms: u64,
     ) -> Result<Option<String>> {
+        let created = self.create_run_started_uncommitted(req, owner, ttl_ms);
+        let synced = crate::world::durable::commit();
+        match (created, synced) {
+            (Ok(v), Ok(())) => Ok(v),
+            (Ok(_), Err(e)) => {
+                // a new run, so a lease of `owner` on it is the one just taken
+                self.give_back_lease(&req.run_id, owner);
+                Err(e)
+            }
+            (Err(e), _) => Err(e),
+        }
+    }
+
+    /// [`create_run_started`](Self::create_run_started) without its commit: what it
+    /// writes joins this thread's pending writes, and the caller commits them (the journal
+    /// thread, whose group commit covers a run's creation together with the appends of
+    /// that group) and acknowledges nothing before that commit returned. When it fails
+    /// the caller gives the lease back ([`give_back_lease`](Self::give_back_lease)): the
+    /// run is new, so a lease of `owner` on it is the one this took. An error here gave it
+    /// back already.
+    pub fn create_run_started_uncommitted(
+        &self,
+        req: &crate::world::local::CreateRun,
+        owner: &str,
+        ttl_ms: u64,
+    ) -> Result<Option<String>> {
         assert_safe_entity_id("runId", &req.run_id)?;
         let run_id = req.run_id.as_str();
         let root = self.world.root().to_path_buf();
         let mut leased = false;
-        let out = crate::world::durable::committed(|| {
+        let out = (|| {
             self.world
                 .apply_event_uncommitted(Some(run_id), req.run_created_request())?;
             // a storage fault taking the lease is the engine's to report, on its own path
@@ -786,11 +812,19 @@ impl Journal {
                 .and_then(|run| run.get("startedAt"))
                 .and_then(Value::as_str)
                 .map(str::to_owned))
-        });
+        })();
         if out.is_err() && leased {
-            let _ = crate::lease::release(&root, run_id, owner);
+            self.give_back_lease(run_id, owner);
         }
         out
+    }
+
+    /// Gives up `owner`'s lease of a run whose creation was not acknowledged (its write or
+    /// its commit failed): nobody executes it here. A lease that is not `owner`'s stays;
+    /// a failure to remove it is left to the lease's expiry (it is not a live owner's once
+    /// this process is gone).
+    pub fn give_back_lease(&self, run_id: &str, owner: &str) {
+        let _ = crate::lease::release(self.world.root(), run_id, owner);
     }
 
     /// Follows the events other writers add to `run_id` from now on. Events already in the

@@ -104,6 +104,34 @@ fn run_created_its_lease_and_run_started_take_one_commit_and_a_failed_one_gives_
     assert!(again.is_err(), "a second run_created is refused");
     assert!(!lease::holds(&root, run, "other").unwrap());
 
+    // the same id again by the owner executing it: refused, and the lease it holds stays
+    // (only a lease the call took itself is given back)
+    assert!(journal
+        .create_run_started_uncommitted(&create(run), "me", 60_000)
+        .is_err());
+    assert!(
+        lease::holds(&root, run, "me").unwrap(),
+        "still the caller's"
+    );
+    durable::discard();
+
+    // without its commit (the journal thread's group commit makes it durable): nothing is
+    // synced until the caller commits, then one sync covers it
+    let before = logs.lock().unwrap().len();
+    let run3_id = workflow_core::ids::prefixed_id("wrun");
+    let run3 = run3_id.as_str();
+    assert!(journal
+        .create_run_started_uncommitted(&create(run3), "me", 60_000)
+        .unwrap()
+        .is_some());
+    assert_eq!(logs.lock().unwrap().len(), before, "not synced yet");
+    assert!(durable::has_pending(), "left for the caller's commit");
+    durable::commit().unwrap();
+    assert_eq!(logs.lock().unwrap().len(), before + 1);
+    assert_eq!(events_of(&root, run3), ["run_created", "run_started"]);
+    journal.give_back_lease(run3, "me");
+    assert!(!lease::holds(&root, run3, "me").unwrap(), "given back");
+
     // a commit that fails: start() rejects, and the lease it took is given back
     fail.store(true, Ordering::SeqCst);
     let run2_id = workflow_core::ids::prefixed_id("wrun");
