@@ -206,12 +206,16 @@ class RunJournal {
   #schedule() {
     if (this.#scheduled || this.#inFlight || this.#queue.length === 0) return
     this.#scheduled = true
-    // After the current turn: the workflow code has then run on to its next call, whose
-    // writes join this batch.
-    setImmediate(() => {
-      this.#scheduled = false
-      this.#flush()
-    })
+    // After the microtasks queued now: the workflow code has then run on to the calls it
+    // makes in the same turn (`Promise.all([a(), b()])`), whose writes join this batch.
+    // Not a whole turn of the event loop later: that would add an iteration (timers, a
+    // poll of the OS) to every step's critical path.
+    queueMicrotask(() =>
+      queueMicrotask(() => {
+        this.#scheduled = false
+        this.#flush()
+      }),
+    )
   }
 
   async #flush() {

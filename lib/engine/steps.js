@@ -13,6 +13,11 @@ const errors = require('../../errors.js')
 
 const DEFAULT_MAX_RETRIES = 3
 
+/** A value its serialization gives back as itself (no object identity to copy). */
+function isPrimitive(v) {
+  return v === null || (typeof v !== 'object' && typeof v !== 'function')
+}
+
 /** The error a failed step raises in the workflow (from its recorded event data). */
 function stepError(data) {
   const d = data || {}
@@ -65,6 +70,9 @@ async function callStep(exec, def, args) {
   // Each attempt gets its own copy of the arguments, from the recorded input.
   const input = freshInput || (created && created.eventData && created.eventData.input)
   const argsOf = () => {
+    // Primitives come back from their serialization as themselves: a copy of the array
+    // is the same copy, without the round trip through bytes.
+    if (freshInput && args.every(isPrimitive)) return args.slice()
     const stored = input && exec.hydrate(input)
     return stored && Array.isArray(stored.args) ? stored.args : args
   }
@@ -157,7 +165,8 @@ async function runAttempt(exec, def, stepId, argsOf, stepStartedAt, attempt, max
         result: tagged(bytes),
       })
       if (done === HALT) return { halt: true }
-      return { value: exec.hydrateBytes(bytes) }
+      // (a primitive comes back from its serialization as itself)
+      return { value: isPrimitive(result) ? result : exec.hydrateBytes(bytes) }
     }
   }
   const message = errorText(failure)
