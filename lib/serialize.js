@@ -209,11 +209,42 @@ function skipPlainValues(reducers) {
   return reducers
 }
 
+/**
+ * Whether `value` holds only strings, numbers, booleans, undefined, null, plain arrays and
+ * plain objects (this realm's `Object.prototype` or none, no own `constructor`) — values no
+ * reducer recognises (see `commonReducers`, `clientReducers`): devalue writes the same
+ * bytes for them with or without the reducers, and without them it does not ask ~30
+ * reducers about every value. Shared and circular references are fine (devalue keeps them).
+ * (A getter of a plain object is read here and again by devalue.)
+ */
+function isPlainTree(value, seen = new Set()) {
+  if (value === null) return true
+  const t = typeof value
+  if (t !== 'object') return t === 'string' || t === 'number' || t === 'boolean' || t === 'undefined'
+  if (seen.has(value)) return true
+  const proto = Object.getPrototypeOf(value)
+  if (proto === Array.prototype) {
+    if (value.constructor !== Array) return false
+    seen.add(value)
+    for (let i = 0; i < value.length; i++) {
+      if (!isPlainTree(value[i], seen)) return false
+    }
+    return true
+  }
+  if (proto !== Object.prototype && proto !== null) return false
+  if (proto === Object.prototype && value.constructor !== Object) return false
+  seen.add(value)
+  for (const key of Object.keys(value)) {
+    if (!isPlainTree(value[key], seen)) return false
+  }
+  return true
+}
+
 /** `"devl" + devalue` bytes of a value, or the plain devalue JSON for legacy (spec 1). */
 function serializeValue(value, reducers, context, legacy) {
   let text
   try {
-    text = stringify(value, reducers)
+    text = isPlainTree(value) ? stringify(value) : stringify(value, reducers)
   } catch (error) {
     const verb = context.includes('return value') ? 'returning' : 'passing'
     let message = `Failed to serialize ${context}`
@@ -225,4 +256,4 @@ function serializeValue(value, reducers, context, legacy) {
   return { bytes: Buffer.from(`devl${text}`, 'utf8') }
 }
 
-module.exports = { clientReducers, commonReducers, serializeValue, frame }
+module.exports = { clientReducers, commonReducers, serializeValue, frame, isPlainTree }
