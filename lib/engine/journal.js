@@ -1,7 +1,7 @@
 'use strict'
 // A run's event log as the engine uses it: writes go to the Rust core off the JS thread,
-// in order, batched (everything queued during one turn of the event loop is one native
-// call: a step's closing event travels with the next step's creation), and the events
+// in order, batched (everything queued before the microtasks queued with it have run is
+// one native call: the steps `Promise.all([a(), b()])` creates travel together), and the events
 // other writers add (a hook payload, a wakeUp(), a cancel()) arrive through the core's
 // change feed, which leaves out the journal's own writes.
 //
