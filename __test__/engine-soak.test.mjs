@@ -21,6 +21,7 @@ import path from 'node:path'
 import readline from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { createLocalWorld } from '@workflow/world-local'
+import { prng } from './helpers/prng.mjs'
 
 const child = path.join(path.dirname(fileURLToPath(import.meta.url)), 'engine', 'soak-child.mjs')
 const STEPS = 50
@@ -29,18 +30,6 @@ const TRIALS = Number(process.env.WFN_SOAK_TRIALS || 6)
 const SEED = process.env.WFN_SOAK_SEED ? Number(process.env.WFN_SOAK_SEED) : Math.floor(Math.random() * 2 ** 31)
 const KILL_ENV = 'WORKFLOW_NATIVE_TEST_KILL_BEFORE_EVENT'
 const LIFE_BOUND_MS = 30_000
-
-/** mulberry32: a small seeded PRNG. */
-function prng(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /**
  * One process life. `plan`: undefined (run to the end), `{ how: 'window' }` (the test

@@ -5,6 +5,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { createRequire } from 'node:module'
+import { prng } from './helpers/prng.mjs'
 
 const require = createRequire(import.meta.url)
 const { serializeValue, clientReducers, isPlainTree } = require('../lib/serialize.js')
@@ -43,18 +44,6 @@ function same(value, label) {
   assert.equal(fast.ok.toString('utf8'), slow.ok.toString('utf8'), label)
 }
 
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed) {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const STRINGS = ['', 'a', 'text with spaces', '</script><script>', 'quote " and \\ backslash', 'line\nbreak\ttab', '\u2028\u2029', 'émoji 🎉', '\u0000\u001f', '__proto__']
 const NUMBERS = [0, -0, 1, -1, 1.5, 1e21, -1e-7, Number.MAX_SAFE_INTEGER, NaN, Infinity, -Infinity]
 
@@ -82,7 +71,7 @@ function randomPlain(next, depth) {
 }
 
 test('random plain values: the same bytes as through the reducers', () => {
-  const next = rng(20261206)
+  const next = prng(20261206)
   for (let i = 0; i < 3000; i++) {
     const v = randomPlain(next, 4)
     assert.ok(isPlainTree(v))
