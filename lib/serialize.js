@@ -217,11 +217,13 @@ function skipPlainValues(reducers) {
  * reducers about every value. Shared and circular references are fine (devalue keeps them).
  * (A getter of a plain object is read here and again by devalue.)
  */
-function isPlainTree(value, seen = new Set()) {
+function isPlainTree(value, seen) {
   if (value === null) return true
   const t = typeof value
   if (t !== 'object') return t === 'string' || t === 'number' || t === 'boolean' || t === 'undefined'
-  if (seen.has(value)) return true
+  // (the set of objects met is made only once there is an object: a primitive costs none)
+  if (seen === undefined) seen = new Set()
+  else if (seen.has(value)) return true
   const proto = Object.getPrototypeOf(value)
   if (proto === Array.prototype) {
     if (value.constructor !== Array) return false
