@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use workflow_core::journal::{GroupCommit, Journal, RunFollower};
 use workflow_core::world::durable::CommitWait;
 use workflow_core::world::events::EventResult;
+use workflow_core::world::spare;
 
 /// Blocking work for the libuv pool; a panic inside becomes a rejected promise.
 pub struct Blocking {
@@ -174,7 +175,10 @@ fn next_job(
                 if std::time::Instant::now() >= until {
                     break;
                 }
-                std::hint::spin_loop();
+                // idle time: the next appends' files are opened, the last ones' closed
+                if !spare::work() {
+                    std::hint::spin_loop();
+                }
             }
         }
     }
@@ -327,6 +331,7 @@ struct JournalThread {
 
 impl JournalThread {
     fn run(self, rx: &std::sync::mpsc::Receiver<WriteJob>) {
+        spare::enable();
         let mut commits = GroupCommit::default();
         while let Some(first) = next_job(rx, &self.journal, &mut commits) {
             // Every append waiting now is one group: appended in order, then

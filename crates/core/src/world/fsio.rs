@@ -11,7 +11,7 @@
 
 use crate::error::{Error, Result};
 use crate::ids::monotonic_ulid;
-use crate::world::durable;
+use crate::world::{durable, spare};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::Value;
 use std::io::ErrorKind;
@@ -147,7 +147,9 @@ fn write_file_pushed(tmp: &Path, name: &Path, data: &[u8]) -> std::io::Result<()
         .truncate(true)
         .open(tmp)?;
     f.write_all(data)?;
-    durable::data_barrier(&f, name)
+    let pushed = durable::data_barrier(&f, name);
+    spare::retire(f);
+    pushed
 }
 
 fn write_temp_sync(path: &Path, data: &[u8]) -> Result<PathBuf> {
@@ -184,9 +186,10 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
         }
         Ok(linked)
     };
-    if data.is_empty() {
+    if data.is_empty() && (!spare::enabled() || durable::needs_named_temp(path)) {
         // An empty file (a lock, a marker) has no content to tear: created in place,
-        // exclusively, which is atomic by itself.
+        // exclusively, which is atomic by itself. (A thread keeping spare files links
+        // one instead: the file's creation was paid in idle time.)
         let create = || {
             std::fs::OpenOptions::new()
                 .write(true)
@@ -242,6 +245,7 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
 mod anon {
     //! Create-once files written unnamed, then linked: `open(dir, O_TMPFILE)`, `write`,
     //! `linkat(/proc/self/fd/N → name)`.
+    use crate::world::spare;
     use std::io::{self, Write};
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::{AsRawFd, FromRawFd};
@@ -267,6 +271,19 @@ mod anon {
         let Some(dir) = path.parent() else {
             return Ok(None);
         };
+        if let Some(spare) = spare::take(dir) {
+            match link(spare, path, data) {
+                Ok(out) => return Ok(out),
+                // a spare opened before the directory was replaced, moved to another
+                // file system, ...: the write is made again with a file opened now
+                Err(_) => return publish_opened(open_in(dir)?, path, data),
+            }
+        }
+        publish_opened(open_in(dir)?, path, data)
+    }
+
+    /// An unnamed file opened in `dir` now; `None`: unnamed files are not available here.
+    fn open_in(dir: &Path) -> io::Result<Option<std::fs::File>> {
         let cdir = c_path(dir)?;
         // SAFETY: a NUL-terminated path; the returned fd is checked, then owned by a File.
         let fd = unsafe {
@@ -287,9 +304,33 @@ mod anon {
             };
         }
         // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
-        file.write_all(data)?;
-        crate::world::durable::data_barrier(&file, path)?;
+        Ok(Some(unsafe { std::fs::File::from_raw_fd(fd) }))
+    }
+
+    fn publish_opened(
+        file: Option<std::fs::File>,
+        path: &Path,
+        data: &[u8],
+    ) -> io::Result<Option<bool>> {
+        match file {
+            Some(file) => link(file, path, data),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `data` into the unnamed `file` and links it as `path` (the file is then
+    /// closed, in idle time where the thread keeps spares).
+    fn link(mut file: std::fs::File, path: &Path, data: &[u8]) -> io::Result<Option<bool>> {
+        let out = link_inner(&mut file, path, data);
+        spare::retire(file);
+        out
+    }
+
+    fn link_inner(file: &mut std::fs::File, path: &Path, data: &[u8]) -> io::Result<Option<bool>> {
+        if !data.is_empty() {
+            file.write_all(data)?;
+            crate::world::durable::data_barrier(file, path)?;
+        }
         let target = c_path(path)?;
         if EMPTY_PATH_LINK.load(Ordering::Relaxed) {
             // `linkat(fd, "", AT_EMPTY_PATH)`: no walk through /proc. Allowed to processes

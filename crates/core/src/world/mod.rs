@@ -8,6 +8,7 @@ pub mod hooks;
 pub mod local;
 pub mod model;
 pub mod recovery;
+pub mod spare;
 pub mod streams;
 pub mod terminal;
 #[cfg(target_os = "linux")]
