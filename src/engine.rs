@@ -331,7 +331,9 @@ struct JournalThread {
 
 impl JournalThread {
     fn run(self, rx: &std::sync::mpsc::Receiver<WriteJob>) {
-        spare::enable();
+        let root = self.journal.world().root().to_path_buf();
+        spare::remove_abandoned(&root);
+        spare::enable(Some(&root));
         let mut commits = GroupCommit::default();
         while let Some(first) = next_job(rx, &self.journal, &mut commits) {
             // Every append waiting now is one group: appended in order, then

@@ -214,6 +214,35 @@ fn kind_of_fd(fd: libc::c_int) -> Kind {
     }
 }
 
+/// Whether freeing inodes makes later file creations in `dir` slow: ext4 without a
+/// journal skips every inode freed in the last minutes when it allocates one (the
+/// kernel's `recently_deleted`), scanning past all of them in the block group, so a
+/// workload that replaces files (each replace frees the old inode) slows its own
+/// creations down. There, replaced files' inodes are worth reusing (see
+/// [`spare::replace`](crate::world::spare::replace)).
+#[cfg(target_os = "linux")]
+pub(crate) fn frees_slow_creation(dir: &Path) -> bool {
+    use std::os::unix::io::AsRawFd;
+    const EXT4_MAGIC: i64 = 0xEF53;
+    let Ok(f) = std::fs::File::open(dir) else {
+        return false;
+    };
+    // SAFETY: an all-zero statfs is a valid value to be overwritten by the call.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `f` is an open descriptor and `st` a valid out-pointer.
+    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
+        return false;
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let magic = st.f_type as i64;
+    magic == EXT4_MAGIC && !has_journal(f.as_raw_fd())
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn frees_slow_creation(_dir: &Path) -> bool {
+    false
+}
+
 /// Whether the file system holding `fd` has an active journal (jbd2 lists it in
 /// `/proc/fs/jbd2/<device>-<inode>`): ext4 can be made without one, and then neither
 /// data ordering nor in-order metadata commits hold.

@@ -394,6 +394,11 @@ mod anon {
 /// Blocking twin of [`write_replace`].
 pub fn write_replace_sync(path: &Path, data: &[u8]) -> Result<()> {
     durable::before_write(path, true)?;
+    if spare::replace(path, data).map_err(|e| Error::io(path, e))? {
+        durable::changed(path);
+        durable::after_write(path, Some(data));
+        return Ok(());
+    }
     let tmp = write_temp_sync(path, data)?;
     if let Err(e) = std::fs::rename(&tmp, path) {
         let _ = std::fs::remove_file(&tmp);

@@ -19,9 +19,11 @@
 //! clean-up after a crash), leaving nothing behind.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Directories a thread keeps spares for (the least recently used is dropped).
 pub const MAX_DIRS: usize = 8;
@@ -29,6 +31,14 @@ pub const MAX_DIRS: usize = 8;
 pub const MAX_PER_DIR: usize = 4;
 /// Published files waiting to be closed before they are closed at once anyway.
 const MAX_RETIRED: usize = 64;
+/// Replaced inodes kept per directory for reuse (see [`replace`]).
+pub const MAX_RECYCLED: usize = 64;
+/// How long a replaced inode rests before it is reused: a reader that had the old
+/// version open is also checked for (a lease), this only closes the window of an
+/// `open` in progress at the moment of the replace.
+const RECYCLE_AFTER: Duration = Duration::from_millis(20);
+/// Kept inodes larger than this are emptied (their blocks freed, the inode kept).
+const KEEP_BYTES: u64 = 64 * 1024;
 
 struct DirSpares {
     dir: PathBuf,
@@ -46,17 +56,125 @@ struct Spares {
     dirs: Vec<DirSpares>,
     retired: Vec<File>,
     clock: u64,
+    /// where this thread keeps replaced inodes (see [`replace`]); none: not kept
+    keep_in: Option<KeepDir>,
+    recycled: Vec<Recycler>,
+    /// tests: reuse inodes whatever the file system, after this rest
+    force_recycling: bool,
+    rest: Option<Duration>,
+}
+
+/// This thread's private directory of kept inodes: created on first use, removed with
+/// everything in it when the thread ends (or, after a crash, by the next writer of the
+/// same data directory on this host; see [`remove_abandoned`]).
+struct KeepDir {
+    path: PathBuf,
+    created: bool,
+}
+
+impl Drop for KeepDir {
+    fn drop(&mut self) {
+        if self.created {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// A replaced file's inode, kept under a private name in its directory for reuse.
+struct Recycled {
+    name: PathBuf,
+    /// the inode `name` held when it was kept (checked before reuse)
+    file: File,
+    since: Instant,
+}
+
+/// The inodes kept in one directory (see [`replace`]).
+struct Recycler {
+    dir: PathBuf,
+    /// whether reuse pays here (ext4 without a journal)
+    pays: bool,
+    kept: VecDeque<Recycled>,
+    last_use: u64,
+}
+
+impl Drop for Recycler {
+    fn drop(&mut self) {
+        for r in self.kept.drain(..) {
+            let _ = std::fs::remove_file(&r.name);
+        }
+    }
+}
+
+/// `WORKFLOW_NATIVE_REUSE_INODES=off` (or `0`, `false`, `no`): replaced files' inodes
+/// are never reused (see [`replace`]).
+fn recycling_allowed() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        !std::env::var("WORKFLOW_NATIVE_REUSE_INODES").is_ok_and(|v| {
+            matches!(
+                v.trim().to_ascii_lowercase().as_str(),
+                "off" | "0" | "false" | "no"
+            )
+        })
+    })
+}
+
+/// Where the writers of the data directory `root` keep replaced inodes, one directory
+/// per thread named `<host>:<pid>:<ulid>`.
+fn keep_root(root: &Path) -> PathBuf {
+    root.join(".workflow-native").join("recycled")
 }
 
 thread_local! {
     static SPARES: RefCell<Spares> = RefCell::new(Spares::default());
 }
 
-/// This thread keeps spares from now on (its idle loop calls [`work`]).
-pub fn enable() {
-    // (unnamed files are a Linux feature)
+/// This thread keeps spares from now on (its idle loop calls [`work`]). With `root`
+/// (the data directory it writes), it also reuses the inodes of the files it replaces
+/// there, where that pays (see [`replace`]).
+pub fn enable(root: Option<&Path>) {
+    // (unnamed files and the exchange of names are Linux features)
     #[cfg(target_os = "linux")]
-    SPARES.with(|s| s.borrow_mut().enabled = true);
+    SPARES.with(|s| {
+        let mut s = s.borrow_mut();
+        s.enabled = true;
+        s.keep_in = root.map(|root| KeepDir {
+            path: keep_root(root).join(format!(
+                "{}:{}:{}",
+                crate::lease::host_name(),
+                std::process::id(),
+                crate::ids::monotonic_ulid()
+            )),
+            created: false,
+        });
+    });
+    #[cfg(not(target_os = "linux"))]
+    let _ = root;
+}
+
+/// Removes the kept-inode directories of writers of `root` that ended without removing
+/// theirs (a process killed, or exited without closing its writer): those of dead
+/// processes of this host. (Kept inodes hold old versions of world files, nothing
+/// anyone reads.)
+pub fn remove_abandoned(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(keep_root(root)) else {
+        return;
+    };
+    let host = crate::lease::host_name();
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let mut parts = name.split(':');
+        let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i64>() else {
+            continue;
+        };
+        if h == host && !crate::lease::process_alive(pid) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Whether this thread keeps spares.
@@ -145,7 +263,218 @@ pub fn clear() {
         let mut s = s.borrow_mut();
         s.dirs.clear();
         s.retired.clear();
+        s.recycled.clear();
     })
+}
+
+/// Atomic replace of `path` with `data` reusing the inode of an earlier replaced file,
+/// on threads that keep spares where freeing inodes is costly (see
+/// [`durable::frees_slow_creation`](crate::world::durable::frees_slow_creation)).
+/// `Ok(false)`: not done, the caller replaces the usual way (temp file + rename).
+///
+/// A replace by rename frees the old inode; here the new contents are written into a
+/// kept inode under a private name (in this thread's directory of kept inodes, on the
+/// same file system) and swapped with the target
+/// (`renameat2(RENAME_EXCHANGE)`: readers see the old or the new file, never a mix),
+/// and the old inode is kept under the private name in turn. A kept inode is reused
+/// only when, after [`RECYCLE_AFTER`], it still has one name (the private one, which it
+/// still holds) and nobody has it open (a write lease is granted only then; taken and
+/// given back at once): a reader that opened the old version keeps reading it
+/// unchanged, as after a rename.
+#[cfg(target_os = "linux")]
+pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let Some(dir) = path.parent() else {
+        return Ok(false);
+    };
+    let Some((name, file)) = SPARES.with(|s| {
+        let mut s = s.borrow_mut();
+        if !s.enabled {
+            return None;
+        }
+        s.clock += 1;
+        let now = s.clock;
+        let i = match s.recycled.iter().position(|r| r.dir == dir) {
+            Some(i) => i,
+            None => {
+                if s.recycled.len() >= MAX_DIRS {
+                    if let Some(j) = (0..s.recycled.len()).min_by_key(|&j| s.recycled[j].last_use) {
+                        s.recycled.swap_remove(j);
+                    }
+                }
+                let pays = s.keep_in.is_some()
+                    && (s.force_recycling
+                        || (recycling_allowed()
+                            && crate::world::durable::frees_slow_creation(dir)));
+                s.recycled.push(Recycler {
+                    dir: dir.to_path_buf(),
+                    pays,
+                    kept: VecDeque::new(),
+                    last_use: now,
+                });
+                s.recycled.len() - 1
+            }
+        };
+        let r = &mut s.recycled[i];
+        r.last_use = now;
+        // (in-place durability syncs each published file and its directory: its
+        // guarantees are stated for renames, so nothing is exchanged there)
+        if !r.pays || crate::world::durable::needs_named_temp(path) {
+            return None;
+        }
+        // the oldest kept inode, once rested and unused; else a new private name
+        let rest = s.rest.unwrap_or(RECYCLE_AFTER);
+        let r = &mut s.recycled[i];
+        while r.kept.front().is_some_and(|k| k.since.elapsed() >= rest) {
+            let Some(k) = r.kept.pop_front() else { break };
+            match reusable(&k) {
+                Reuse::Yes => return Some((k.name, Some(k.file))),
+                // still open somewhere: tried again later
+                Reuse::Later => {
+                    r.kept.push_back(Recycled {
+                        since: Instant::now(),
+                        ..k
+                    });
+                    break;
+                }
+                // linked elsewhere, replaced under us, ...: given up (its name removed)
+                Reuse::Never => {
+                    let _ = std::fs::remove_file(&k.name);
+                }
+            }
+        }
+        if r.kept.len() >= MAX_RECYCLED {
+            return None;
+        }
+        let keep = s.keep_in.as_mut()?;
+        if !keep.created {
+            std::fs::create_dir_all(&keep.path).ok()?;
+            keep.created = true;
+        }
+        let name = keep.path.join(crate::ids::monotonic_ulid());
+        Some((name, None))
+    }) else {
+        return Ok(false);
+    };
+    let file = match file {
+        Some(f) => f,
+        None => match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&name)
+        {
+            Ok(f) => f,
+            Err(_) => return Ok(false),
+        },
+    };
+    let written = file
+        .write_all_at(data, 0)
+        .and_then(|()| file.set_len(data.len() as u64))
+        .and_then(|()| crate::world::durable::data_barrier(&file, path));
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&name);
+        return Err(e);
+    }
+    // the inode the target holds now: kept once swapped out
+    let old = std::fs::OpenOptions::new().write(true).open(path);
+    let cname = c_path(&name)?;
+    let cpath = c_path(path)?;
+    let swapped = old.is_ok()
+        // SAFETY: NUL-terminated paths.
+        && unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                cname.as_ptr(),
+                libc::AT_FDCWD,
+                cpath.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        } == 0;
+    // closed now, not in idle time: once this version is replaced in turn, its inode is
+    // kept, and reused only when nobody (this thread included) has it open
+    drop(file);
+    if !swapped {
+        // no target yet (or no exchange here): an ordinary rename, nothing kept
+        return match std::fs::rename(&name, path) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                let _ = std::fs::remove_file(&name);
+                if e.raw_os_error() == Some(libc::EXDEV) {
+                    // the target lives on another file system than the kept inodes
+                    SPARES.with(|s| {
+                        if let Some(r) = s.borrow_mut().recycled.iter_mut().find(|r| r.dir == dir) {
+                            r.pays = false;
+                        }
+                    });
+                    return Ok(false);
+                }
+                Err(e)
+            }
+        };
+    }
+    if let Ok(old) = old {
+        if old.metadata().is_ok_and(|m| m.len() > KEEP_BYTES) {
+            let _ = old.set_len(0);
+        }
+        SPARES.with(|s| {
+            let mut s = s.borrow_mut();
+            match s.recycled.iter_mut().find(|r| r.dir == dir) {
+                Some(r) => r.kept.push_back(Recycled {
+                    name,
+                    file: old,
+                    since: Instant::now(),
+                }),
+                None => {
+                    let _ = std::fs::remove_file(&name);
+                }
+            }
+        });
+    }
+    Ok(true)
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn replace(_path: &Path, _data: &[u8]) -> std::io::Result<bool> {
+    Ok(false)
+}
+
+#[cfg(target_os = "linux")]
+fn c_path(p: &Path) -> std::io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+enum Reuse {
+    Yes,
+    Later,
+    Never,
+}
+
+/// Whether a kept inode may be written: it is still the only file its private name
+/// holds, has no other name, and nobody has it open.
+#[cfg(target_os = "linux")]
+fn reusable(k: &Recycled) -> Reuse {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    let (Ok(held), Ok(named)) = (k.file.metadata(), std::fs::symlink_metadata(&k.name)) else {
+        return Reuse::Never;
+    };
+    if held.nlink() != 1 || held.ino() != named.ino() || held.dev() != named.dev() {
+        return Reuse::Never;
+    }
+    let fd = k.file.as_raw_fd();
+    // SAFETY: an open descriptor; a write lease is granted only when no other open file
+    // description of the inode exists (any process), and is given back at once.
+    if unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) } != 0 {
+        return match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EAGAIN | libc::EBUSY) => Reuse::Later,
+            _ => Reuse::Never, // leases unavailable: not reused
+        };
+    }
+    // SAFETY: as above.
+    unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) };
+    Reuse::Yes
 }
 
 #[cfg(target_os = "linux")]
@@ -205,7 +534,7 @@ mod tests {
     #[test]
     fn spares_follow_the_demand_and_stay_bounded() {
         std::thread::spawn(|| {
-            enable();
+            enable(None);
             let dir = tempfile::tempdir().unwrap();
             // first use: nothing spare yet, one wanted
             assert!(take(dir.path()).is_none());
@@ -245,10 +574,6 @@ mod tests {
         tempfile::tempdir_in("/dev/shm").unwrap()
     }
 
-    fn open_fds() -> usize {
-        std::fs::read_dir("/proc/self/fd").unwrap().count()
-    }
-
     /// What a thread keeping spares publishes is what any thread publishes: same bytes,
     /// same mode, same create-once refusal, empty files included.
     #[test]
@@ -277,12 +602,11 @@ mod tests {
         let a = write_all(plain.path());
         let p2 = spared.path().to_path_buf();
         let b = std::thread::spawn(move || {
-            enable();
-            let fds = open_fds();
+            enable(None);
             let out = write_all(&p2);
             // spares were used (the directory has some ready) and published files closed
             assert!(count(&p2) >= 1);
-            assert!(open_fds() <= fds + MAX_PER_DIR);
+            SPARES.with(|s| assert!(s.borrow().retired.is_empty()));
             clear();
             out
         })
@@ -313,7 +637,7 @@ mod tests {
     fn a_replaced_directory_still_gets_its_files() {
         use crate::world::fsio::write_exclusive_sync;
         std::thread::spawn(|| {
-            enable();
+            enable(None);
             let root = tmp();
             let dir = root.path().join("events");
             std::fs::create_dir(&dir).unwrap();
@@ -335,10 +659,149 @@ mod tests {
         .unwrap();
     }
 
+    /// Reuse inodes whatever the file system, without rest (tests only).
+    fn recycle_everywhere() {
+        SPARES.with(|s| {
+            let mut s = s.borrow_mut();
+            s.force_recycling = true;
+            s.rest = Some(Duration::ZERO);
+        });
+    }
+
+    fn ino(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    fn body(i: usize) -> Vec<u8> {
+        format!("{{\"version\": {i}, \"pad\": \"{}\"}}", "x".repeat(i % 300)).into_bytes()
+    }
+
+    #[test]
+    fn replaced_files_reuse_inodes_and_read_as_written() {
+        use crate::world::fsio::write_replace_sync;
+        std::thread::spawn(|| {
+            let root = tmp();
+            let dir = root.path().join("steps");
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            let mut inodes = std::collections::HashSet::new();
+            for i in 0..400 {
+                let target = dir.join(format!("s{}.json", i % 7));
+                write_replace_sync(&target, &body(i)).unwrap();
+                assert_eq!(std::fs::read(&target).unwrap(), body(i));
+                inodes.insert(ino(&target));
+            }
+            // every version of the 7 files after the first ones took a kept inode
+            assert!(
+                inodes.len() < 20,
+                "{} inodes for 400 replaces",
+                inodes.len()
+            );
+            // only the targets are in the directory; kept inodes live in the keep dir
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(
+                names,
+                (0..7).map(|i| format!("s{i}.json")).collect::<Vec<_>>()
+            );
+            let keep = keep_root(root.path());
+            assert_eq!(std::fs::read_dir(&keep).unwrap().count(), 1);
+            clear();
+            enable(None); // the keep dir goes with its owner
+            assert_eq!(std::fs::read_dir(&keep).unwrap().count(), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A reader that opened the old version keeps reading it unchanged, however many
+    /// replaces follow (the inode is not reused while open), as after a rename.
+    #[test]
+    fn an_open_old_version_is_never_overwritten() {
+        use crate::world::fsio::write_replace_sync;
+        use std::io::Read;
+        std::thread::spawn(|| {
+            let root = tmp();
+            let dir = root.path().join("runs");
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            let target = dir.join("r.json");
+            write_replace_sync(&target, &body(1)).unwrap();
+            write_replace_sync(&target, &body(2)).unwrap();
+            let mut reader = std::fs::File::open(&target).unwrap();
+            let mut first = [0u8; 5];
+            reader.read_exact(&mut first).unwrap();
+            for i in 3..200 {
+                write_replace_sync(&dir.join(format!("o{}.json", i % 3)), &body(i)).unwrap();
+                write_replace_sync(&target, &body(i)).unwrap();
+            }
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).unwrap();
+            assert_eq!([&first[..], &rest[..]].concat(), body(2));
+            assert_eq!(std::fs::read(&target).unwrap(), body(199));
+            clear();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// An old version that has another name (a hard link someone made) is never
+    /// reused: that name keeps its contents.
+    #[test]
+    fn an_old_version_linked_elsewhere_is_left_alone() {
+        use crate::world::fsio::write_replace_sync;
+        std::thread::spawn(|| {
+            let root = tmp();
+            let dir = root.path().join("steps");
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            let target = dir.join("s.json");
+            write_replace_sync(&target, &body(1)).unwrap();
+            let backup = root.path().join("backup.json");
+            std::fs::hard_link(&target, &backup).unwrap();
+            for i in 2..100 {
+                write_replace_sync(&target, &body(i)).unwrap();
+            }
+            assert_eq!(std::fs::read(&backup).unwrap(), body(1));
+            assert_eq!(std::fs::read(&target).unwrap(), body(99));
+            clear();
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn abandoned_keep_dirs_of_dead_processes_are_removed() {
+        let root = tmp();
+        let keep = keep_root(root.path());
+        let host = crate::lease::host_name();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let dead_dir = keep.join(format!("{host}:{dead}:01ABC"));
+        let live_dir = keep.join(format!("{host}:{}:01ABD", std::process::id()));
+        let other_host = keep.join(format!("{host}-elsewhere:{dead}:01ABE"));
+        for d in [&dead_dir, &live_dir, &other_host] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("01X"), b"old").unwrap();
+        }
+        remove_abandoned(root.path());
+        assert!(!dead_dir.exists());
+        assert!(live_dir.exists());
+        assert!(other_host.exists());
+    }
+
     #[test]
     fn a_directory_that_refuses_is_forgotten() {
         std::thread::spawn(|| {
-            enable();
+            enable(None);
             let dir = tempfile::tempdir().unwrap();
             let gone = dir.path().join("missing");
             take(&gone);
