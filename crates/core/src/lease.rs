@@ -18,6 +18,7 @@
 //! contents were lost would read as a corrupt lease, and be reported when taken over).
 
 use crate::error::{Error, Result};
+use crate::host::{host_name, process_alive};
 use crate::ids::assert_safe_entity_id;
 use crate::world::fsio::{now_ms, parse_json};
 use serde_json::{json, Value};
@@ -45,29 +46,6 @@ fn owner_path(root: &Path, owner: &str) -> Result<PathBuf> {
         return Err(Error::Plain(format!("Invalid lease owner \"{owner}\"")));
     }
     Ok(base(root).join("owners").join(format!("{owner}.json")))
-}
-
-pub(crate) fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-pub(crate) fn process_alive(pid: i64) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// Writes our owner file if missing, and touches it (the heartbeat).

@@ -6,6 +6,7 @@
 
 pub mod dirscan;
 pub mod error;
+pub(crate) mod host;
 pub mod ids;
 pub mod journal;
 pub mod lease;

@@ -699,3 +699,207 @@ mod tests {
         assert_eq!(err.code().as_deref(), Some("CORRUPT_FILE"));
     }
 }
+
+/// A journal thread's spare files and reused inodes (world/spare.rs) change nothing of
+/// what is published.
+#[cfg(all(test, target_os = "linux"))]
+mod spare_tests {
+    use super::{write_exclusive_sync, write_replace_sync};
+    use crate::world::spare::testing::*;
+    use crate::world::spare::{clear, enable, work};
+    use std::path::Path;
+
+    /// A directory where create-once files are published unnamed whatever the sync mode
+    /// (tmpfs: nothing to sync, so no named temp file is needed).
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir_in("/dev/shm").unwrap()
+    }
+
+    fn ino(p: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).unwrap().ino()
+    }
+
+    fn body(i: usize) -> Vec<u8> {
+        format!("{{\"version\": {i}, \"pad\": \"{}\"}}", "x".repeat(i % 300)).into_bytes()
+    }
+
+    /// What a thread keeping spares publishes is what any thread publishes: same bytes,
+    /// same mode, same create-once refusal, empty files included.
+    #[test]
+    fn published_files_are_the_same_with_spares() {
+        use std::os::unix::fs::PermissionsExt;
+        let plain = tmp();
+        let spared = tmp();
+        let write_all = |root: &Path| {
+            let mut out = Vec::new();
+            for i in 0..20 {
+                let data = if i % 5 == 0 {
+                    Vec::new()
+                } else {
+                    vec![b'a' + (i % 26) as u8; 100 * i]
+                };
+                let path = root.join(format!("f{i}.json"));
+                out.push(write_exclusive_sync(&path, &data).unwrap());
+                // a second create-once of the name is refused and changes nothing
+                out.push(write_exclusive_sync(&path, b"other").unwrap());
+                write_replace_sync(&root.join(format!("r{i}.json")), &data).unwrap();
+                while work() {}
+            }
+            out
+        };
+        let a = write_all(plain.path());
+        let p2 = spared.path().to_path_buf();
+        let b = std::thread::spawn(move || {
+            enable(None);
+            let out = write_all(&p2);
+            // spares were used (the directory has some ready) and published files closed
+            assert!(spares_in(&p2) >= 1);
+            assert!(all_closed());
+            clear();
+            out
+        })
+        .join()
+        .unwrap();
+        assert_eq!(a, b);
+        let listing = |root: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(root)
+                .unwrap()
+                .map(|e| {
+                    let e = e.unwrap();
+                    let meta = e.metadata().unwrap();
+                    (
+                        e.file_name(),
+                        std::fs::read(e.path()).unwrap(),
+                        meta.permissions().mode(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(listing(plain.path()), listing(spared.path()));
+    }
+
+    /// A spare opened in a directory later replaced by another one of the same name.
+    #[test]
+    fn a_replaced_directory_still_gets_its_files() {
+        std::thread::spawn(|| {
+            enable(None);
+            let root = tmp();
+            let dir = root.path().join("events");
+            std::fs::create_dir(&dir).unwrap();
+            assert!(write_exclusive_sync(&dir.join("a.json"), b"1").unwrap());
+            while work() {}
+            assert_eq!(spares_in(&dir), 1);
+            std::fs::rename(&dir, root.path().join("old")).unwrap();
+            std::fs::create_dir(&dir).unwrap();
+            assert!(write_exclusive_sync(&dir.join("b.json"), b"2").unwrap());
+            assert_eq!(std::fs::read(dir.join("b.json")).unwrap(), b"2");
+            assert!(!root.path().join("old/b.json").exists());
+            // and a directory removed for good: re-created, as without spares
+            while work() {}
+            std::fs::remove_dir_all(&dir).unwrap();
+            let e = write_exclusive_sync(&dir.join("c.json"), b"3");
+            assert!(e.is_ok_and(|linked| linked), "the directory is re-created");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn replaced_files_reuse_inodes_and_read_as_written() {
+        std::thread::spawn(|| {
+            let root = tmp();
+            let dir = root.path().join("steps");
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            let mut inodes = std::collections::HashSet::new();
+            for i in 0..400 {
+                let target = dir.join(format!("s{}.json", i % 7));
+                write_replace_sync(&target, &body(i)).unwrap();
+                assert_eq!(std::fs::read(&target).unwrap(), body(i));
+                inodes.insert(ino(&target));
+            }
+            // every version of the 7 files after the first ones took a kept inode
+            assert!(
+                inodes.len() < 20,
+                "{} inodes for 400 replaces",
+                inodes.len()
+            );
+            // only the targets are in the directory; kept inodes live in the keep dir
+            let mut names: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().into_string().unwrap())
+                .collect();
+            names.sort();
+            assert_eq!(
+                names,
+                (0..7).map(|i| format!("s{i}.json")).collect::<Vec<_>>()
+            );
+            assert_eq!(keep_dirs(root.path()), 1);
+            clear();
+            enable(None); // the keep dir goes with its owner
+            assert_eq!(keep_dirs(root.path()), 0);
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// A reader that opened the old version keeps reading it unchanged, however many
+    /// replaces follow (the inode is not reused while open), as after a rename.
+    #[test]
+    fn an_open_old_version_is_never_overwritten() {
+        use std::io::Read;
+        std::thread::spawn(|| {
+            let root = tmp();
+            let dir = root.path().join("runs");
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            let target = dir.join("r.json");
+            write_replace_sync(&target, &body(1)).unwrap();
+            write_replace_sync(&target, &body(2)).unwrap();
+            let mut reader = std::fs::File::open(&target).unwrap();
+            let mut first = [0u8; 5];
+            reader.read_exact(&mut first).unwrap();
+            for i in 3..200 {
+                write_replace_sync(&dir.join(format!("o{}.json", i % 3)), &body(i)).unwrap();
+                write_replace_sync(&target, &body(i)).unwrap();
+            }
+            let mut rest = Vec::new();
+            reader.read_to_end(&mut rest).unwrap();
+            assert_eq!([&first[..], &rest[..]].concat(), body(2));
+            assert_eq!(std::fs::read(&target).unwrap(), body(199));
+            clear();
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// An old version that has another name (a hard link someone made) is never
+    /// reused: that name keeps its contents.
+    #[test]
+    fn an_old_version_linked_elsewhere_is_left_alone() {
+        std::thread::spawn(|| {
+            let root = tmp();
+            let dir = root.path().join("steps");
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            let target = dir.join("s.json");
+            write_replace_sync(&target, &body(1)).unwrap();
+            let backup = root.path().join("backup.json");
+            std::fs::hard_link(&target, &backup).unwrap();
+            for i in 2..100 {
+                write_replace_sync(&target, &body(i)).unwrap();
+            }
+            assert_eq!(std::fs::read(&backup).unwrap(), body(1));
+            assert_eq!(std::fs::read(&target).unwrap(), body(99));
+            clear();
+        })
+        .join()
+        .unwrap();
+    }
+}

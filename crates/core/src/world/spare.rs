@@ -141,7 +141,7 @@ pub fn enable(root: Option<&Path>) {
         s.keep_in = root.map(|root| KeepDir {
             path: keep_root(root).join(format!(
                 "{}:{}:{}",
-                crate::lease::host_name(),
+                crate::host::host_name(),
                 std::process::id(),
                 crate::ids::monotonic_ulid()
             )),
@@ -160,7 +160,7 @@ pub fn remove_abandoned(root: &Path) {
     let Ok(entries) = std::fs::read_dir(keep_root(root)) else {
         return;
     };
-    let host = crate::lease::host_name();
+    let host = crate::host::host_name();
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
@@ -171,7 +171,7 @@ pub fn remove_abandoned(root: &Path) {
         let Ok(pid) = pid.parse::<i64>() else {
             continue;
         };
-        if h == host && !crate::lease::process_alive(pid) {
+        if h == host && !crate::host::process_alive(pid) {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
@@ -505,6 +505,41 @@ fn open_unnamed(_d: &mut DirSpares) -> Option<File> {
     None
 }
 
+/// Test support (other modules' tests drive a thread's spares).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// Spare files ready for `dir` on this thread.
+    pub(crate) fn spares_in(dir: &Path) -> usize {
+        SPARES.with(|s| {
+            s.borrow()
+                .dirs
+                .iter()
+                .find(|d| d.dir == dir)
+                .map_or(0, |d| d.files.len())
+        })
+    }
+
+    /// Whether this thread closed every file it published.
+    pub(crate) fn all_closed() -> bool {
+        SPARES.with(|s| s.borrow().retired.is_empty())
+    }
+
+    /// Reuse inodes whatever the file system, without rest.
+    pub(crate) fn recycle_everywhere() {
+        SPARES.with(|s| {
+            let mut s = s.borrow_mut();
+            s.force_recycling = true;
+            s.rest = Some(Duration::ZERO);
+        });
+    }
+
+    pub(crate) fn keep_dirs(root: &Path) -> usize {
+        std::fs::read_dir(keep_root(root)).map_or(0, |d| d.count())
+    }
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
@@ -574,214 +609,11 @@ mod tests {
         tempfile::tempdir_in("/dev/shm").unwrap()
     }
 
-    /// What a thread keeping spares publishes is what any thread publishes: same bytes,
-    /// same mode, same create-once refusal, empty files included.
-    #[test]
-    fn published_files_are_the_same_with_spares() {
-        use crate::world::fsio::{write_exclusive_sync, write_replace_sync};
-        use std::os::unix::fs::PermissionsExt;
-        let plain = tmp();
-        let spared = tmp();
-        let write_all = |root: &Path| {
-            let mut out = Vec::new();
-            for i in 0..20 {
-                let data = if i % 5 == 0 {
-                    Vec::new()
-                } else {
-                    vec![b'a' + (i % 26) as u8; 100 * i]
-                };
-                let path = root.join(format!("f{i}.json"));
-                out.push(write_exclusive_sync(&path, &data).unwrap());
-                // a second create-once of the name is refused and changes nothing
-                out.push(write_exclusive_sync(&path, b"other").unwrap());
-                write_replace_sync(&root.join(format!("r{i}.json")), &data).unwrap();
-                while work() {}
-            }
-            out
-        };
-        let a = write_all(plain.path());
-        let p2 = spared.path().to_path_buf();
-        let b = std::thread::spawn(move || {
-            enable(None);
-            let out = write_all(&p2);
-            // spares were used (the directory has some ready) and published files closed
-            assert!(count(&p2) >= 1);
-            SPARES.with(|s| assert!(s.borrow().retired.is_empty()));
-            clear();
-            out
-        })
-        .join()
-        .unwrap();
-        assert_eq!(a, b);
-        let listing = |root: &Path| {
-            let mut v: Vec<_> = std::fs::read_dir(root)
-                .unwrap()
-                .map(|e| {
-                    let e = e.unwrap();
-                    let meta = e.metadata().unwrap();
-                    (
-                        e.file_name(),
-                        std::fs::read(e.path()).unwrap(),
-                        meta.permissions().mode(),
-                    )
-                })
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(listing(plain.path()), listing(spared.path()));
-    }
-
-    /// A spare opened in a directory later replaced by another one of the same name.
-    #[test]
-    fn a_replaced_directory_still_gets_its_files() {
-        use crate::world::fsio::write_exclusive_sync;
-        std::thread::spawn(|| {
-            enable(None);
-            let root = tmp();
-            let dir = root.path().join("events");
-            std::fs::create_dir(&dir).unwrap();
-            assert!(write_exclusive_sync(&dir.join("a.json"), b"1").unwrap());
-            while work() {}
-            assert_eq!(count(&dir), 1);
-            std::fs::rename(&dir, root.path().join("old")).unwrap();
-            std::fs::create_dir(&dir).unwrap();
-            assert!(write_exclusive_sync(&dir.join("b.json"), b"2").unwrap());
-            assert_eq!(std::fs::read(dir.join("b.json")).unwrap(), b"2");
-            assert!(!root.path().join("old/b.json").exists());
-            // and a directory removed for good: re-created, as without spares
-            while work() {}
-            std::fs::remove_dir_all(&dir).unwrap();
-            let e = write_exclusive_sync(&dir.join("c.json"), b"3");
-            assert!(e.is_ok_and(|linked| linked), "the directory is re-created");
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// Reuse inodes whatever the file system, without rest (tests only).
-    fn recycle_everywhere() {
-        SPARES.with(|s| {
-            let mut s = s.borrow_mut();
-            s.force_recycling = true;
-            s.rest = Some(Duration::ZERO);
-        });
-    }
-
-    fn ino(p: &Path) -> u64 {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p).unwrap().ino()
-    }
-
-    fn body(i: usize) -> Vec<u8> {
-        format!("{{\"version\": {i}, \"pad\": \"{}\"}}", "x".repeat(i % 300)).into_bytes()
-    }
-
-    #[test]
-    fn replaced_files_reuse_inodes_and_read_as_written() {
-        use crate::world::fsio::write_replace_sync;
-        std::thread::spawn(|| {
-            let root = tmp();
-            let dir = root.path().join("steps");
-            std::fs::create_dir(&dir).unwrap();
-            enable(Some(root.path()));
-            recycle_everywhere();
-            let mut inodes = std::collections::HashSet::new();
-            for i in 0..400 {
-                let target = dir.join(format!("s{}.json", i % 7));
-                write_replace_sync(&target, &body(i)).unwrap();
-                assert_eq!(std::fs::read(&target).unwrap(), body(i));
-                inodes.insert(ino(&target));
-            }
-            // every version of the 7 files after the first ones took a kept inode
-            assert!(
-                inodes.len() < 20,
-                "{} inodes for 400 replaces",
-                inodes.len()
-            );
-            // only the targets are in the directory; kept inodes live in the keep dir
-            let mut names: Vec<_> = std::fs::read_dir(&dir)
-                .unwrap()
-                .map(|e| e.unwrap().file_name().into_string().unwrap())
-                .collect();
-            names.sort();
-            assert_eq!(
-                names,
-                (0..7).map(|i| format!("s{i}.json")).collect::<Vec<_>>()
-            );
-            let keep = keep_root(root.path());
-            assert_eq!(std::fs::read_dir(&keep).unwrap().count(), 1);
-            clear();
-            enable(None); // the keep dir goes with its owner
-            assert_eq!(std::fs::read_dir(&keep).unwrap().count(), 0);
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// A reader that opened the old version keeps reading it unchanged, however many
-    /// replaces follow (the inode is not reused while open), as after a rename.
-    #[test]
-    fn an_open_old_version_is_never_overwritten() {
-        use crate::world::fsio::write_replace_sync;
-        use std::io::Read;
-        std::thread::spawn(|| {
-            let root = tmp();
-            let dir = root.path().join("runs");
-            std::fs::create_dir(&dir).unwrap();
-            enable(Some(root.path()));
-            recycle_everywhere();
-            let target = dir.join("r.json");
-            write_replace_sync(&target, &body(1)).unwrap();
-            write_replace_sync(&target, &body(2)).unwrap();
-            let mut reader = std::fs::File::open(&target).unwrap();
-            let mut first = [0u8; 5];
-            reader.read_exact(&mut first).unwrap();
-            for i in 3..200 {
-                write_replace_sync(&dir.join(format!("o{}.json", i % 3)), &body(i)).unwrap();
-                write_replace_sync(&target, &body(i)).unwrap();
-            }
-            let mut rest = Vec::new();
-            reader.read_to_end(&mut rest).unwrap();
-            assert_eq!([&first[..], &rest[..]].concat(), body(2));
-            assert_eq!(std::fs::read(&target).unwrap(), body(199));
-            clear();
-        })
-        .join()
-        .unwrap();
-    }
-
-    /// An old version that has another name (a hard link someone made) is never
-    /// reused: that name keeps its contents.
-    #[test]
-    fn an_old_version_linked_elsewhere_is_left_alone() {
-        use crate::world::fsio::write_replace_sync;
-        std::thread::spawn(|| {
-            let root = tmp();
-            let dir = root.path().join("steps");
-            std::fs::create_dir(&dir).unwrap();
-            enable(Some(root.path()));
-            recycle_everywhere();
-            let target = dir.join("s.json");
-            write_replace_sync(&target, &body(1)).unwrap();
-            let backup = root.path().join("backup.json");
-            std::fs::hard_link(&target, &backup).unwrap();
-            for i in 2..100 {
-                write_replace_sync(&target, &body(i)).unwrap();
-            }
-            assert_eq!(std::fs::read(&backup).unwrap(), body(1));
-            assert_eq!(std::fs::read(&target).unwrap(), body(99));
-            clear();
-        })
-        .join()
-        .unwrap();
-    }
-
     #[test]
     fn abandoned_keep_dirs_of_dead_processes_are_removed() {
         let root = tmp();
         let keep = keep_root(root.path());
-        let host = crate::lease::host_name();
+        let host = crate::host::host_name();
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
