@@ -248,7 +248,7 @@ mod anon {
     use crate::world::spare;
     use std::io::{self, Write};
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::io::{AsRawFd, FromRawFd};
+    use std::os::unix::io::AsRawFd;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -284,27 +284,16 @@ mod anon {
 
     /// An unnamed file opened in `dir` now; `None`: unnamed files are not available here.
     fn open_in(dir: &Path) -> io::Result<Option<std::fs::File>> {
-        let cdir = c_path(dir)?;
-        // SAFETY: a NUL-terminated path; the returned fd is checked, then owned by a File.
-        let fd = unsafe {
-            libc::open(
-                cdir.as_ptr(),
-                libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
-                0o666 as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return match e.raw_os_error() {
+        match spare::open_unnamed_in(&c_path(dir)?) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) => match e.raw_os_error() {
                 Some(libc::EISDIR | libc::EOPNOTSUPP | libc::EINVAL) => {
                     SUPPORTED.store(false, Ordering::Relaxed);
                     Ok(None)
                 }
                 _ => Err(e),
-            };
+            },
         }
-        // SAFETY: `fd` is a fresh descriptor nobody else owns.
-        Ok(Some(unsafe { std::fs::File::from_raw_fd(fd) }))
     }
 
     fn publish_opened(

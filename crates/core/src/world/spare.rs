@@ -484,24 +484,31 @@ fn reusable(k: &Recycled) -> Reuse {
 #[cfg(target_os = "linux")]
 fn open_unnamed(d: &mut DirSpares) -> Option<File> {
     use std::os::unix::ffi::OsStrExt;
-    use std::os::unix::io::FromRawFd;
     if d.cdir.is_none() {
         d.cdir = Some(CString::new(d.dir.as_os_str().as_bytes()).ok()?);
     }
-    let cdir = d.cdir.as_ref()?;
+    open_unnamed_in(d.cdir.as_ref()?).ok()
+}
+
+/// `open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666)`: an unnamed file in `dir`, as a
+/// create-once write opens it (here ahead of need, or by [`fsio`](crate::world::fsio)
+/// when no spare is ready).
+#[cfg(target_os = "linux")]
+pub(crate) fn open_unnamed_in(dir: &std::ffi::CStr) -> std::io::Result<File> {
+    use std::os::unix::io::FromRawFd;
     // SAFETY: a NUL-terminated path; the returned fd is checked, then owned by a File.
     let fd = unsafe {
         libc::open(
-            cdir.as_ptr(),
+            dir.as_ptr(),
             libc::O_TMPFILE | libc::O_WRONLY | libc::O_CLOEXEC,
             0o666 as libc::c_uint,
         )
     };
     if fd < 0 {
-        return None;
+        return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` is a fresh descriptor nobody else owns.
-    Some(unsafe { File::from_raw_fd(fd) })
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 #[cfg(not(target_os = "linux"))]
@@ -546,17 +553,8 @@ pub(crate) mod testing {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    use super::testing::spares_in as count;
     use super::*;
-
-    fn count(dir: &Path) -> usize {
-        SPARES.with(|s| {
-            s.borrow()
-                .dirs
-                .iter()
-                .find(|d| d.dir == dir)
-                .map_or(0, |d| d.files.len())
-        })
-    }
 
     #[test]
     fn a_thread_that_does_not_enable_keeps_nothing() {
