@@ -704,6 +704,22 @@ mod spare_tests {
         tempfile::tempdir_in("/dev/shm").unwrap()
     }
 
+    /// Runs `f(root, dir)` on a thread that keeps spares and reuses every replaced inode
+    /// (whatever the file system, without rest), `dir` being `root/<sub>`.
+    fn on_recycling_thread(sub: &'static str, f: impl FnOnce(&Path, &Path) + Send + 'static) {
+        std::thread::spawn(move || {
+            let root = tmp();
+            let dir = root.path().join(sub);
+            std::fs::create_dir(&dir).unwrap();
+            enable(Some(root.path()));
+            recycle_everywhere();
+            f(root.path(), &dir);
+            clear();
+        })
+        .join()
+        .unwrap();
+    }
+
     fn ino(p: &Path) -> u64 {
         use std::os::unix::fs::MetadataExt;
         std::fs::metadata(p).unwrap().ino()
@@ -798,12 +814,7 @@ mod spare_tests {
 
     #[test]
     fn replaced_files_reuse_inodes_and_read_as_written() {
-        std::thread::spawn(|| {
-            let root = tmp();
-            let dir = root.path().join("steps");
-            std::fs::create_dir(&dir).unwrap();
-            enable(Some(root.path()));
-            recycle_everywhere();
+        on_recycling_thread("steps", |root, dir| {
             let mut inodes = std::collections::HashSet::new();
             for i in 0..400 {
                 let target = dir.join(format!("s{}.json", i % 7));
@@ -818,7 +829,7 @@ mod spare_tests {
                 inodes.len()
             );
             // only the targets are in the directory; kept inodes live in the keep dir
-            let mut names: Vec<_> = std::fs::read_dir(&dir)
+            let mut names: Vec<_> = std::fs::read_dir(dir)
                 .unwrap()
                 .map(|e| e.unwrap().file_name().into_string().unwrap())
                 .collect();
@@ -827,13 +838,11 @@ mod spare_tests {
                 names,
                 (0..7).map(|i| format!("s{i}.json")).collect::<Vec<_>>()
             );
-            assert_eq!(keep_dirs(root.path()), 1);
+            assert_eq!(keep_dirs(root), 1);
             clear();
             enable(None); // the keep dir goes with its owner
-            assert_eq!(keep_dirs(root.path()), 0);
-        })
-        .join()
-        .unwrap();
+            assert_eq!(keep_dirs(root), 0);
+        });
     }
 
     /// A reader that opened the old version keeps reading it unchanged, however many
@@ -841,12 +850,7 @@ mod spare_tests {
     #[test]
     fn an_open_old_version_is_never_overwritten() {
         use std::io::Read;
-        std::thread::spawn(|| {
-            let root = tmp();
-            let dir = root.path().join("runs");
-            std::fs::create_dir(&dir).unwrap();
-            enable(Some(root.path()));
-            recycle_everywhere();
+        on_recycling_thread("runs", |_root, dir| {
             let target = dir.join("r.json");
             write_replace_sync(&target, &body(1)).unwrap();
             write_replace_sync(&target, &body(2)).unwrap();
@@ -861,34 +865,23 @@ mod spare_tests {
             reader.read_to_end(&mut rest).unwrap();
             assert_eq!([&first[..], &rest[..]].concat(), body(2));
             assert_eq!(std::fs::read(&target).unwrap(), body(199));
-            clear();
-        })
-        .join()
-        .unwrap();
+        });
     }
 
     /// An old version that has another name (a hard link someone made) is never
     /// reused: that name keeps its contents.
     #[test]
     fn an_old_version_linked_elsewhere_is_left_alone() {
-        std::thread::spawn(|| {
-            let root = tmp();
-            let dir = root.path().join("steps");
-            std::fs::create_dir(&dir).unwrap();
-            enable(Some(root.path()));
-            recycle_everywhere();
+        on_recycling_thread("steps", |root, dir| {
             let target = dir.join("s.json");
             write_replace_sync(&target, &body(1)).unwrap();
-            let backup = root.path().join("backup.json");
+            let backup = root.join("backup.json");
             std::fs::hard_link(&target, &backup).unwrap();
             for i in 2..100 {
                 write_replace_sync(&target, &body(i)).unwrap();
             }
             assert_eq!(std::fs::read(&backup).unwrap(), body(1));
             assert_eq!(std::fs::read(&target).unwrap(), body(99));
-            clear();
-        })
-        .join()
-        .unwrap();
+        });
     }
 }
