@@ -195,18 +195,28 @@ enum Kind {
 }
 
 #[cfg(target_os = "linux")]
-fn kind_of_fd(fd: libc::c_int) -> Kind {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    const RAMFS_MAGIC: i64 = 0x8584_58f6;
-    const EXT4_MAGIC: i64 = 0xEF53;
+const EXT4_MAGIC: i64 = 0xEF53;
+
+/// The type (`f_type`) of the file system holding `fd`.
+#[cfg(target_os = "linux")]
+fn fs_magic(fd: libc::c_int) -> Option<i64> {
     // SAFETY: an all-zero statfs is a valid value to be overwritten by the call.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: `fd` is an open descriptor and `st` a valid out-pointer.
     if unsafe { libc::fstatfs(fd, &mut st) } != 0 {
-        return Kind::Plain;
+        return None;
     }
     #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as i64;
+    Some(st.f_type as i64)
+}
+
+#[cfg(target_os = "linux")]
+fn kind_of_fd(fd: libc::c_int) -> Kind {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    const RAMFS_MAGIC: i64 = 0x8584_58f6;
+    let Some(magic) = fs_magic(fd) else {
+        return Kind::Plain;
+    };
     match magic {
         TMPFS_MAGIC | RAMFS_MAGIC => Kind::Volatile,
         EXT4_MAGIC if !ext4_writeback_mounted() && has_journal(fd) => Kind::OrderedJournal,
@@ -223,19 +233,10 @@ fn kind_of_fd(fd: libc::c_int) -> Kind {
 #[cfg(target_os = "linux")]
 pub(crate) fn frees_slow_creation(dir: &Path) -> bool {
     use std::os::unix::io::AsRawFd;
-    const EXT4_MAGIC: i64 = 0xEF53;
     let Ok(f) = std::fs::File::open(dir) else {
         return false;
     };
-    // SAFETY: an all-zero statfs is a valid value to be overwritten by the call.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `f` is an open descriptor and `st` a valid out-pointer.
-    if unsafe { libc::fstatfs(f.as_raw_fd(), &mut st) } != 0 {
-        return false;
-    }
-    #[allow(clippy::unnecessary_cast)]
-    let magic = st.f_type as i64;
-    magic == EXT4_MAGIC && !has_journal(f.as_raw_fd())
+    fs_magic(f.as_raw_fd()) == Some(EXT4_MAGIC) && !has_journal(f.as_raw_fd())
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -245,9 +245,8 @@ pub fn write_exclusive_sync(path: &Path, data: &[u8]) -> Result<bool> {
 mod anon {
     //! Create-once files written unnamed, then linked: `open(dir, O_TMPFILE)`, `write`,
     //! `linkat(/proc/self/fd/N → name)`.
-    use crate::world::spare;
+    use crate::world::spare::{self, c_path};
     use std::io::{self, Write};
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::io::AsRawFd;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -256,11 +255,6 @@ mod anon {
     static SUPPORTED: AtomicBool = AtomicBool::new(true);
     /// Cleared once `linkat(AT_EMPTY_PATH)` is refused (no privilege, older kernel).
     static EMPTY_PATH_LINK: AtomicBool = AtomicBool::new(true);
-
-    fn c_path(p: &Path) -> io::Result<std::ffi::CString> {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-    }
 
     /// `Some(true)`: published; `Some(false)`: the name exists (left untouched); `None`:
     /// unnamed files are not available here.
@@ -865,6 +859,26 @@ mod spare_tests {
             reader.read_to_end(&mut rest).unwrap();
             assert_eq!([&first[..], &rest[..]].concat(), body(2));
             assert_eq!(std::fs::read(&target).unwrap(), body(199));
+        });
+    }
+
+    /// A large old version (not kept for reuse) also reads to its end unchanged for a
+    /// reader that has it open.
+    #[test]
+    fn an_open_large_old_version_reads_whole() {
+        use std::io::Read;
+        on_recycling_thread("runs", |_root, dir| {
+            let target = dir.join("big.json");
+            let big = vec![b'b'; 200 * 1024];
+            write_replace_sync(&target, &big).unwrap();
+            let mut reader = std::fs::File::open(&target).unwrap();
+            for i in 0..20 {
+                write_replace_sync(&target, &body(i)).unwrap();
+            }
+            let mut got = Vec::new();
+            reader.read_to_end(&mut got).unwrap();
+            assert_eq!(got, big);
+            assert_eq!(std::fs::read(&target).unwrap(), body(19));
         });
     }
 

@@ -41,7 +41,7 @@ pub const MAX_RECYCLED: usize = 64;
 /// version open is also checked for (a lease), this only closes the window of an
 /// `open` in progress at the moment of the replace.
 const RECYCLE_AFTER: Duration = Duration::from_millis(20);
-/// Kept inodes larger than this are emptied (their blocks freed, the inode kept).
+/// Old versions larger than this are not kept (disk space over inode reuse).
 const KEEP_BYTES: u64 = 64 * 1024;
 
 struct DirSpares {
@@ -360,6 +360,7 @@ pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<bool> {
     }) else {
         return Ok(false);
     };
+    let (cname, cpath) = (c_path(&name)?, c_path(path)?);
     let file = match file {
         Some(f) => f,
         None => match std::fs::OpenOptions::new()
@@ -381,8 +382,6 @@ pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<bool> {
     }
     // the inode the target holds now: kept once swapped out
     let old = std::fs::OpenOptions::new().write(true).open(path);
-    let cname = c_path(&name)?;
-    let cpath = c_path(path)?;
     let swapped = old.is_ok()
         // SAFETY: NUL-terminated paths.
         && unsafe {
@@ -417,8 +416,11 @@ pub(crate) fn replace(path: &Path, data: &[u8]) -> std::io::Result<bool> {
         };
     }
     if let Ok(old) = old {
-        if old.metadata().is_ok_and(|m| m.len() > KEEP_BYTES) {
-            let _ = old.set_len(0);
+        // a large old version is not kept (it is not emptied either: a reader may be
+        // reading it); its name goes, the inode is freed once nobody has it open
+        if !old.metadata().is_ok_and(|m| m.len() <= KEEP_BYTES) {
+            let _ = std::fs::remove_file(&name);
+            return Ok(true);
         }
         SPARES.with(|s| {
             let mut s = s.borrow_mut();
@@ -442,8 +444,9 @@ pub(crate) fn replace(_path: &Path, _data: &[u8]) -> std::io::Result<bool> {
     Ok(false)
 }
 
+/// `p` as a C string (an `InvalidInput` error when it holds a NUL).
 #[cfg(target_os = "linux")]
-fn c_path(p: &Path) -> std::io::Result<CString> {
+pub(crate) fn c_path(p: &Path) -> std::io::Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     CString::new(p.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "path contains NUL"))
