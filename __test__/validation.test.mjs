@@ -337,14 +337,6 @@ describe('start()', () => {
     }
   })
 
-  test('an invalid workflow name: the official error (after run_created, as the official)', async () => {
-    for (const id of ['not a name', 'a\0b']) {
-      const { mine, theirs } = await both((api) => api.start({ workflowId: id }, []), { write: true })
-      assert.equal(mine.ok, false)
-      assert.deepEqual(describeError(mine.error), describeError(theirs.error))
-    }
-  })
-
   const TYPE_CASES = [
     ['workflowId: 42', [{ workflowId: 42 }, []], 'workflow.workflowId'],
     ['workflowId: Symbol()', [{ workflowId: Symbol('s') }, []], 'workflow.workflowId'],
@@ -396,6 +388,17 @@ describe('start()', () => {
       assert.equal(await run.status, 'pending')
       const theirs = await official.start({ workflowId: W }, ...args)
       assert.equal(await theirs.status, 'pending')
+    }
+  })
+
+  // Last in this block: both packages' start() of an invalid name writes run_created and
+  // may go on writing after it settles (the official's queue), which must not land
+  // between two snapshots of the refusal tests above.
+  test('an invalid workflow name: the official error (after run_created, as the official)', async () => {
+    for (const id of ['not a name', 'a\0b']) {
+      const { mine, theirs } = await both((api) => api.start({ workflowId: id }, []), { write: true })
+      assert.equal(mine.ok, false)
+      assert.deepEqual(describeError(mine.error), describeError(theirs.error))
     }
   })
 })
