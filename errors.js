@@ -195,7 +195,8 @@ class RetryableError extends Error {
     super(message)
     this.name = 'RetryableError'
     const ra = options.retryAfter
-    this.retryAfter = ra === undefined || ra === null ? new Date(Date.now() + 1000) : durationToDate(ra)
+    // (only an absent retryAfter defaults to 1 s: null is parsed, and refused, as the official does)
+    this.retryAfter = ra === undefined ? new Date(Date.now() + 1000) : durationToDate(ra)
   }
   static is(value) {
     return hasName(value, 'RetryableError')

@@ -8,7 +8,7 @@
 //   const run = await start(sum, [1, 2])   // start from workflow-native/api
 
 const { binding } = require('./lib/native.js')
-const { workflowStore, stepStore } = require('./lib/engine/context.js')
+const { workflowStore, stepStore, declaredSteps } = require('./lib/engine/context.js')
 const { getEngine } = require('./lib/engine/engine.js')
 const { resumeHook } = require('./lib/hooks.js')
 const errors = require('./errors.js')
@@ -63,16 +63,25 @@ function step(name, fn, options) {
   if (maxRetries !== undefined && !(Number.isInteger(maxRetries) && maxRetries >= 0)) {
     throw new TypeError(`maxRetries must be a non-negative integer, received ${maxRetries}`)
   }
-  const def = { stepName, fn, maxRetries }
   const s = function (...args) {
     if (stepStore.getStore()) return fn.apply(this, args)
     const w = workflowStore.getStore()
     if (!w) return fn.apply(this, args)
-    return w.exec.step(def, args)
+    return w.exec.step(def, args, this)
+  }
+  // `maxRetries` is read from the step function when a call is made (the official reads
+  // `stepFn.maxRetries`): `myStep.maxRetries = 5` after declaring it applies too.
+  const def = {
+    stepName,
+    fn,
+    get maxRetries() {
+      return s.maxRetries
+    },
   }
   Object.defineProperty(s, 'name', { value: name })
   s.stepId = def.stepName
   if (maxRetries !== undefined) s.maxRetries = maxRetries
+  declaredSteps.set(def.stepName, s)
   return s
 }
 

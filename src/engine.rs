@@ -546,6 +546,12 @@ fn brief(r: &EventResult) -> Value {
                 e.insert(k.into(), v.clone());
             }
         }
+        // a conflict's data names the run holding the token (`getConflict()`)
+        if ev.get("eventType").and_then(Value::as_str) == Some("hook_conflict") {
+            if let Some(v) = ev.get("eventData") {
+                e.insert("eventData".into(), v.clone());
+            }
+        }
         out.insert("event".into(), Value::Object(e));
     }
     let pick = |v: &Option<Value>, keys: &[&str]| -> Option<Value> {

@@ -8,4 +8,8 @@ const { AsyncLocalStorage } = require('node:async_hooks')
 const workflowStore = new AsyncLocalStorage()
 const stepStore = new AsyncLocalStorage()
 
-module.exports = { workflowStore, stepStore }
+/** The declared steps by id: a step function inside a value (a method's receiver, say)
+ * comes back as the declared one (it runs as a step in a workflow body, as itself in a step). */
+const declaredSteps = new Map()
+
+module.exports = { workflowStore, stepStore, declaredSteps }

@@ -14,13 +14,13 @@ const { stringify } = require('../vendor/devalue.cjs')
 const { clientReducers, serializeValue, frame } = require('../serialize.js')
 const { externalRevivers, hydratePayload } = require('../hydrate.js')
 const { refReadable, worldStreams } = require('../streams.js')
-const { workflowStore, stepStore } = require('./context.js')
+const { workflowStore, stepStore, declaredSteps } = require('./context.js')
 const { RunJournal, Halted, RUN_GONE } = require('./journal.js')
 const { ReplayLog, isTerminalRunEvent } = require('./replay.js')
 const { callStep } = require('./steps.js')
 const { sleep } = require('./sleeps.js')
 const { createHook } = require('./hooks.js')
-const { HALT, tagged, untag, errorText } = require('./values.js')
+const { HALT, tagged, untag, normalizeError } = require('./values.js')
 const errors = require('../../errors.js')
 
 const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
@@ -127,6 +127,11 @@ class Execution {
       ...base,
       // A writable handed to a step (getWritable() in the workflow body) is the run's stream.
       WritableStream: (ref) => this.stepWritable(ref.name, stepStore.getStore()?.ops),
+      StepFunction: (value) => {
+        const fn = declaredSteps.get(value && value.stepId)
+        if (!fn) throw new Error(`Step function "${value && value.stepId}" not found. Make sure the step function is registered.`)
+        return fn
+      },
     }
     this.reducers = clientReducers({
       global: globalThis,
@@ -153,9 +158,9 @@ class Execution {
   // ------------------------------------------------------------------ the event log
 
   /** Queues a write nobody waits for (its refusal goes to onWriteFault). */
-  writeBackground(eventType, correlationId, eventData) {
+  writeBackground(eventType, correlationId, eventData, invocation = false) {
     this.journal
-      .write(eventType, correlationId, eventData, true)
+      .write(eventType, correlationId, eventData, true, invocation)
       .then((res) => this.noteWritten(res))
       .catch((e) => this.onWriteFault(e))
   }
@@ -164,13 +169,13 @@ class Execution {
    * Writes an event and waits for it. Resolves to the core's answer, or to HALT when the
    * run ended under us (or stopped here); other refusals reject.
    */
-  async record(eventType, correlationId, eventData) {
+  async record(eventType, correlationId, eventData, invocation = false) {
     // A look asked for before this write (an in-process cancel, say) comes first.
     if (this.refreshing) await this.refreshing
     if (this.stopped) return HALT
     let res
     try {
-      res = await this.journal.write(eventType, correlationId, eventData)
+      res = await this.journal.write(eventType, correlationId, eventData, false, invocation)
     } catch (e) {
       return this.settleRefusal(lostStep(this, eventType, correlationId, e))
     }
@@ -561,7 +566,13 @@ class Execution {
       const args = Array.isArray(input) ? input : []
       // A run started from inside a step (or a hook resumed there) must not inherit the
       // step's context: its body is a workflow body.
-      const result = await stepStore.exit(() => workflowStore.run({ exec: this }, () => this.def.fn(...args)))
+      let result
+      try {
+        result = await stepStore.exit(() => workflowStore.run({ exec: this }, () => this.def.fn(...args)))
+      } finally {
+        // invocations the body made in the turn it settled in are never committed
+        this.journal.dropInvocations()
+      }
       if (this.stopped || this.divergence) return
       const unreached = this.log.unreached()
       if (unreached) {
@@ -611,10 +622,8 @@ class Execution {
   async fail(err, errorCode) {
     if (this.stopped) return
     try {
-      await this.journal.write('run_failed', undefined, {
-        error: { message: errorText(err), stack: err instanceof Error && err.stack ? err.stack : undefined },
-        errorCode,
-      })
+      const { message, stack } = await normalizeError(err)
+      await this.journal.write('run_failed', undefined, { error: { message, stack }, errorCode })
     } catch (e) {
       // A storage fault: the run is not failed on disk (the core took the attempt back);
       // it stays resumable, and its replay reaches the same failure once the fault is fixed.
@@ -628,8 +637,8 @@ class Execution {
 
   // ------------------------------------------------------------------ invocations
 
-  step(def, args) {
-    return callStep(this, def, args)
+  step(def, args, thisVal) {
+    return callStep(this, def, args, thisVal)
   }
 
   sleep(param) {

@@ -38,7 +38,7 @@ function createHook(exec, options, isWebhook) {
   // Queued: the hook object exists at once; the core's answer (hook_created, or
   // hook_conflict) reaches it as an event of its correlation id.
   const hook = new EngineHook(exec, corr, token, isWebhook)
-  exec.writeBackground('hook_created', corr, eventData)
+  exec.writeBackground('hook_created', corr, eventData, true)
   return hook
 }
 
@@ -49,7 +49,10 @@ class EngineHook {
   #waiters = []
   #consumed = 0
   #conflict = null
+  /** dispose() was called (by this execution's workflow code: ends `for await`) */
   #disposed = false
+  /** hook_disposed is in the log (a replay's dispose() writes nothing) */
+  #disposedLogged = false
 
   constructor(exec, corr, token, isWebhook) {
     this.#exec = exec
@@ -66,13 +69,13 @@ class EngineHook {
   #onEvent(ev) {
     if (ev.eventType === 'hook_conflict') {
       const d = ev.eventData || {}
-      this.#conflict = { runId: d.conflictingRunId ?? d.runId ?? null }
+      this.#conflict = { runId: typeof d.conflictingRunId === 'string' ? d.conflictingRunId : null }
       this.#flush()
     } else if (ev.eventType === 'hook_received') {
       this.#payloads.push(ev)
       this.#flush()
     } else if (ev.eventType === 'hook_disposed') {
-      this.#disposed = true
+      this.#disposedLogged = true
     }
   }
 
@@ -108,25 +111,34 @@ class EngineHook {
     return this.next().then(onFulfilled, onRejected)
   }
 
+  /** Payloads until the workflow code disposes the hook (the loop then ends). */
   async *[Symbol.asyncIterator]() {
-    for (;;) yield await this.next()
+    while (!this.#disposed) yield await this.next()
   }
 
+  /**
+   * `null` once the hook is registered; `{ runId }` of the run holding the token when it
+   * is not; rejects with the HookConflictError when that run is not known (a conflict
+   * event without `conflictingRunId`), as the official does.
+   */
   async getConflict() {
     // the core's answer to hook_created must be in before the question is answered
     await this.#exec.journal.settledUpTo()
-    return this.#conflict ? { runId: this.#conflict.runId } : null
+    if (!this.#conflict) return null
+    if (this.#conflict.runId === null) throw new errors.HookConflictError(this.token)
+    return { runId: this.#conflict.runId }
   }
 
   dispose() {
-    if (this.#disposed || this.#exec.stopped || this.#corr === null) return
+    if (this.#disposed) return
     this.#disposed = true
+    if (this.#disposedLogged || this.#exec.stopped || this.#corr === null) return
     const exec = this.#exec
     const corr = this.#corr
     exec.handlers.delete(corr)
     // Queued in call order. After a conflict there is no hook entity: the core refuses
     // (HookNotFoundError), which is the expected answer.
-    exec.journal.write('hook_disposed', corr, { token: this.token }).catch((e) => {
+    exec.journal.write('hook_disposed', corr, { token: this.token }, false, true).catch((e) => {
       if (e && ['EntityConflictError', 'HookNotFoundError', 'RunExpiredError', 'Halted'].includes(e.name)) return
       console.error(`[workflow-native] Could not dispose hook ${corr} of run ${exec.runId}:`, e)
     })

@@ -176,13 +176,13 @@ class RunJournal {
    * the refusal (a JS error of the core's class). `background`: nobody awaits it; a
    * refusal goes to `onFault`.
    */
-  write(eventType, correlationId, eventData, background = false) {
+  write(eventType, correlationId, eventData, background = false, invocation = false) {
     const req = { eventType, specVersion: 3 }
     if (correlationId !== undefined) req.correlationId = correlationId
     if (eventData !== undefined) req.eventData = eventData
     if (this.#halted) return background ? Promise.resolve(undefined) : Promise.reject(new Halted())
     const p = new Promise((resolve, reject) => {
-      this.#queue.push({ req, resolve, reject, background })
+      this.#queue.push({ req, resolve, reject, background, invocation })
       this.#engine.busy++
       this.#schedule()
     })
@@ -191,6 +191,25 @@ class RunJournal {
       () => {},
     )
     return p
+  }
+
+  /**
+   * Drops the queued, not yet sent, writes that commit an invocation (`invocation`: a
+   * step's creation and first start, a sleep, a hook, a disposal): the workflow body
+   * settled in the same turn that made them, and the official runtime commits
+   * invocations only when the body suspends — a step called without `await` right
+   * before a `return` never runs. Their callers halt (background writes resolve).
+   */
+  dropInvocations() {
+    if (!this.#queue.some((e) => e.invocation)) return
+    const dropped = this.#queue.filter((e) => e.invocation)
+    this.#queue = this.#queue.filter((e) => !e.invocation)
+    for (const entry of dropped) {
+      this.#settled(entry, () => {
+        if (entry.background) entry.resolve(undefined)
+        else entry.reject(new Halted())
+      })
+    }
   }
 
   /** A write is coming soon: the writer thread is woken now rather than by that write. */

@@ -18,7 +18,7 @@ async function sleep(exec, param) {
   } else {
     resumeAt = durationToDate(param, exec.engine.clock.now()).getTime()
     corr = `wait_${binding.newUlid()}`
-    const res = await exec.record('wait_created', corr, { resumeAt: new Date(resumeAt).toISOString() })
+    const res = await exec.record('wait_created', corr, { resumeAt: new Date(resumeAt).toISOString() }, true)
     if (res === HALT) return exec.halt()
   }
   if (exec.log.events(corr).some((e) => e.eventType === 'wait_completed')) {

@@ -8,7 +8,7 @@
 
 const { binding } = require('../native.js')
 const { stepStore } = require('./context.js')
-const { tagged, errorText, HALT } = require('./values.js')
+const { tagged, errorText, normalizeError, HALT } = require('./values.js')
 const errors = require('../../errors.js')
 
 const DEFAULT_MAX_RETRIES = 3
@@ -28,8 +28,23 @@ function stepError(data) {
   return err
 }
 
-/** A step called from the workflow body of `exec`. */
-async function callStep(exec, def, args) {
+/**
+ * The receiver a step call records, as the official does: a method call's object, not
+ * `undefined`, `null` or the global object.
+ */
+function receiverOf(thisVal) {
+  return thisVal !== undefined && thisVal !== null && thisVal !== globalThis ? thisVal : undefined
+}
+
+/** The step's retries: its `maxRetries` property when the call is made (as the official reads it). */
+function maxRetriesOf(def) {
+  const n = def.maxRetries
+  return typeof n === 'number' && n >= 0 ? n : DEFAULT_MAX_RETRIES
+}
+
+/** A step called from the workflow body of `exec` (`thisVal`: the call's receiver). */
+async function callStep(exec, def, args, thisVal) {
+  const receiver = receiverOf(thisVal)
   const inv = exec.claim('step', def.stepName, `step "${def.stepName}"`)
   if (inv === HALT) return exec.halt()
   let stepId
@@ -38,14 +53,23 @@ async function callStep(exec, def, args) {
     stepId = inv.corr
   } else {
     stepId = `step_${binding.newUlid()}`
-    freshInput = tagged(exec.serialize({ args, closureVars: undefined, thisVal: undefined }, 'step arguments'))
+    try {
+      freshInput = tagged(exec.serialize({ args, closureVars: undefined, thisVal: receiver }, 'step arguments'))
+    } catch (e) {
+      return unserializableStep(exec, def, stepId, e)
+    }
     exec.flushOps()
     // Written in one batch with the step_started the attempt awaits below.
-    exec.writeBackground('step_created', stepId, {
-      stepName: def.stepName,
-      workflowName: exec.workflowName,
-      input: freshInput,
-    })
+    exec.writeBackground(
+      'step_created',
+      stepId,
+      {
+        stepName: def.stepName,
+        workflowName: exec.workflowName,
+        input: freshInput,
+      },
+      true,
+    )
   }
   const recorded = exec.log.events(stepId)
   const created = recorded.find((e) => e.eventType === 'step_created')
@@ -69,18 +93,52 @@ async function callStep(exec, def, args) {
   }
   // Each attempt gets its own copy of the arguments, from the recorded input.
   const input = freshInput || (created && created.eventData && created.eventData.input)
+  // `{ args, thisVal }` of an attempt; the step runs with `this` = the recorded receiver
+  // (null without one, as the official applies it)
   const argsOf = () => {
     // Primitives come back from their serialization as themselves: a copy of the array
     // is the same copy, without the round trip through bytes.
-    if (freshInput && args.every(isPrimitive)) return args.slice()
+    if (freshInput && receiver === undefined && args.every(isPrimitive)) return { args: args.slice(), thisVal: null }
     const stored = input && exec.hydrate(input)
-    return stored && Array.isArray(stored.args) ? stored.args : args
+    if (!stored || !Array.isArray(stored.args)) return { args, thisVal: receiver ?? null }
+    return { args: stored.args, thisVal: stored.thisVal ?? null }
   }
-  return attempts(exec, def, stepId, argsOf, startedAt)
+  return attempts(exec, def, stepId, argsOf, startedAt, freshInput !== undefined)
 }
 
-async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
-  const maxRetries = def.maxRetries ?? DEFAULT_MAX_RETRIES
+/** What the official writes for a step its arguments could not be serialized for. */
+const UNSERIALIZABLE_INPUT = {
+  args: ['[input unavailable: step argument serialization failed]'],
+  closureVars: [],
+  thisVal: undefined,
+  __workflowUnserializableStepInput: true,
+}
+
+/**
+ * A step whose arguments cannot be serialized fails like a step whose code threw a
+ * FatalError, as the official does: `step_created` with a placeholder input, then
+ * `step_failed` with the serialization error; the workflow can catch it, and uncaught
+ * it fails the run as the workflow's own error.
+ */
+async function unserializableStep(exec, def, stepId, err) {
+  const message = errorText(err)
+  const stack = err instanceof Error && err.stack ? err.stack : undefined
+  exec.flushOps()
+  exec.writeBackground(
+    'step_created',
+    stepId,
+    { stepName: def.stepName, workflowName: exec.workflowName, input: tagged(exec.serialize(UNSERIALIZABLE_INPUT)) },
+    true,
+  )
+  const failed = await exec.record('step_failed', stepId, { stepName: def.stepName, error: message, stack }, true)
+  if (failed === HALT) return exec.halt()
+  throw stepError({ error: message, stack })
+}
+
+async function attempts(exec, def, stepId, argsOf, firstStartedAt, fresh) {
+  const maxRetries = maxRetriesOf(def)
+  // (a fresh step's first start commits the invocation with its creation)
+  let first = fresh
   for (;;) {
     if (exec.stopped) return exec.halt()
     // A run draining here (its worker stopping) starts no new attempt.
@@ -90,7 +148,9 @@ async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
     }
     let started
     try {
-      started = await exec.record('step_started', stepId, { stepName: def.stepName })
+      const invocation = first
+      first = false
+      started = await exec.record('step_started', stepId, { stepName: def.stepName }, invocation)
     } catch (e) {
       if (e && e.name === 'TooEarlyError') {
         // the timer fired a little before the world's clock reached retryAfter
@@ -105,7 +165,9 @@ async function attempts(exec, def, stepId, argsOf, firstStartedAt) {
     const attempt = step.attempt || 1
     const stepStartedAt = firstStartedAt ?? (step.startedAt ? Date.parse(step.startedAt) : Date.now())
     if (attempt > maxRetries + 1) {
-      const message = `Step "${def.stepName}" exceeded max retries (${maxRetries} ${maxRetries === 1 ? 'retry' : 'retries'})`
+      // (counted as the official counts them: every attempt made but the first)
+      const retries = attempt - 1
+      const message = `Step "${def.stepName}" exceeded max retries (${retries} ${retries === 1 ? 'retry' : 'retries'})`
       if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: message })) === HALT) {
         return exec.halt()
       }
@@ -138,8 +200,8 @@ async function runAttempt(exec, def, stepId, argsOf, stepStartedAt, attempt, max
   let ok = false
   exec.engine.busy++
   try {
-    const args = stepStore.run(meta, argsOf)
-    result = await stepStore.run(meta, () => def.fn(...args))
+    const { args, thisVal } = stepStore.run(meta, argsOf)
+    result = await stepStore.run(meta, () => def.fn.apply(thisVal, args))
     if (ops.length > 0) await Promise.all(ops)
     ok = true
   } catch (err) {
@@ -169,8 +231,7 @@ async function runAttempt(exec, def, stepId, argsOf, stepStartedAt, attempt, max
       return { value: isPrimitive(result) ? result : exec.hydrateBytes(bytes) }
     }
   }
-  const message = errorText(failure)
-  const stack = failure instanceof Error && failure.stack ? failure.stack : undefined
+  const { message, stack } = await normalizeError(failure)
   if (errors.FatalError.is(failure)) {
     if ((await exec.record('step_failed', stepId, { stepName: def.stepName, error: message, stack })) === HALT) {
       return { halt: true }
@@ -191,11 +252,10 @@ async function runAttempt(exec, def, stepId, argsOf, stepStartedAt, attempt, max
   if (retryable && !exec.engine.clock.virtual) data.retryAfter = failure.retryAfter.toISOString()
   if ((await exec.record('step_retrying', stepId, data)) === HALT) return { halt: true }
   // The official runtime redelivers after max(1 s, retryAfter - now).
-  return {
-    retryAt: retryable
-      ? Math.max(failure.retryAfter.getTime(), exec.engine.clock.now() + 1000)
-      : exec.engine.clock.now() + 1000,
-  }
+  // Whole seconds, as the official queue delays the retry: max(1, ceil(retryAfter - now)).
+  const now = exec.engine.clock.now()
+  const seconds = retryable ? Math.max(1, Math.ceil((failure.retryAfter.getTime() - now) / 1000)) : 1
+  return { retryAt: now + seconds * 1000 }
 }
 
 module.exports = { callStep }

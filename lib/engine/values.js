@@ -1,4 +1,5 @@
 'use strict'
+const { types } = require('node:util')
 // Small shared pieces of the engine: world-local's JSON encoding of bytes, error text,
 // and the marker an invocation returns once its run stopped executing here.
 
@@ -18,7 +19,7 @@ function untag(v) {
 }
 
 function errorText(err) {
-  if (err instanceof Error) return err.message
+  if (types.isNativeError(err)) return err.message
   if (typeof err === 'string') return err
   try {
     return JSON.stringify(err)
@@ -27,4 +28,26 @@ function errorText(err) {
   }
 }
 
-module.exports = { HALT, tagged, untag, errorText }
+function isThenable(v) {
+  return typeof v === 'object' && v !== null && 'then' in v && typeof v.then === 'function'
+}
+
+/**
+ * `{ message, stack }` of a thrown value as the official records it: an Error's (a real
+ * one: `types.isNativeError`), a string as is, anything else as JSON; a thrown promise
+ * (or thenable) is awaited and its outcome reported as "Promise rejection: …".
+ */
+async function normalizeError(v) {
+  if (isThenable(v)) {
+    let inner
+    try {
+      inner = await normalizeError(await v)
+    } catch (rejection) {
+      inner = await normalizeError(rejection)
+    }
+    return { ...inner, message: `Promise rejection: ${inner.message}` }
+  }
+  return { message: errorText(v), stack: types.isNativeError(v) ? (v.stack ?? '') : '' }
+}
+
+module.exports = { HALT, tagged, untag, errorText, normalizeError }
