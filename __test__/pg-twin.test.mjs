@@ -230,6 +230,61 @@ describe('PostgreSQL twin: the official World writes, ours reads', { skip }, () 
     await assert.rejects(ours.getRun(runId).returnValue, (e) => ourErrors.WorkflowRunCancelledError.is(e))
   })
 
+  test('cancel() of a run that does not exist: WorkflowRunNotFoundError as the official World gives it, nothing written', async () => {
+    // (ids world-local would refuse as unsafe are only query parameters here, as upstream)
+    for (const runId of [newRunId(), 'a/b', 'wrun_a.b', 'nope']) {
+      const theirs = await official.events
+        .create(runId, { eventType: 'run_cancelled', specVersion: 3 })
+        .then(() => 'resolved', (e) => e.name)
+      assert.equal(theirs, 'WorkflowRunNotFoundError', runId)
+      await assert.rejects(ours.getRun(runId).cancel(), (e) => {
+        assert.ok(ourErrors.WorkflowRunNotFoundError.is(e), `${runId}: ${e.name} ${e.message}`)
+        assert.equal(e.message, `Workflow run "${runId}" not found`)
+        return true
+      })
+      const rows = await client.query('SELECT count(*)::int AS n FROM workflow.workflow_events WHERE run_id = $1', [runId])
+      assert.equal(rows.rows[0].n, 0, runId)
+    }
+  })
+
+  test('the run is in the official queue when start(), resumeHook() and wakeUp() resolve', async () => {
+    const run = await ours.start({ workflowId: WORKFLOW_NAME }, [1])
+    assert.equal((await jobsFor(run.runId)).length, 1, 'after start()')
+    const runId = await officialRun('running')
+    await official.events.create(runId, {
+      eventType: 'hook_created',
+      specVersion: 3,
+      correlationId: 'hook_q1',
+      eventData: { token: 'tok-queued', isWebhook: false },
+    })
+    await ours.resumeHook('tok-queued', 1)
+    assert.equal((await jobsFor(runId)).length, 1, 'after resumeHook()')
+    const slept = await officialRun('running')
+    await official.events.create(slept, {
+      eventType: 'wait_created',
+      specVersion: 3,
+      correlationId: 'wait_q1',
+      eventData: { resumeAt: new Date(Date.now() + 3_600_000) },
+    })
+    await ours.getRun(slept).wakeUp()
+    assert.equal((await jobsFor(slept)).length, 1, 'after wakeUp()')
+  })
+
+  test('a hook without metadata has the metadata key, as world-postgres returns it', async () => {
+    const runId = await officialRun('running')
+    await official.events.create(runId, {
+      eventType: 'hook_created',
+      specVersion: 3,
+      correlationId: 'hook_nometa',
+      eventData: { token: 'tok-no-metadata', isWebhook: false },
+    })
+    const theirs = await official.hooks.getByToken('tok-no-metadata')
+    const hook = await ours.getHookByToken('tok-no-metadata')
+    assert.equal('metadata' in theirs, true)
+    assert.equal('metadata' in hook, true)
+    assert.equal(hook.metadata, undefined)
+  })
+
   test('wakeUp(): completes the official sleep and enqueues the run for the official app', async () => {
     const runId = await officialRun('running')
     const resumeAt = new Date(Date.now() + 3_600_000)

@@ -2,7 +2,7 @@
 // getHookByToken / resumeHook / resumeWebhook over the local world.
 
 const { binding } = require('./native.js')
-const { resolveWorld, deliverInBackground } = require('./world.js')
+const { resolveWorld, deliver } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams, stopPipeInto, clientRevivers } = require('./streams.js')
 const { hydratePayload } = require('./hydrate.js')
@@ -38,6 +38,9 @@ async function lookup(token) {
   }
   if (info.hasMetadata) {
     hook.metadata = hydratePayload(info.metadata, info.metadataJson, true, revivers(world))
+  } else if (world.kind === 'postgres') {
+    // world-postgres's hook always has the key (`metadata ||= metadataJson`)
+    hook.metadata = undefined
   }
   hook.createdAt = new Date(info.createdAt)
   if (info.specVersion !== undefined && info.specVersion !== null) hook.specVersion = info.specVersion
@@ -102,7 +105,7 @@ async function resumeHook(tokenOrHook, payload) {
   const message = { runId: hook.runId }
   const tc = run.executionContext && run.executionContext.traceCarrier
   if (tc !== undefined && tc !== null) message.traceCarrier = tc
-  deliverInBackground({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
+  await deliver({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
   return hook
 }
 

@@ -2,7 +2,7 @@
 // The Run handle: a run's metadata, return value, streams, wake-up and cancellation.
 
 const { errorFromData } = require('./native.js')
-const { resolveWorld, deliverInBackground } = require('./world.js')
+const { resolveWorld, deliver } = require('./world.js')
 const { hydratePayload } = require('./hydrate.js')
 const { refReadable, clientRevivers, startIndexOption, runStreamOf } = require('./streams.js')
 const errors = require('../errors.js')
@@ -168,7 +168,7 @@ class Run {
         { cause: e },
       )
     }
-    if (res.message) deliverInBackground(res.message)
+    if (res.message) await deliver(res.message)
     if (res.errors.length > 0) {
       const list = res.errors.map((j) => errorFromData(JSON.parse(j)))
       throw new AggregateError(

@@ -3,7 +3,7 @@
 // message delivered over HTTP to the app's workflow endpoint.
 
 const { binding } = require('./native.js')
-const { resolveWorld, deliverInBackground } = require('./world.js')
+const { resolveWorld, deliver } = require('./world.js')
 const { clientReducers, serializeValue } = require('./serialize.js')
 const { worldStreams } = require('./streams.js')
 const { Run } = require('./run.js')
@@ -204,7 +204,7 @@ async function start(workflow, argsOrOptions, maybeOptions) {
       { deploymentId, specVersion },
     )
   } else {
-    deliverInBackground({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
+    await deliver({ queueName, messageId: `msg_${binding.newUlid()}`, body: JSON.stringify(message) })
   }
   logBackground(ops, runId)
   return new Run(runId)

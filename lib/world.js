@@ -101,6 +101,26 @@ function deliverInBackground(message) {
   })().catch((e) => console.error('[workflow-native] Queue operation failed:', e))
 }
 
+/**
+ * Hands a queue message on as `start()`, `resumeHook()` and `wakeUp()` do: on PostgreSQL
+ * the job is in the official app's graphile-worker queue when this resolves (as
+ * world-postgres's `queue()` has it when the official call resolves); a failure is
+ * logged, as a background delivery's is. Elsewhere, delivered in the background.
+ */
+async function deliver(message) {
+  if (localDispatcher && localDispatcher(message)) return
+  const { world } = resolveWorld()
+  if (world && world.kind === 'postgres') {
+    try {
+      await world.enqueue(message)
+    } catch (e) {
+      console.error(`[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not enqueued:`, e)
+    }
+    return
+  }
+  deliverInBackground(message)
+}
+
 let localDispatcher = null
 
 /** Installs the embedded engine's dispatcher (returns true for messages it handles). */
@@ -113,4 +133,4 @@ function resetWorldForTests() {
   resolved = null
 }
 
-module.exports = { resolveWorld, deliverInBackground, queueTarget, setLocalDispatcher, resetWorldForTests }
+module.exports = { resolveWorld, deliver, deliverInBackground, queueTarget, setLocalDispatcher, resetWorldForTests }

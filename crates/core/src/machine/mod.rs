@@ -77,6 +77,17 @@ fn apply_in<S: EventStore + ?Sized>(store: &S, req: &Request) -> Result<Created>
         None
     };
 
+    if current.is_none()
+        && store.transitions_need_the_run()
+        && matches!(
+            ty,
+            "run_started" | "run_completed" | "run_failed" | "run_cancelled"
+        )
+    {
+        return Err(Error::RunNotFound {
+            run_id: ctx.run_id.clone(),
+        });
+    }
     if let Some(cur) = &current {
         cur.snap.check_supported()?;
         if cur.snap.is_legacy() {

@@ -84,9 +84,21 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request whose ids name files (world-local): ids with `.`, `/`, `\\` or NUL are
+    /// refused (`UnsafeEntityIdError`).
     pub fn parse(run_id: Option<&str>, data: Map<String, Value>) -> Result<Request> {
+        Self::parse_ids(run_id, data, true)
+    }
+
+    /// A request whose ids are only ever query parameters (world-postgres checks none:
+    /// an id no run has is simply not found).
+    pub fn parse_any_ids(run_id: Option<&str>, data: Map<String, Value>) -> Result<Request> {
+        Self::parse_ids(run_id, data, false)
+    }
+
+    fn parse_ids(run_id: Option<&str>, data: Map<String, Value>, check: bool) -> Result<Request> {
         let run_id = run_id.filter(|r| !r.is_empty());
-        if let Some(r) = run_id {
+        if let (Some(r), true) = (run_id, check) {
             assert_safe_entity_id("runId", r)?;
         }
         let event_type = match data.get("eventType") {
@@ -100,7 +112,9 @@ impl Request {
         let correlation_id = match data.get("correlationId") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => {
-                assert_safe_entity_id("correlationId", s)?;
+                if check {
+                    assert_safe_entity_id("correlationId", s)?;
+                }
                 Some(s.clone())
             }
             Some(_) => {

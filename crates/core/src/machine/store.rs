@@ -107,4 +107,12 @@ pub trait EventStore {
     fn transactional(&self) -> bool {
         false
     }
+
+    /// `true` when a run transition (`run_started` without the data to create the run,
+    /// `run_completed`, `run_failed`, `run_cancelled`) of a run that does not exist is
+    /// refused with `WorkflowRunNotFoundError`, as world-postgres refuses it (world-local
+    /// stores the event).
+    fn transitions_need_the_run(&self) -> bool {
+        false
+    }
 }

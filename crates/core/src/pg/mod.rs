@@ -320,7 +320,7 @@ impl PgWorld {
         run_id: Option<&str>,
         request: Map<String, Value>,
     ) -> Result<Created> {
-        let req = Request::parse(run_id, request)?;
+        let req = Request::parse_any_ids(run_id, request)?;
         let pool = Arc::clone(&self.batches);
         let slot = pool.reserve().await?;
         tokio::task::spawn_blocking(move || -> Result<Created> {

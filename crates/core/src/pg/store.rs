@@ -511,6 +511,10 @@ impl EventStore for PgStore<'_> {
         true
     }
 
+    fn transitions_need_the_run(&self) -> bool {
+        true
+    }
+
     fn run_location(&self, run_id: &str) -> Result<PathBuf> {
         Ok(location("workflow_runs", run_id))
     }
