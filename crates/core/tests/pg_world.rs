@@ -346,6 +346,39 @@ async fn a_duplicate_entity_event_from_another_writer_is_an_entity_conflict() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_of_a_missing_run_is_run_not_found_and_writes_nothing() {
+    let Some(db) = TestDb::new("missingrun").await else {
+        return;
+    };
+    let w = db.world().await;
+    // ids world-local refuses as unsafe are plain query parameters here, as upstream
+    for run_id in ["wrun_01M9570000000000000000000Z", "a/b", "wrun_a.b"] {
+        let e = w.cancel_run(run_id).await.unwrap_err();
+        assert_eq!(e.name(), "WorkflowRunNotFoundError", "{run_id}: {e}");
+        for ty in ["run_started", "run_completed", "run_failed"] {
+            let e = w
+                .create_event(
+                    Some(run_id),
+                    req(json!({"eventType": ty, "specVersion": 3,
+                        "eventData": {"output": null, "error": {"message": "x"}}})),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.name(), "WorkflowRunNotFoundError", "{ty} {run_id}: {e}");
+        }
+    }
+    let n = scalar_i64(
+        &db.sql().await,
+        "SELECT count(*) FROM workflow.workflow_events",
+        &[],
+    )
+    .await;
+    assert_eq!(n, 0);
+    drop(w);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_read_live_and_report_their_tail() {
     let Some(db) = TestDb::new("streams").await else {
         return;
