@@ -118,6 +118,13 @@ function createWebhook(options) {
       '`createWebhook()` does not accept a `token` option. Webhook tokens are always randomly generated. Use `createHook()` with `resumeHook()` for deterministic token patterns.',
     )
   }
+  if (respondWith === 'manual') {
+    // (not supported: refused here rather than leaving resumeWebhook() callers waiting
+    // for a response no step can write)
+    throw new Error(
+      "`createWebhook({ respondWith: 'manual' })` is not supported by the workflow-native engine: use the default (202) or a static Response.",
+    )
+  }
   const metadata = respondWith === undefined ? undefined : { respondWith }
   return exec.createHook({ ...rest, metadata }, true)
 }

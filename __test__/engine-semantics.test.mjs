@@ -48,8 +48,11 @@ test('for await over a hook ends once the loop body disposes it', async () => {
   await api.resumeHook('sem-dispose-token', 'last')
   assert.deepEqual(await run.returnValue, ['first', 'last'])
   assert.deepEqual(await official.getRun(run.runId).returnValue, ['first', 'last'])
+  // (disposed in the turn the workflow returned: not committed, as in WDK; the run's end
+  // removes the hook)
   const t = await types(run.runId)
-  assert.deepEqual(t.slice(-2), ['hook_disposed', 'run_completed'])
+  assert.equal(t.at(-1), 'run_completed')
+  await assert.rejects(api.getHookByToken('sem-dispose-token'), (e) => e.name === 'HookNotFoundError')
 })
 
 test('a conflicting token: getConflict() names the holder, and so does the HookConflictError', async () => {
@@ -260,4 +263,112 @@ test('a retry waits whole seconds, as the official queue delays it: 1.5 s become
   assert.equal(await run.returnValue, 'ok')
   assert.equal(starts.length, 2)
   assert.ok(starts[1] - starts[0] >= 1990, `second attempt ${starts[1] - starts[0]} ms after the first`)
+})
+
+test('a step fired without await while the run looks at other writers\' events is not run, and nothing is left unhandled', async () => {
+  const { workflowStore } = await import('../lib/engine/context.js')
+  const unhandled = []
+  const onUnhandled = (e) => unhandled.push(e)
+  process.on('unhandledRejection', onUnhandled)
+  const ran = []
+  const first = step('sem-refresh-first', async () => 'A')
+  const late = step('sem-refresh-late', async () => {
+    ran.push('late')
+    return 'C'
+  })
+  const w = workflow('sem-refresh-split', async () => {
+    const x = await first()
+    // as a resumeHook()/wakeUp() message for this run arriving in this process would
+    workflowStore.getStore().exec.refresh()
+    late()
+    return x
+  })
+  const run = await api.start(w, [])
+  assert.equal(await run.returnValue, 'A')
+  await new Promise((r) => setImmediate(r))
+  process.off('unhandledRejection', onUnhandled)
+  assert.deepEqual(unhandled, [])
+  assert.deepEqual(ran, [])
+  assert.deepEqual(await types(run.runId), ['run_created', 'run_started', 'step_created', 'step_started', 'step_completed', 'run_completed'])
+})
+
+test('a replayed step whose recorded input is the unserializable placeholder fails without running its code', async () => {
+  const { binding } = await import('../lib/native.js')
+  const { stringify } = await import('../lib/vendor/devalue.cjs')
+  const { dataDir } = await import('./helpers/harness.mjs')
+  const native = new binding.NativeWorld(dataDir)
+  const bytes = (v) => ({ __type: 'Uint8Array', data: Buffer.from(`devl${stringify(v)}`).toString('base64') })
+  const create = (runId, req) => JSON.parse(native.createEventSync(runId, JSON.stringify({ specVersion: 3, ...req })))
+  const ran = []
+  const takesFn = step('sem-placeholder', async (x) => {
+    ran.push(x)
+    return 'ran'
+  })
+  const w = workflow('sem-placeholder-replay', async () => {
+    try {
+      return await takesFn(() => 1)
+    } catch (e) {
+      return `${e.name}: ${e.message}`
+    }
+  })
+  // a crash between the placeholder's step_created and its step_failed
+  const runId = create(null, { eventType: 'run_created', eventData: { deploymentId: 'dpl_test', workflowName: w.workflowId, input: bytes([]) } }).event.runId
+  create(runId, { eventType: 'run_started' })
+  create(runId, {
+    eventType: 'step_created',
+    correlationId: `step_${binding.newUlid()}`,
+    eventData: {
+      stepName: takesFn.stepId,
+      workflowName: w.workflowId,
+      input: bytes({ args: ['[input unavailable: step argument serialization failed]'], closureVars: [], thisVal: undefined, __workflowUnserializableStepInput: true }),
+    },
+  })
+  await wf.resumeRuns()
+  assert.equal(
+    await api.getRun(runId).returnValue,
+    "FatalError: Failed to serialize step arguments. Ensure you're passing serializable types (plain objects, arrays, primitives, Date, RegExp, Map, Set).",
+  )
+  assert.deepEqual(ran, [])
+  assert.deepEqual((await types(runId)).slice(-3), ['step_started', 'step_failed', 'run_completed'])
+})
+
+test('a step throwing a promise that never settles still fails (recorded unsettled after a second)', async () => {
+  const hangs = step('sem-throws-pending', async () => {
+    throw new Promise(() => {})
+  })
+  hangs.maxRetries = 0
+  const w = workflow('sem-pending-throw', async () => {
+    try {
+      await hangs()
+    } catch (e) {
+      return e.message
+    }
+  })
+  const run = await api.start(w, [])
+  assert.equal(await run.returnValue, 'Step "step//native//sem-throws-pending" failed after 0 retries: {}')
+})
+
+test('a step called as a method of an object that cannot be serialized runs without a receiver', async () => {
+  const steps = {
+    helper: () => 1, // a plain function: the object cannot be serialized
+    double: step('sem-module-double', async function (x) {
+      return [x * 2, this === null]
+    }),
+  }
+  const w = workflow('sem-module-receiver', async () => await steps.double(21))
+  const run = await api.start(w, [])
+  assert.deepEqual(await run.returnValue, [42, true])
+})
+
+test("createWebhook({ respondWith: 'manual' }) is refused at once", async () => {
+  const w = workflow('sem-manual-webhook', async () => {
+    try {
+      wf.createWebhook({ respondWith: 'manual' })
+      return 'created'
+    } catch (e) {
+      return e.message
+    }
+  })
+  const run = await api.start(w, [])
+  assert.match(await run.returnValue, /respondWith: 'manual' \}\)` is not supported/)
 })

@@ -2,7 +2,7 @@
 // when nobody closed it (a deliberate difference: the official reader waits for a close
 // marker for ever, vercel/workflow#943). Nested streams and other streams still end at
 // their close marker only.
-import { world, newRunId, createRun, completeRun, frameValue, streamName } from './helpers/harness.mjs'
+import { official, world, newRunId, createRun, completeRun, frameValue, streamName } from './helpers/harness.mjs'
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import wf from '../workflow.js'
@@ -121,14 +121,19 @@ test('chunks written just before another writer completes the run are delivered 
   assert.deepEqual(got, Array.from({ length: N }, (_, i) => i))
 })
 
-test('a stream of a run that does not exist still ends only at its close marker', GUARD, async () => {
+test('a stream of a run that does not exist errors at its first chunk, as the official reader does', GUARD, async () => {
   const runId = newRunId()
   const name = streamName(runId)
   const reader = getRun(runId).getReadable().getReader()
   const first = reader.read()
   await world.writeToStream(name, runId, await frameValue(1, runId))
-  assert.deepEqual(await first, { done: false, value: 1 })
-  const end = reader.read()
+  await assert.rejects(first, (e) => {
+    assert.equal(e.name, 'WorkflowRunNotFoundError')
+    assert.equal(e.message, `Workflow run "${runId}" not found`)
+    return true
+  })
+  // the official reader, on the same data
+  const theirs = official.getRun(runId).getReadable().getReader()
   await world.closeStream(name, runId)
-  assert.deepEqual(await end, { done: true, value: undefined })
+  await assert.rejects(theirs.read(), (e) => e.name === 'WorkflowRunNotFoundError')
 })

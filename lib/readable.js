@@ -11,9 +11,13 @@ const BATCH = 512
  * @param decode  (parsed JSON of one devalue text) => value, for object streams (a batch's
  *   texts come as one JSON array, parsed at once); byte streams get Uint8Arrays
  */
-function nativeReadable(global, openReader, decode) {
+function nativeReadable(global, openReader, decode, beforeFirstChunk) {
   let reader = null
   let finished = false
+  // `beforeFirstChunk`: awaited once, when the first chunk is there to deliver; a
+  // rejection errors the stream before it delivers anything (a run's stream: its run
+  // must exist, as the official reader needs the run to decode a chunk)
+  let gate = beforeFirstChunk
   const Readable = global.ReadableStream || ReadableStream
   const U8 = global.Uint8Array || Uint8Array
   return new Readable(
@@ -26,6 +30,12 @@ function nativeReadable(global, openReader, decode) {
           // thread hop, wait only when nothing is.
           const batch = reader.nextManySync(BATCH) || (await reader.nextMany(BATCH))
           if (finished) return
+          if (gate && (batch.text || batch.buffers.length > 0)) {
+            const check = gate
+            gate = undefined
+            await check()
+            if (finished) return
+          }
           if (batch.text) {
             for (const flat of JSON.parse(batch.text)) controller.enqueue(decode(flat))
           }

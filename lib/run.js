@@ -134,7 +134,10 @@ class Run {
     const name = runStreamOf(String(this.runId), namespace)
     // Ends at the close marker, or once the run is terminal and every chunk written was
     // delivered (the official reader waits for a close marker for ever: vercel/workflow#943).
-    const stream = refReadable(global, this.#open, { name, startIndex: startIndexOption(startIndex) }, String(this.runId))
+    // Like the official reader, which needs the run to decode its first chunk: a stream
+    // of a run that does not exist errors (WorkflowRunNotFoundError) instead of delivering.
+    const runOf = () => this.status
+    const stream = refReadable(global, this.#open, { name, startIndex: startIndexOption(startIndex) }, String(this.runId), runOf)
     return Object.assign(stream, {
       getTailIndex: () => this.#with((w) => w.streamInfo(name)).then((i) => i.tailIndex),
     })

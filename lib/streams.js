@@ -10,14 +10,14 @@ const { externalRevivers, unflatten } = require('./hydrate.js')
  * startIndex? }`. `open(name, startIndex, mode)` returns the native reader; object chunks
  * are decoded with the client revivers (nested stream references become live streams too).
  */
-function refReadable(global, open, ref, endWithRun) {
+function refReadable(global, open, ref, endWithRun, beforeFirstChunk) {
   const start = Number.isFinite(Number(ref.startIndex)) ? Math.trunc(Number(ref.startIndex)) : 0
   const mode = ref.type === 'bytes' ? (ref.framing === 'framed-v1' ? 'bytes-framed' : 'bytes') : 'objects'
   const revivers = mode === 'objects' ? clientRevivers(global, open) : undefined
   // `endWithRun`: a run's own stream also ends once the run is terminal and every chunk
   // written is delivered (nested stream references end at their close marker).
   const openReader = endWithRun === undefined ? () => open(ref.name, start, mode) : () => open(ref.name, start, mode, endWithRun)
-  return nativeReadable(global, openReader, (flat) => unflatten(flat, revivers))
+  return nativeReadable(global, openReader, (flat) => unflatten(flat, revivers), beforeFirstChunk)
 }
 
 /** The client-side revivers, with stream references read through `open`. */

@@ -103,21 +103,14 @@ function deliverInBackground(message) {
 
 /**
  * Hands a queue message on as `start()`, `resumeHook()` and `wakeUp()` do: on PostgreSQL
- * the job is in the official app's graphile-worker queue when this resolves (as
- * world-postgres's `queue()` has it when the official call resolves); a failure is
- * logged, as a background delivery's is. Elsewhere, delivered in the background.
+ * the job is in the official app's graphile-worker queue when this resolves, and a
+ * failure to enqueue rejects (as world-postgres's `queue()` makes the official call
+ * resolve or reject). Elsewhere, delivered in the background.
  */
 async function deliver(message) {
   if (localDispatcher && localDispatcher(message)) return
   const { world } = resolveWorld()
-  if (world && world.kind === 'postgres') {
-    try {
-      await world.enqueue(message)
-    } catch (e) {
-      console.error(`[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not enqueued:`, e)
-    }
-    return
-  }
+  if (world && world.kind === 'postgres') return world.enqueue(message)
   deliverInBackground(message)
 }
 

@@ -156,6 +156,9 @@ class RunJournal {
   #leaseToken
   #writer
   #tail = Promise.resolve()
+  #invocationsClosed = false
+  #turn = 0
+  #turnOpen = false
 
   /**
    * @param onFault (err, entry) for a refused write nobody awaits (a step's closing event):
@@ -180,9 +183,13 @@ class RunJournal {
     const req = { eventType, specVersion: 3 }
     if (correlationId !== undefined) req.correlationId = correlationId
     if (eventData !== undefined) req.eventData = eventData
-    if (this.#halted) return background ? Promise.resolve(undefined) : Promise.reject(new Halted())
+    if (this.#halted || (invocation && this.#invocationsClosed)) {
+      return background ? Promise.resolve(undefined) : Promise.reject(new Halted())
+    }
+    // (an invocation belongs to the turn that made it until the next macrotask)
+    const turn = invocation ? this.#currentTurn() : 0
     const p = new Promise((resolve, reject) => {
-      this.#queue.push({ req, resolve, reject, background, invocation })
+      this.#queue.push({ req, resolve, reject, background, invocation, turn })
       this.#engine.busy++
       this.#schedule()
     })
@@ -201,15 +208,35 @@ class RunJournal {
    * before a `return` never runs. Their callers halt (background writes resolve).
    */
   dropInvocations() {
-    if (!this.#queue.some((e) => e.invocation)) return
-    const dropped = this.#queue.filter((e) => e.invocation)
-    this.#queue = this.#queue.filter((e) => !e.invocation)
+    // Invocations asked for after this (a write that waited for a look at other writers'
+    // events, say) are dropped too: the body has settled, nothing of it is committed.
+    this.#invocationsClosed = true
+    const turn = this.#turn
+    const dropped = this.#queue.filter((e) => e.invocation && e.turn === turn && this.#turnOpen)
+    if (dropped.length === 0) return
+    this.#queue = this.#queue.filter((e) => !dropped.includes(e))
     for (const entry of dropped) {
       this.#settled(entry, () => {
         if (entry.background) entry.resolve(undefined)
         else entry.reject(new Halted())
       })
     }
+  }
+
+  /**
+   * The number of the current turn (invocations made before the next macrotask share it;
+   * what an earlier turn made was committed when the body suspended, as the official
+   * commits it, even if its batch is still waiting to be sent).
+   */
+  #currentTurn() {
+    if (!this.#turnOpen) {
+      this.#turnOpen = true
+      this.#turn++
+      setImmediate(() => {
+        this.#turnOpen = false
+      })
+    }
+    return this.#turn
   }
 
   /** A write is coming soon: the writer thread is woken now rather than by that write. */

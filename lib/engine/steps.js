@@ -44,7 +44,7 @@ function maxRetriesOf(def) {
 
 /** A step called from the workflow body of `exec` (`thisVal`: the call's receiver). */
 async function callStep(exec, def, args, thisVal) {
-  const receiver = receiverOf(thisVal)
+  let receiver = receiverOf(thisVal)
   const inv = exec.claim('step', def.stepName, `step "${def.stepName}"`)
   if (inv === HALT) return exec.halt()
   let stepId
@@ -56,7 +56,20 @@ async function callStep(exec, def, args, thisVal) {
     try {
       freshInput = tagged(exec.serialize({ args, closureVars: undefined, thisVal: receiver }, 'step arguments'))
     } catch (e) {
-      return unserializableStep(exec, def, stepId, e)
+      // A receiver that cannot be serialized (a module's exports: `steps.charge()`,
+      // `require('workflow-native/workflow').fetch()`) is left out rather than failing
+      // the call — the official bundler calls such steps directly, with no receiver.
+      let withoutReceiver
+      if (receiver !== undefined) {
+        try {
+          withoutReceiver = tagged(exec.serialize({ args, closureVars: undefined, thisVal: undefined }, 'step arguments'))
+        } catch {
+          // the arguments themselves cannot be serialized
+        }
+      }
+      if (withoutReceiver === undefined) return unserializableStep(exec, def, stepId, e)
+      freshInput = withoutReceiver
+      receiver = undefined
     }
     exec.flushOps()
     // Written in one batch with the step_started the attempt awaits below.
@@ -100,11 +113,20 @@ async function callStep(exec, def, args, thisVal) {
     // is the same copy, without the round trip through bytes.
     if (freshInput && receiver === undefined && args.every(isPrimitive)) return { args: args.slice(), thisVal: null }
     const stored = input && exec.hydrate(input)
+    // The placeholder of a step whose arguments could not be serialized (its step_failed
+    // not written yet: a crash in between): never run the code with it, fail the step.
+    if (stored && typeof stored === 'object' && stored.__workflowUnserializableStepInput === true) {
+      throw new errors.FatalError(UNSERIALIZABLE_MESSAGE)
+    }
     if (!stored || !Array.isArray(stored.args)) return { args, thisVal: receiver ?? null }
     return { args: stored.args, thisVal: stored.thisVal ?? null }
   }
   return attempts(exec, def, stepId, argsOf, startedAt, freshInput !== undefined)
 }
+
+/** The official step handler's error for the placeholder input (`formatSerializationError`). */
+const UNSERIALIZABLE_MESSAGE =
+  "Failed to serialize step arguments. Ensure you're passing serializable types (plain objects, arrays, primitives, Date, RegExp, Map, Set)."
 
 /** What the official writes for a step its arguments could not be serialized for. */
 const UNSERIALIZABLE_INPUT = {

@@ -28,24 +28,35 @@ function errorText(err) {
   }
 }
 
-function isThenable(v) {
-  return typeof v === 'object' && v !== null && 'then' in v && typeof v.then === 'function'
-}
+/** How long a thrown promise is waited for before it is recorded unsettled. */
+const THROWN_PROMISE_WAIT_MS = 1000
 
 /**
  * `{ message, stack }` of a thrown value as the official records it: an Error's (a real
- * one: `types.isNativeError`), a string as is, anything else as JSON; a thrown promise
- * (or thenable) is awaited and its outcome reported as "Promise rejection: …".
+ * one: `types.isNativeError`), a string as is, anything else as JSON; a thrown promise is
+ * awaited and its outcome reported as "Promise rejection: …". Unlike the official (whose
+ * serverless invocation would time out), a promise still pending after a second, or
+ * nested more than twice, is recorded as it is (`{}`), so the step or run still ends.
  */
-async function normalizeError(v) {
-  if (isThenable(v)) {
-    let inner
-    try {
-      inner = await normalizeError(await v)
-    } catch (rejection) {
-      inner = await normalizeError(rejection)
+async function normalizeError(v, depth = 0) {
+  if (types.isPromise(v) && depth < 2) {
+    let timer
+    const pending = Symbol('pending')
+    const late = new Promise((resolve) => {
+      timer = setTimeout(() => resolve({ outcome: pending }), THROWN_PROMISE_WAIT_MS)
+    })
+    const settled = await Promise.race([
+      v.then(
+        (value) => ({ outcome: value }),
+        (rejection) => ({ outcome: rejection }),
+      ),
+      late,
+    ])
+    clearTimeout(timer)
+    if (settled.outcome !== pending) {
+      const inner = await normalizeError(settled.outcome, depth + 1)
+      return { ...inner, message: `Promise rejection: ${inner.message}` }
     }
-    return { ...inner, message: `Promise rejection: ${inner.message}` }
   }
   return { message: errorText(v), stack: types.isNativeError(v) ? (v.stack ?? '') : '' }
 }
