@@ -372,3 +372,34 @@ test("createWebhook({ respondWith: 'manual' }) is refused at once", async () => 
   const run = await api.start(w, [])
   assert.match(await run.returnValue, /respondWith: 'manual' \}\)` is not supported/)
 })
+
+test('a stream the workflow received is passed to steps by reference: each step reads it whole', async () => {
+  const makeStream = step('sem-make-stream', async () => {
+    const enc = new TextEncoder()
+    return new ReadableStream({
+      start(c) {
+        c.enqueue(enc.encode('a'))
+        c.enqueue(enc.encode('b'))
+        c.close()
+      },
+    })
+  })
+  const readAll = step('sem-read-stream', async (stream) => {
+    let text = ''
+    for await (const chunk of stream) text += new TextDecoder().decode(chunk)
+    return text
+  })
+  const w = workflow('sem-stream-twice', async () => {
+    const s = await makeStream()
+    return [await readAll(s), await readAll(s)]
+  })
+  const run = await api.start(w, [])
+  assert.deepEqual(await run.returnValue, ['ab', 'ab'])
+  // one stream: both steps got the same reference
+  const inputs = (await eventsOf(run.runId))
+    .filter((e) => e.eventType === 'step_created')
+    .slice(1)
+    .map((e) => Buffer.from(e.eventData.input).toString().match(/strm_[0-9A-Z]+/)[0])
+  assert.equal(inputs.length, 2)
+  assert.equal(inputs[0], inputs[1])
+})

@@ -24,6 +24,8 @@ const { HALT, tagged, untag, normalizeError } = require('./values.js')
 const errors = require('../../errors.js')
 
 const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
+const STREAM_TYPE = Symbol.for('WORKFLOW_STREAM_TYPE')
+const STREAM_FRAMING = Symbol.for('WORKFLOW_STREAM_FRAMING')
 
 /**
  * A fault of the storage (a file it could not read or write, the database failing or out
@@ -122,7 +124,16 @@ class Execution {
     this.following = false // see follow()
     const open = (name, start, mode) => world.openStream(name, start, mode)
     this.streams = worldStreams(world, globalThis)
-    const base = externalRevivers(globalThis, (ref) => refReadable(globalThis, open, ref))
+    // A stream revived in the workflow body (a step's result, a webhook request's body)
+    // keeps its name: handed to a step it travels as the same reference (every step reads
+    // it whole, as in WDK), not as a copy that drains it.
+    const base = externalRevivers(globalThis, (ref) => {
+      const stream = refReadable(globalThis, open, ref)
+      stream[STREAM_NAME] = ref.name
+      if (ref.type) stream[STREAM_TYPE] = ref.type
+      if (ref.framing) stream[STREAM_FRAMING] = ref.framing
+      return stream
+    })
     this.revivers = {
       ...base,
       // A writable handed to a step (getWritable() in the workflow body) is the run's stream.
