@@ -137,15 +137,18 @@ function defineHook(options) {
       execOrThrow('`defineHook().create()` can only be called inside a workflow function.')
       return createHook(options)
     },
-    async resume(token, payload) {
+    resume(token, payload) {
+      // (in a workflow body WDK's sandbox version throws synchronously)
       if (workflowStore.getStore() && !stepStore.getStore()) {
         throw new Error('`defineHook().resume()` can only be called from external contexts (e.g. API routes).')
       }
-      if (!schema || !schema['~standard']) return resumeHook(token, payload)
-      let result = schema['~standard'].validate(payload)
-      if (result instanceof Promise) result = await result
-      if (result.issues) throw new Error(JSON.stringify(result.issues, null, 2))
-      return resumeHook(token, result.value)
+      return (async () => {
+        if (!schema || !schema['~standard']) return resumeHook(token, payload)
+        let result = schema['~standard'].validate(payload)
+        if (result instanceof Promise) result = await result
+        if (result.issues) throw new Error(JSON.stringify(result.issues, null, 2))
+        return resumeHook(token, result.value)
+      })()
     },
   }
 }

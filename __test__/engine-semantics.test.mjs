@@ -403,3 +403,18 @@ test('a stream the workflow received is passed to steps by reference: each step 
   assert.equal(inputs.length, 2)
   assert.equal(inputs[0], inputs[1])
 })
+
+test('defineHook().resume() in a workflow body throws synchronously, as in WDK', async () => {
+  const typed = wf.defineHook()
+  const w = workflow('sem-define-hook-resume', async () => {
+    let threw = null
+    try {
+      typed.resume('t', 1)
+    } catch (e) {
+      threw = e.message
+    }
+    return threw
+  })
+  const run = await api.start(w, [])
+  assert.equal(await run.returnValue, '`defineHook().resume()` can only be called from external contexts (e.g. API routes).')
+})
