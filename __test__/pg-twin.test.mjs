@@ -84,6 +84,18 @@ async function officialRun(status, { value = { ok: 1 }, args = [1, 2] } = {}) {
   return runId
 }
 
+/** A running run written by the official World, holding a plain hook (no metadata). */
+async function officialRunWithHook(correlationId, token) {
+  const runId = await officialRun('running')
+  await official.events.create(runId, {
+    eventType: 'hook_created',
+    specVersion: 3,
+    correlationId,
+    eventData: { token, isWebhook: false },
+  })
+  return runId
+}
+
 async function jobsFor(runId) {
   const r = await client.query(
     `SELECT t.identifier AS task_identifier, j.payload, j.key, j.max_attempts
@@ -250,13 +262,7 @@ describe('PostgreSQL twin: the official World writes, ours reads', { skip }, () 
   test('the run is in the official queue when start(), resumeHook() and wakeUp() resolve', async () => {
     const run = await ours.start({ workflowId: WORKFLOW_NAME }, [1])
     assert.equal((await jobsFor(run.runId)).length, 1, 'after start()')
-    const runId = await officialRun('running')
-    await official.events.create(runId, {
-      eventType: 'hook_created',
-      specVersion: 3,
-      correlationId: 'hook_q1',
-      eventData: { token: 'tok-queued', isWebhook: false },
-    })
+    const runId = await officialRunWithHook('hook_q1', 'tok-queued')
     await ours.resumeHook('tok-queued', 1)
     assert.equal((await jobsFor(runId)).length, 1, 'after resumeHook()')
     const slept = await officialRun('running')
@@ -271,13 +277,7 @@ describe('PostgreSQL twin: the official World writes, ours reads', { skip }, () 
   })
 
   test('a hook without metadata has the metadata key, as world-postgres returns it', async () => {
-    const runId = await officialRun('running')
-    await official.events.create(runId, {
-      eventType: 'hook_created',
-      specVersion: 3,
-      correlationId: 'hook_nometa',
-      eventData: { token: 'tok-no-metadata', isWebhook: false },
-    })
+    const runId = await officialRunWithHook('hook_nometa', 'tok-no-metadata')
     const theirs = await official.hooks.getByToken('tok-no-metadata')
     const hook = await ours.getHookByToken('tok-no-metadata')
     assert.equal('metadata' in theirs, true)
@@ -306,13 +306,7 @@ describe('PostgreSQL twin: the official World writes, ours reads', { skip }, () 
   })
 
   test('resumeHook(): hook_received as the official World reads it, and the run enqueued', async () => {
-    const runId = await officialRun('running')
-    await official.events.create(runId, {
-      eventType: 'hook_created',
-      specVersion: 3,
-      correlationId: 'hook_r1',
-      eventData: { token: 'tok-resume', isWebhook: false },
-    })
+    const runId = await officialRunWithHook('hook_r1', 'tok-resume')
     const hook = await ours.resumeHook('tok-resume', { hello: 'world' })
     assert.equal(hook.hookId, 'hook_r1')
     const received = (await official.events.list({ runId })).data.find((e) => e.eventType === 'hook_received')
