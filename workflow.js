@@ -85,6 +85,23 @@ function step(name, fn, options) {
   return s
 }
 
+// WDK's built-in steps: in a workflow body a Request's or Response's body is read by a
+// step (`__builtin_response_json` …, called with the object as its receiver), so the
+// read is recorded, replayed and repeatable (see the engine's revivers).
+for (const [id, read] of [
+  ['__builtin_response_array_buffer', (r) => r.arrayBuffer()],
+  ['__builtin_response_json', (r) => r.json()],
+  ['__builtin_response_text', (r) => r.text()],
+]) {
+  step(
+    id,
+    async function () {
+      return read(this)
+    },
+    { id },
+  )
+}
+
 function execOrThrow(message) {
   const w = workflowStore.getStore()
   if (!w || stepStore.getStore()) throw new Error(message)

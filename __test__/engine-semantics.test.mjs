@@ -418,3 +418,25 @@ test('defineHook().resume() in a workflow body throws synchronously, as in WDK',
   const run = await api.start(w, [])
   assert.equal(await run.returnValue, '`defineHook().resume()` can only be called from external contexts (e.g. API routes).')
 })
+
+test('a body read in a workflow body is WDK\'s built-in step: recorded, repeatable, bodyUsed stays false', async () => {
+  const makeResponse = step('sem-make-response', async () => new Response('{"z":1}', { headers: { 'content-type': 'application/json' } }))
+  const w = workflow('sem-body-steps', async () => {
+    const res = await makeResponse()
+    const text = await res.text()
+    const used = res.bodyUsed
+    const json = await res.json()
+    const bytes = await res.bytes()
+    return { text, used, json, bytes: bytes.length }
+  })
+  const run = await api.start(w, [])
+  assert.deepEqual(await run.returnValue, { text: '{"z":1}', used: false, json: { z: 1 }, bytes: 7 })
+  const names = (await eventsOf(run.runId)).filter((e) => e.eventType === 'step_created').map((e) => e.eventData.stepName)
+  assert.deepEqual(names, [
+    'step//native//sem-make-response',
+    '__builtin_response_text',
+    '__builtin_response_json',
+    '__builtin_response_array_buffer',
+  ])
+  assert.deepEqual(await official.getRun(run.runId).returnValue, { text: '{"z":1}', used: false, json: { z: 1 }, bytes: 7 })
+})

@@ -27,6 +27,30 @@ const STREAM_NAME = Symbol.for('WORKFLOW_STREAM_NAME')
 const STREAM_TYPE = Symbol.for('WORKFLOW_STREAM_TYPE')
 const STREAM_FRAMING = Symbol.for('WORKFLOW_STREAM_FRAMING')
 
+/** The built-in steps a body read in a workflow body goes through (WDK's names). */
+const BODY_STEPS = {
+  arrayBuffer: '__builtin_response_array_buffer',
+  json: '__builtin_response_json',
+  text: '__builtin_response_text',
+}
+
+function withBodySteps(obj) {
+  if (stepStore.getStore() || !obj || typeof obj !== 'object') return obj
+  for (const [method, id] of Object.entries(BODY_STEPS)) {
+    const builtin = declaredSteps.get(id)
+    if (builtin) Object.defineProperty(obj, method, { value: builtin, writable: true, configurable: true })
+  }
+  Object.defineProperty(obj, 'bytes', {
+    value: async function () {
+      return new Uint8Array(await this.arrayBuffer())
+    },
+    writable: true,
+    configurable: true,
+  })
+  Object.defineProperty(obj, 'bodyUsed', { get: () => false, configurable: true })
+  return obj
+}
+
 /**
  * A fault of the storage (a file it could not read or write, the database failing or out
  * of reach), not of the workflow.
@@ -136,6 +160,11 @@ class Execution {
     })
     this.revivers = {
       ...base,
+      // In the workflow body a revived Request or Response reads its body through WDK's
+      // built-in steps (recorded, repeatable: bodyUsed stays false); in a step it is
+      // the plain object.
+      Request: (value) => withBodySteps(base.Request(value)),
+      Response: (value) => withBodySteps(base.Response(value)),
       // A writable handed to a step (getWritable() in the workflow body) is the run's stream.
       WritableStream: (ref) => this.stepWritable(ref.name, stepStore.getStore()?.ops),
       StepFunction: (value) => {
