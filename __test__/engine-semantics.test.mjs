@@ -440,3 +440,19 @@ test('a body read in a workflow body is WDK\'s built-in step: recorded, repeatab
   ])
   assert.deepEqual(await official.getRun(run.runId).returnValue, { text: '{"z":1}', used: false, json: { z: 1 }, bytes: 7 })
 })
+
+test('a Response a step returned keeps its url, type and redirected in the workflow body', async () => {
+  const server = (await import('node:http')).createServer((req, res) => res.end('ok'))
+  await new Promise((r) => server.listen(0, '127.0.0.1', r))
+  const url = `http://127.0.0.1:${server.address().port}/where`
+  try {
+    const w = workflow('sem-fetch-fields', async (u) => {
+      const res = await wf.fetch(u)
+      return { url: res.url, type: res.type, redirected: res.redirected, text: await res.text() }
+    })
+    const run = await api.start(w, [url])
+    assert.deepEqual(await run.returnValue, { url, type: 'basic', redirected: false, text: 'ok' })
+  } finally {
+    server.close()
+  }
+})

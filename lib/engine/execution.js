@@ -34,6 +34,15 @@ const BODY_STEPS = {
   text: '__builtin_response_text',
 }
 
+/** In the workflow body a revived Response keeps its recorded `type`, `url`, `redirected` (as WDK's). */
+function withResponseFields(res, value) {
+  if (stepStore.getStore() || !res || typeof res !== 'object' || !value) return res
+  for (const k of ['type', 'url', 'redirected']) {
+    if (value[k] !== undefined) Object.defineProperty(res, k, { value: value[k], writable: true, configurable: true, enumerable: true })
+  }
+  return res
+}
+
 function withBodySteps(obj) {
   if (stepStore.getStore() || !obj || typeof obj !== 'object') return obj
   for (const [method, id] of Object.entries(BODY_STEPS)) {
@@ -164,7 +173,7 @@ class Execution {
       // built-in steps (recorded, repeatable: bodyUsed stays false); in a step it is
       // the plain object.
       Request: (value) => withBodySteps(base.Request(value)),
-      Response: (value) => withBodySteps(base.Response(value)),
+      Response: (value) => withResponseFields(withBodySteps(base.Response(value)), value),
       // A writable handed to a step (getWritable() in the workflow body) is the run's stream.
       WritableStream: (ref) => this.stepWritable(ref.name, stepStore.getStore()?.ops),
       StepFunction: (value) => {
