@@ -58,7 +58,7 @@ function queueTarget() {
 }
 
 /**
- * Delivers a queue message in the background, one attempt at a time, as the core
+ * Delivers a queue message over HTTP in the background (the local directory), one attempt at a time, as the core
  * decides; failures are logged, never thrown. Waiting for a failed attempt's retry keeps
  * the process alive (like world-local); a redelivery the handler scheduled with
  * `timeoutSeconds` (a sleeping workflow) waits on an unref'd timer, so it does not keep
@@ -66,16 +66,6 @@ function queueTarget() {
  * with the process (the run resumes when something re-enqueues it).
  */
 function deliverInBackground(message) {
-  // A workflow the embedded engine runs in this process takes its messages directly.
-  if (localDispatcher && localDispatcher(message)) return
-  // On PostgreSQL the official app's graphile-worker queue takes them.
-  const { world } = resolveWorld()
-  if (world && world.kind === 'postgres') {
-    world
-      .enqueue(message)
-      .catch((e) => console.error(`[workflow-native] Queue message ${message.messageId} to ${message.queueName} was not enqueued:`, e))
-    return
-  }
   ;(async () => {
     let attempt = 1
     let connectFailures = 0
@@ -108,6 +98,7 @@ function deliverInBackground(message) {
  * resolve or reject). Elsewhere, delivered in the background.
  */
 async function deliver(message) {
+  // A workflow the embedded engine runs in this process takes its messages directly.
   if (localDispatcher && localDispatcher(message)) return
   const { world } = resolveWorld()
   if (world && world.kind === 'postgres') return world.enqueue(message)
@@ -126,4 +117,4 @@ function resetWorldForTests() {
   resolved = null
 }
 
-module.exports = { resolveWorld, deliver, deliverInBackground, queueTarget, setLocalDispatcher, resetWorldForTests }
+module.exports = { resolveWorld, deliver, queueTarget, setLocalDispatcher, resetWorldForTests }
